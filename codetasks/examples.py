@@ -1,0 +1,37 @@
+"""The one record type every code task produces: an :class:`Example`.
+
+Loaders (``codetasks.data``) turn real datasets into examples; prompts
+(``codetasks.prompts``) turn examples into chat messages; metrics score
+predictions against ``Example.target`` (and ``Example.tests`` for generation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASK_NAMES: tuple[str, ...] = ("generation", "translation", "summarization")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised pair of a code task.
+
+    ``source`` is the model input (an NL problem, Java code, or Python code) and
+    ``target`` the reference output (Python code, C# code, or a one-sentence
+    summary). ``uid`` is stable across runs, e.g. ``"mbpp/602"``.
+    Generation examples also carry executable ``tests`` (assert statements),
+    an optional ``test_setup`` and, for HumanEval, the ``entry_point``.
+    """
+
+    task: str
+    uid: str
+    source: str
+    target: str
+    tests: tuple[str, ...] = ()
+    test_setup: str = ""
+    entry_point: str = ""
+    meta: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"Example {self.uid!r}: unknown task {self.task!r}; valid: {TASK_NAMES}")
