@@ -1,0 +1,87 @@
+"""Which examples a client holds: its partition in simulation, its own files in deployment.
+
+In simulation every SuperNode gets ``partition-id`` and ``num-partitions`` from Flower and
+carves its share of the offline datasets with ``codetasks.partition``. In deployment an
+organisation's SuperNode is started with ``--node-config "client-id=3 data-root=/org/data
+tasks='translation'"`` and reads only its own files; nothing is partitioned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetasks.examples import Example
+from codetasks.loading import load_task
+from codetasks.partition import partition_clients
+from runconfig.schema import RunConfig
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """A stable client id and where its data and private state live."""
+
+    client_id: int
+    partition: int | None  # simulation partition, None for a deployed organisation
+    num_partitions: int | None
+    data_root: Path
+    tasks: tuple[str, ...]
+    state_dir: Path
+
+
+def _node_int(node_config: Mapping[str, Any], key: str) -> int:
+    value = node_config[key]
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        raise ValueError(f"node-config {key} = {value!r}: expected a non-negative integer")
+    return int(value)
+
+
+def client_identity(node_config: Mapping[str, Any], cfg: RunConfig) -> ClientIdentity:
+    """Resolve the client from Flower's node config (simulation or deployment keys)."""
+    if "client-id" in node_config:  # deployment: an organisation's own SuperNode
+        tasks = tuple(t.strip() for t in str(node_config.get("tasks", ",".join(cfg.data.tasks)))
+                      .split(",") if t.strip())
+        client_id = _node_int(node_config, "client-id")
+        state_dir = node_config.get("state-dir") or cfg.run_dir() / "clients" / f"client-{client_id}"
+        return ClientIdentity(
+            client_id=client_id, partition=None, num_partitions=None,
+            data_root=Path(str(node_config.get("data-root", cfg.data_root()))),
+            tasks=tasks, state_dir=Path(str(state_dir)),
+        )
+    partition = _node_int(node_config, "partition-id")
+    return ClientIdentity(
+        client_id=partition, partition=partition,
+        num_partitions=_node_int(node_config, "num-partitions"),
+        data_root=cfg.data_root(), tasks=cfg.data.tasks,
+        state_dir=cfg.run_dir() / "clients" / f"client-{partition}",
+    )
+
+
+def _load(cfg: RunConfig, ident: ClientIdentity, split: str, limit: int | None):
+    return {
+        task: load_task(task, split, data_root=ident.data_root,
+                        source=cfg.data.source_for(task), limit=limit)
+        for task in ident.tasks
+    }
+
+
+def _share(cfg: RunConfig, ident: ClientIdentity, by_task: dict[str, list[Example]]):
+    if ident.partition is None:
+        return by_task
+    parts = partition_clients(by_task, ident.num_partitions, cfg.data.partition,
+                              seed=cfg.run.seed, alpha=cfg.data.dirichlet_alpha)
+    return {task: examples for task, examples in parts[ident.partition].items() if examples}
+
+
+def client_examples(cfg: RunConfig, ident: ClientIdentity) -> tuple[dict, dict]:
+    """``(train, valid)``, each task -> examples, for this client."""
+    limit = cfg.train.max_train_examples or None
+    train = _share(cfg, ident, _load(cfg, ident, "train", limit))
+    valid = _share(cfg, ident, _load(cfg, ident, "valid", None))
+    if not train:
+        raise ValueError(f"client {ident.client_id} holds no training examples "
+                         f"(tasks {ident.tasks}, partition {cfg.data.partition})")
+    valid = {task: examples[: cfg.train.eval_examples] for task, examples in valid.items()}
+    return train, valid

@@ -1,0 +1,140 @@
+"""One client's local round: alternating CoLoRA phases, plus evaluation loss per task.
+
+CoLoRA (arXiv 2602.07218) alternates: e1 steps on the private Sigma_k with A, B frozen, then
+e2 steps on the shared A, B with Sigma_k frozen; the analysis covers this alternating scheme,
+and ``schedule = "joint"`` trains everything together instead. FedProx (Li et al. 2020,
+arXiv 1812.06127) is available by a positive ``proximal_mu`` on the shared parameters.
+Each phase has linear warm-up then cosine decay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from client.batching import IGNORE, Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # "sigma" | "shared" | "joint"
+    params: Sequence[nn.Parameter]
+    steps: int
+    learning_rate: float
+
+
+@dataclass
+class TrainResult:
+    step_losses: list[float] = field(default_factory=list)
+    task_losses: dict[str, float] = field(default_factory=dict)
+    examples_seen: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mean_loss(self) -> float:
+        return sum(self.step_losses) / max(len(self.step_losses), 1)
+
+
+def per_example_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Mean next-token loss over each example's response tokens -> [B]."""
+    device = next(p for p in model.parameters()).device
+    logits = model(
+        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+    ).logits[:, :-1].float()
+    labels = batch.labels[:, 1:].to(device)
+    token_loss = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+        ignore_index=IGNORE, reduction="none",
+    ).view(labels.shape)
+    counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
+    return token_loss.sum(dim=1) / counts
+
+
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _set_trainable(all_params: Iterable[nn.Parameter], active: Sequence[nn.Parameter]) -> None:
+    active_ids = {id(p) for p in active}
+    for param in all_params:
+        param.requires_grad_(id(param) in active_ids)
+
+
+def train(
+    model: nn.Module,
+    batches: Iterator[Batch],
+    phases: Sequence[Phase],
+    *,
+    grad_accum: int = 1,
+    warmup_steps: int = 0,
+    proximal: tuple[float, Sequence[nn.Parameter], Sequence[torch.Tensor]] | None = None,
+    on_step: Callable[[str, int, int, float], None] | None = None,
+) -> TrainResult:
+    """Run ``phases`` in order; ``proximal = (mu, params, anchors)`` adds FedProx's term."""
+    model.train()
+    trainable = [p for phase in phases for p in phase.params]
+    result, by_task = TrainResult(), defaultdict(list)
+    start = time.perf_counter()
+    for phase in phases:
+        if phase.steps == 0:
+            continue
+        _set_trainable(trainable, phase.params)
+        optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
+        )
+        for step in range(phase.steps):
+            step_loss = 0.0
+            for _ in range(grad_accum):
+                batch = next(batches)
+                losses = per_example_loss(model, batch)
+                loss = losses.mean()
+                if proximal is not None and proximal[0] > 0:
+                    mu, params, anchors = proximal
+                    loss = loss + 0.5 * mu * sum(
+                        (p - a.to(p.device)).pow(2).sum() for p, a in zip(params, anchors)
+                    )
+                (loss / grad_accum).backward()
+                step_loss += loss.item() / grad_accum
+                for task, value in zip(batch.tasks, losses.detach().tolist()):
+                    by_task[task].append(value)
+                result.examples_seen += len(batch.tasks)
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
+            torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.step_losses.append(step_loss)
+            if on_step is not None:
+                on_step(phase.name, step + 1, phase.steps, step_loss)
+    _set_trainable(trainable, [])
+    result.task_losses = {task: sum(v) / len(v) for task, v in by_task.items()}
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    """Mean per-example response loss for each task present in ``batches``."""
+    model.eval()
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for batch in batches:
+        for task, value in zip(batch.tasks, per_example_loss(model, batch).tolist()):
+            by_task[task].append(value)
+    return {task: sum(v) / len(v) for task, v in by_task.items()}

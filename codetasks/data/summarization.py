@@ -1,0 +1,190 @@
+"""Python code summarization pairs mined from real sources, by default the running interpreter's
+standard library, following CodeSearchNet / CodeXGLUE code-to-text (Husain et al. 2019,
+arXiv 1909.09436; Lu et al. 2021, arXiv 2102.04664): input = a function with its docstring
+removed, target = the docstring's first sentence.
+
+Filters (each counted in :attr:`MiningResult.filtered`):
+- ``private``: names starting with ``_`` (dunders included); their docstrings are mostly
+  internal notes or boilerplate such as "Return repr(self)." that teach little.
+- ``signature_summary``: summaries that restate a signature (``"S.find(sub) -> int"``).
+- ``summary_words``: summaries outside 3–40 words; ``code_lines``: code outside 3–60 lines;
+  ``code_chars``: code over 2,000 characters.
+Test directories and ``test_*.py`` files are skipped. Duplicates (same whitespace-normalised
+code, or same summary and function name) keep the first occurrence in sorted path order. Each
+module goes to exactly one split (hash of its relative path: train 80 / valid 10 / test 10).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import sysconfig
+import tokenize
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codetasks.data import summary_cache
+from codetasks.data.pyfunctions import DocumentedFunction, documented_function, iter_functions
+from codetasks.examples import Example
+from codetasks.prompts import first_sentence
+
+SPLITS = ("train", "valid", "test")
+SKIP_DIRS = frozenset(
+    {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+)
+SUMMARY_WORDS = (3, 40)
+CODE_LINES = (3, 60)
+MAX_CODE_CHARS = 2000
+_SIGNATURE = re.compile(r"^[\w.]+\(.*\)\s*(->|$)")
+
+
+@dataclass
+class MiningResult:
+    """Mined examples per split, with the counts behind them."""
+
+    source_dir: str
+    splits: dict[str, list[Example]]
+    files_scanned: int = 0  # .py files outside skipped directories
+    files_parsed: int = 0
+    functions_seen: int = 0  # every function and method, documented or not
+    documented: int = 0
+    kept: int = 0
+    duplicates: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """All counts as one flat mapping (filter reasons as ``filtered_<reason>``)."""
+        flat = {
+            name: getattr(self, name)
+            for name in ("files_scanned", "files_parsed", "functions_seen", "documented")
+        }
+        flat |= {f"filtered_{reason}": n for reason, n in sorted(self.filtered.items())}
+        flat |= {"duplicates": self.duplicates, "kept": self.kept}
+        return flat | {split: len(self.splits[split]) for split in SPLITS}
+
+    def report(self) -> str:
+        """The counts, one per line, for the CLI."""
+        lines = [f"source: {self.source_dir}"]
+        return "\n".join(lines + [f"{name:>28}: {n:,}" for name, n in self.counts().items()])
+
+
+def default_source_dir() -> Path:
+    """The running interpreter's standard library."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def split_of(relative_path: str) -> str:
+    """The split of a module: a deterministic hash of its relative path, 80/10/10."""
+    bucket = int.from_bytes(hashlib.sha256(relative_path.encode()).digest()[:8], "big") % 100
+    return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
+
+
+def source_files(source_dir: Path) -> list[Path]:
+    """The ``.py`` files to mine, sorted, skipping test and vendored-package directories."""
+    files = []
+    for path in sorted(source_dir.rglob("*.py")):
+        parts = path.relative_to(source_dir).parts
+        if SKIP_DIRS.intersection(parts[:-1]) or parts[-1].startswith("test_"):
+            continue
+        files.append(path)
+    return files
+
+
+def filter_reason(name: str, summary: str, code: str) -> str:
+    """Why a documented function is dropped, or ``""`` to keep it."""
+    if name.startswith("_"):
+        return "private"
+    if _SIGNATURE.match(summary):
+        return "signature_summary"
+    if not SUMMARY_WORDS[0] <= len(summary.split()) <= SUMMARY_WORDS[1]:
+        return "summary_words"
+    if not CODE_LINES[0] <= len(code.splitlines()) <= CODE_LINES[1]:
+        return "code_lines"
+    if len(code) > MAX_CODE_CHARS:
+        return "code_chars"
+    return ""
+
+
+def _parse(path: Path) -> tuple[list[str], ast.Module] | None:
+    try:
+        with tokenize.open(path) as handle:  # honours PEP 263 coding cookies
+            source = handle.read()
+        return source.splitlines(), ast.parse(source, filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+
+
+class _Miner:
+    """Accumulates kept examples and counts over files visited in sorted order."""
+
+    def __init__(self, source_dir: Path) -> None:
+        self.result = MiningResult(str(source_dir), {split: [] for split in SPLITS})
+        self.reasons: Counter[str] = Counter()
+        self.seen_code: set[str] = set()
+        self.seen_pairs: set[tuple[str, str]] = set()
+
+    def add_file(self, relative: str, lines: list[str], tree: ast.Module) -> None:
+        for qualname, node in iter_functions(tree):
+            self.result.functions_seen += 1
+            found = documented_function(lines, qualname, node)
+            if found is not None:
+                self.add_function(relative, found)
+
+    def add_function(self, relative: str, function: DocumentedFunction) -> None:
+        self.result.documented += 1
+        name = function.qualname.rsplit(".", 1)[-1]
+        summary = first_sentence(function.docstring)
+        reason = filter_reason(name, summary, function.code)
+        if reason:
+            self.reasons[reason] += 1
+            return
+        code_key, pair_key = " ".join(function.code.split()), (summary, name)
+        if code_key in self.seen_code or pair_key in self.seen_pairs:
+            self.result.duplicates += 1
+            return
+        self.seen_code.add(code_key)
+        self.seen_pairs.add(pair_key)
+        uid = f"summarization/{relative}:{function.qualname}:{function.lineno}"
+        meta = {"path": relative, "function": function.qualname, "line": str(function.lineno)}
+        example = Example("summarization", uid, function.code, summary, meta=meta)
+        self.result.splits[split_of(relative)].append(example)
+        self.result.kept += 1
+
+
+def mine_uncached(source_dir: Path) -> MiningResult:
+    """Mine ``source_dir`` from scratch (seconds for the standard library)."""
+    miner = _Miner(source_dir)
+    for path in source_files(source_dir):
+        miner.result.files_scanned += 1
+        parsed = _parse(path)
+        if parsed is not None:
+            miner.result.files_parsed += 1
+            miner.add_file(path.relative_to(source_dir).as_posix(), *parsed)
+    miner.result.filtered = dict(sorted(miner.reasons.items()))
+    return miner.result
+
+
+def mine_summarization_pairs(source_dir: Path | None = None, *, cache: bool = True) -> MiningResult:
+    """Mine (function, summary) pairs from ``source_dir`` (default: the stdlib), using the
+    on-disk cache under ``${FEDCOLORA_CACHE:-~/.cache/fedcolora}/summarization/``."""
+    source_dir = (source_dir or default_source_dir()).resolve()
+    if not source_dir.is_dir():
+        raise NotADirectoryError(f"summarization source {source_dir} is not a directory")
+    if not cache:
+        return mine_uncached(source_dir)
+    path = summary_cache.cache_path(source_dir, source_files(source_dir))
+    cached = summary_cache.read(path)
+    if cached is not None:
+        return MiningResult(**cached)
+    result = mine_uncached(source_dir)
+    summary_cache.write(path, result)
+    return result
+
+
+def load_summarization(split: str, source_dir: Path | None = None) -> list[Example]:
+    """Mined summarization examples of ``split`` (train/valid/test)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown summarization split {split!r}; valid: {', '.join(SPLITS)}")
+    return mine_summarization_pairs(source_dir).splits[split]

@@ -1,0 +1,133 @@
+"""CoLoRA adapters on top of PEFT LoRA: a shared (A, B) and a private r x r Sigma_k per client.
+
+CoLoRA (arXiv 2602.07218; personal parts in the spirit of FedRep, arXiv 2102.07078, and
+FedDPA, arXiv 2409.17201) writes the update of a frozen weight W0 as
+
+    dW_k = s * B @ Sigma_k @ A        A: r x d_in, B: d_out x r (shared), Sigma_k: r x r (private)
+
+The shared factors are an ordinary PEFT LoRA adapter named ``"shared"``, so they are selected
+by adapter name with ``get_peft_model_state_dict``. Sigma_k is a parameter attached to each
+LoRA layer and applied by a forward pre-hook on ``lora_B``: PEFT computes
+``lora_B(lora_A(x)) * s``, and the hook turns ``lora_A(x)`` (shape [..., r]) into
+``lora_A(x) @ Sigma_k^T``. Sigma_k starts at the identity, so with B = 0 the model starts as
+the base model, exactly as plain LoRA does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+
+from runconfig.schema import AdapterSettings
+
+SHARED = "shared"
+
+
+class PersonalSigma(nn.Module):
+    """The private r x r mixing matrix of one LoRA layer; never leaves its client."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(rank))
+
+    def mix(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+        hidden = args[0]  # [..., r], the output of lora_A
+        return (hidden @ self.weight.to(hidden.dtype).T,)
+
+
+def lora_config(settings: AdapterSettings) -> LoraConfig:
+    return LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int) -> PeftModel:
+    """Wrap ``base_model`` with the shared LoRA adapter and, if configured, Sigma_k.
+
+    The seed fixes A's random init, so the server and every client build identical A.
+    """
+    torch.manual_seed(seed)
+    model = get_peft_model(base_model, lora_config(settings), adapter_name=SHARED)
+    if settings.personal == "sigma":
+        for layer in _lora_layers(model):
+            sigma = PersonalSigma(settings.rank).to(layer.lora_A[SHARED].weight.device)
+            layer.personal_sigma = sigma
+            layer.lora_B[SHARED].register_forward_pre_hook(sigma.mix)
+    return model
+
+
+def _lora_layers(model: nn.Module) -> Iterator[LoraLayer]:
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and SHARED in module.lora_A:
+            yield module
+
+
+def _sigma_modules(model: nn.Module) -> dict[str, PersonalSigma]:
+    return {name: mod for name, mod in model.named_modules() if isinstance(mod, PersonalSigma)}
+
+
+def shared_parameters(model: PeftModel) -> list[nn.Parameter]:
+    return [p for layer in _lora_layers(model) for p in
+            (layer.lora_A[SHARED].weight, layer.lora_B[SHARED].weight)]
+
+
+def personal_parameters(model: PeftModel) -> list[nn.Parameter]:
+    return [sigma.weight for sigma in _sigma_modules(model).values()]
+
+
+def shared_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The tensors that travel: PEFT's own selection of the ``"shared"`` adapter."""
+    state = get_peft_model_state_dict(model, adapter_name=SHARED)
+    return {key: value.detach().float().cpu() for key, value in state.items()}
+
+
+def load_shared_state(model: PeftModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Load shared factors; a missing or unexpected key or a wrong shape raises ValueError."""
+    expected = get_peft_model_state_dict(model, adapter_name=SHARED)
+    if set(state) != set(expected):
+        missing = sorted(set(expected) - set(state))[:3]
+        extra = sorted(set(state) - set(expected))[:3]
+        raise ValueError(f"shared state mismatch: missing {missing}, unexpected {extra}")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"shared state {key}: shape {tuple(tensor.shape)}, "
+                             f"expected {tuple(expected[key].shape)}")
+    set_peft_model_state_dict(model, dict(state), adapter_name=SHARED)
+
+
+def personal_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    return {name: mod.weight.detach().float().cpu().clone()
+            for name, mod in _sigma_modules(model).items()}
+
+
+def load_personal_state(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> None:
+    """Load Sigma_k, or reset every Sigma_k to the identity when ``state`` is None."""
+    modules = _sigma_modules(model)
+    if state is not None and set(state) != set(modules):
+        raise ValueError(f"personal state does not match the model: {len(state)} tensors "
+                         f"for {len(modules)} layers")
+    with torch.no_grad():
+        for name, mod in modules.items():
+            value = torch.eye(mod.weight.shape[0]) if state is None else state[name]
+            mod.weight.copy_(value.to(mod.weight.device))
+
+
+def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """Shared state with Sigma_k folded into B (B' = B @ Sigma_k): a plain LoRA adapter."""
+    state = shared_state(model)
+    for name, module in model.named_modules():
+        sigma = getattr(module, "personal_sigma", None)
+        if isinstance(module, LoraLayer) and sigma is not None:
+            key = f"{name}.lora_B.weight"  # PEFT's saved key: the adapter name is stripped
+            state[key] = state[key] @ sigma.weight.detach().float().cpu()
+    return state

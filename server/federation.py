@@ -1,0 +1,92 @@
+"""The server's round loop: Flower's ``Strategy.start`` plus what a long LLM run needs.
+
+Each round calls the strategy's ``configure_train``/``aggregate_train`` and
+``configure_evaluate``/``aggregate_evaluate`` exactly as ``Strategy.start`` does, and adds:
+screening of replies (a NaN, a wrong shape or dtype, an oversized payload is dropped with a
+logged reason and never aggregated), per-client and per-task metrics with bytes up and down
+in ``metrics.jsonl``, and an atomic checkpoint after every completed round so ``resume``
+continues where a killed server stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from colora.wire import payload_bytes, to_numpy, to_record
+from server import run_dir as rundir
+from server.reports import round_record, log_round
+from server.screening import screen_replies
+from strategies.registry import build_strategy
+from runconfig.schema import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FederationResult:
+    run_dir: Path
+    arrays: ArrayRecord
+    rounds_completed: int
+
+
+def _exchange(grid: Grid, messages: Iterable[Message], timeout: float):
+    sent = list(messages)
+    replies = list(grid.send_and_receive(sent, timeout=timeout)) if sent else []
+    return sent, replies
+
+
+def run_federation(
+    grid: Grid, cfg: RunConfig, initial: dict, *, timeout: float = 3600.0
+) -> FederationResult:
+    """Run ``cfg.run.num_server_rounds`` rounds from ``initial`` (or the checkpoint)."""
+    run_dir = rundir.prepare(cfg)
+    strategy = build_strategy(cfg)
+    arrays, start = to_record(initial), 1
+    ckpt = rundir.load_checkpoint(run_dir) if cfg.run.resume else None
+    if ckpt is not None:
+        arrays, start = to_record(ckpt.arrays), ckpt.server_round + 1
+        strategy.load_state(ckpt.strategy_state)
+        rundir.truncate_metrics(run_dir, ckpt.server_round)
+        log.info("Resuming %s after round %d", run_dir, ckpt.server_round)
+    for server_round in range(start, cfg.run.num_server_rounds + 1):
+        t0 = time.perf_counter()
+        log.info("[ROUND %d/%d] %s", server_round, cfg.run.num_server_rounds, strategy.name)
+        sent, replies = _exchange(
+            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), grid), timeout
+        )
+        accepted, rejected = screen_replies(sent, replies)
+        new_arrays, _ = strategy.aggregate_train(server_round, accepted)
+        if new_arrays is None:
+            raise RuntimeError(
+                f"round {server_round}: no update could be aggregated "
+                f"({len(accepted)} valid replies, {len(rejected)} rejected: "
+                f"{[r.reason for r in rejected]})"
+            )
+        arrays = new_arrays
+        eval_sent, eval_replies = _exchange(
+            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid), timeout
+        )
+        strategy.aggregate_evaluate(server_round, [r for r in eval_replies if not r.has_error()])
+        record = round_record(
+            server_round,
+            seconds=time.perf_counter() - t0,
+            train_replies=accepted,
+            rejected=rejected,
+            eval_replies=eval_replies,
+            bytes_down=sum(payload_bytes(m.content["arrays"]) for m in [*sent, *eval_sent]),
+            bytes_up=sum(payload_bytes(m.content["arrays"]) for m in accepted),
+            extra=strategy.round_log(server_round),
+        )
+        rundir.append_metrics(run_dir, record)
+        log_round(record)
+        rundir.save_checkpoint(run_dir, rundir.Checkpoint(
+            server_round, to_numpy(arrays), strategy.state_arrays(), {"strategy": strategy.name}
+        ))
+    return FederationResult(run_dir, arrays, cfg.run.num_server_rounds)
