@@ -55,29 +55,36 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
     """Wrap ``base_model`` with the shared LoRA adapter and, if configured, Sigma_k.
 
     The seed fixes A's random init, so the server and every client build identical A.
+    Sigma_k modules live in ``model.personal_sigma``, outside the LoRA layers: PEFT selects
+    every parameter under a tuner layer as part of the adapter, and Sigma_k must not travel.
     """
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(settings), adapter_name=SHARED)
     if settings.personal == "sigma":
-        for layer in _lora_layers(model):
+        model.personal_sigma = nn.ModuleDict()
+        for name, layer in _lora_layers(model):
             sigma = PersonalSigma(settings.rank).to(layer.lora_A[SHARED].weight.device)
-            layer.personal_sigma = sigma
+            model.personal_sigma[_sigma_key(name)] = sigma
             layer.lora_B[SHARED].register_forward_pre_hook(sigma.mix)
     return model
 
 
-def _lora_layers(model: nn.Module) -> Iterator[LoraLayer]:
-    for module in model.modules():
+def _sigma_key(layer_name: str) -> str:
+    return layer_name.replace(".", "__")  # ModuleDict keys cannot contain dots
+
+
+def _lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:
+    for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and SHARED in module.lora_A:
-            yield module
+            yield name, module
 
 
 def _sigma_modules(model: nn.Module) -> dict[str, PersonalSigma]:
-    return {name: mod for name, mod in model.named_modules() if isinstance(mod, PersonalSigma)}
+    return dict(getattr(model, "personal_sigma", {}).items())
 
 
 def shared_parameters(model: PeftModel) -> list[nn.Parameter]:
-    return [p for layer in _lora_layers(model) for p in
+    return [p for _, layer in _lora_layers(model) for p in
             (layer.lora_A[SHARED].weight, layer.lora_B[SHARED].weight)]
 
 
@@ -125,9 +132,10 @@ def load_personal_state(model: PeftModel, state: Mapping[str, torch.Tensor] | No
 def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
     """Shared state with Sigma_k folded into B (B' = B @ Sigma_k): a plain LoRA adapter."""
     state = shared_state(model)
-    for name, module in model.named_modules():
-        sigma = getattr(module, "personal_sigma", None)
-        if isinstance(module, LoraLayer) and sigma is not None:
+    sigmas = _sigma_modules(model)
+    for name, _ in _lora_layers(model):
+        sigma = sigmas.get(_sigma_key(name))
+        if sigma is not None:
             key = f"{name}.lora_B.weight"  # PEFT's saved key: the adapter name is stripped
             state[key] = state[key] @ sigma.weight.detach().float().cpu()
     return state

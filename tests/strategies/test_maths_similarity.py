@@ -1,0 +1,160 @@
+"""Tests for strategies.maths.similarity: hand-worked matrices and planted task structure."""
+
+import math
+
+import numpy as np
+import pytest
+
+from strategies.maths.similarity import (
+    assign_to_nearest,
+    canonical_labels,
+    complete_linkage,
+    cosine_matrix,
+    mixing_weights,
+    personalized_mixtures,
+    spectral_clusters,
+    sticky_relabel,
+)
+
+R = 1 / math.sqrt(2)
+
+
+def test_cosine_matrix_by_hand_with_zero_row():
+    # Rows [1,0], [1,1], [0,0], [−2,0]: cos(r0,r1) = 1/√2, cos(r0,r3) = −1, cos(r1,r3) = −1/√2;
+    # the zero row is 0 against everyone and 1 on the diagonal.
+    deltas = np.array([[1, 0], [1, 1], [0, 0], [-2, 0]], dtype=np.float32)
+    expected = [[1, R, 0, -1], [R, 1, 0, -R], [0, 0, 1, 0], [-1, -R, 0, 1]]
+    S = cosine_matrix(deltas)
+    assert S.dtype == np.float64
+    np.testing.assert_allclose(S, expected, atol=1e-6)
+
+
+def test_mixing_weights_by_hand_and_stable():
+    # S = I, τ = 0.5: row 0 = softmax([2, 0]) = [e²/(e²+1), 1/(e²+1)] = [0.8807971, 0.1192029].
+    W = mixing_weights(np.eye(2), tau=0.5)
+    np.testing.assert_allclose(W, [[0.8807971, 0.1192029], [0.1192029, 0.8807971]], atol=1e-7)
+    # τ = 1e-3 makes logits of 1000: without the max shift exp() would overflow to inf.
+    W = mixing_weights(np.array([[1.0, 0.9], [0.9, 1.0]]), tau=1e-3)
+    assert np.all(np.isfinite(W))
+    np.testing.assert_allclose(W.sum(axis=1), [1.0, 1.0])
+    with pytest.raises(ValueError, match="tau"):
+        mixing_weights(np.eye(2), tau=0.0)
+
+
+def test_personalized_mixtures_by_hand():
+    thetas = np.array([[2.0, 0.0], [0.0, 4.0]])
+    W = np.array([[0.75, 0.25], [0.5, 0.5]])
+    # p = (1/2, 1/2): global mean [1, 2].  W·θ: row 0 = [1.5, 1.0], row 1 = [1.0, 2.0].
+    # λ = 0.5: row 0 = 0.5·[1,2] + 0.5·[1.5,1] = [1.25, 1.5]; row 1 = [1, 2].
+    np.testing.assert_allclose(
+        personalized_mixtures(thetas, W, [1, 1], 0.5), [[1.25, 1.5], [1.0, 2.0]]
+    )
+    np.testing.assert_array_equal(personalized_mixtures(thetas, W, [1, 1], 0.0), [[1, 2], [1, 2]])
+    np.testing.assert_allclose(personalized_mixtures(thetas, W, [1, 1], 1.0), [[1.5, 1], [1, 2]])
+    # Unequal p with λ = 0 is exactly fedavg: p = (1/4, 3/4) -> [0.5, 3].
+    np.testing.assert_array_equal(personalized_mixtures(thetas, W, [1, 3], 0.0)[1], [0.5, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("W", "lam", "message"),
+    [
+        (np.full((2, 2), 0.5), 1.5, "lam"),
+        (np.full((2, 2), 0.4), 0.5, "sum to 1"),
+        (np.full((3, 3), 1 / 3), 0.5, "2×2"),
+    ],
+)
+def test_personalized_mixtures_rejects(W, lam, message):
+    with pytest.raises(ValueError, match=message):
+        personalized_mixtures(np.zeros((2, 3)), W, [1, 1], lam)
+
+
+def test_assign_to_nearest():
+    centroids = np.array([[0.0, 1.0], [5.0, 0.0], [-1.0, 0.0]])
+    # cos([1, 0.1], ·) = [0.0995, 0.995, −0.995]: centroid 1.
+    assert assign_to_nearest(np.array([1.0, 0.1]), centroids) == 1
+    # A zero centroid scores 0, which beats the −1 of the opposite one.
+    assert assign_to_nearest(np.array([-1.0, 0.0]), np.array([[0.0, 0.0], [1.0, 0.0]])) == 0
+
+
+def test_canonical_labels():
+    np.testing.assert_array_equal(canonical_labels([5, 5, 2, 7, 2]), [0, 0, 1, 2, 1])
+    assert canonical_labels([]).size == 0
+
+
+def test_complete_linkage_by_hand():
+    # Distances 1 − S: d01 = 0.1, d23 = 0.2, d12 = 0.8, d02 = d13 = 0.9, d03 = 1.0.
+    # Merges: {0,1} at 0.1, {2,3} at 0.2, then both at max(d02, d03, d12, d13) = 1.0.
+    S = np.array([[1, 0.9, 0.1, 0.0], [0.9, 1, 0.2, 0.1], [0.1, 0.2, 1, 0.8], [0.0, 0.1, 0.8, 1]])
+    np.testing.assert_array_equal(complete_linkage(S, threshold=0.5), [0, 0, 1, 1])
+    np.testing.assert_array_equal(complete_linkage(S, threshold=1.0), [0, 0, 0, 0])
+    np.testing.assert_array_equal(complete_linkage(S, k=2), [0, 0, 1, 1])
+    np.testing.assert_array_equal(complete_linkage(S, k=4), [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="exactly one"):
+        complete_linkage(S)
+
+
+def test_complete_linkage_does_not_chain():
+    # d01 = d12 = 0.3 but d02 = 0.9. Single linkage at 0.5 would join all three; complete linkage
+    # merges {0,1} (first of the tie) and then sees max(d02, d12) = 0.9 > 0.5 to client 2.
+    S = np.array([[1, 0.7, 0.1], [0.7, 1, 0.7], [0.1, 0.7, 1]])
+    np.testing.assert_array_equal(complete_linkage(S, threshold=0.5), [0, 0, 1])
+
+
+def test_spectral_clusters_on_exact_blocks():
+    # Tasks interleaved: clients (t0, t1, t2, t0, t1, t2). S is 1 within a task, 0 across.
+    # Each 2×2 block of ones gives Laplacian eigenvalues {0, 1}: spectrum [0,0,0,1,1,1] -> k = 3.
+    task = np.array([0, 1, 2, 0, 1, 2])
+    S = (task[:, None] == task[None, :]).astype(float)
+    np.testing.assert_array_equal(spectral_clusters(S), [0, 1, 2, 0, 1, 2])
+    # Everybody alike: one eigenvalue 0, the rest 1 -> k = 1.
+    np.testing.assert_array_equal(spectral_clusters(np.ones((4, 4))), [0, 0, 0, 0])
+    np.testing.assert_array_equal(spectral_clusters(np.ones((1, 1))), [0])
+    with pytest.raises(ValueError, match="max_k"):
+        spectral_clusters(S, max_k=0)
+
+
+def _planted_updates(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """3 tasks × 2 clients: a random task direction (norm ~14) plus small noise (norm ~1.4)."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(3, 200))
+    order = np.array([0, 1, 2, 2, 0, 1])  # shuffled so that neighbours are not always peers
+    return directions[order] + 0.1 * rng.normal(size=(6, 200)), order
+
+
+def test_planted_structure_is_recovered():
+    deltas, task = _planted_updates()
+    S = cosine_matrix(deltas)
+    expected = canonical_labels(task)  # [0, 1, 2, 2, 0, 1]
+    np.testing.assert_array_equal(complete_linkage(S, threshold=0.5), expected)
+    np.testing.assert_array_equal(complete_linkage(S, k=3), expected)
+    np.testing.assert_array_equal(spectral_clusters(S), expected)
+    W = mixing_weights(S, tau=0.5)
+    for i in range(6):
+        peer = next(j for j in range(6) if j != i and task[j] == task[i])
+        others = [j for j in range(6) if task[j] != task[i]]
+        assert W[i, peer] > 2 * W[i, others].max()
+
+
+def test_sticky_relabel_keeps_ids():
+    previous = np.array([0, 0, 1, 1, 2, 2])
+    # Same partition, ids permuted -> the previous ids come back.
+    np.testing.assert_array_equal(sticky_relabel(previous, [2, 2, 0, 0, 1, 1]), previous)
+    # Clients 4 and 5 split: each half overlaps old cluster 2 by one client; the tie goes to the
+    # first ({4} keeps 2) and {5} gets the smallest id no previous cluster used, 3.
+    np.testing.assert_array_equal(sticky_relabel(previous, [1, 1, 0, 0, 2, 5]), [0, 0, 1, 1, 2, 3])
+    # −1: client had no cluster; a cluster made only of such clients gets a fresh id.
+    np.testing.assert_array_equal(sticky_relabel([4, 4, -1], [0, 0, 1]), [4, 4, 0])
+    # Old cluster 8 merged into 3; the newcomer's cluster shares no client with 8, so it does not
+    # inherit 8 and takes the smallest id no previous cluster used, 0.
+    np.testing.assert_array_equal(sticky_relabel([3, 3, 8, -1], [0, 0, 0, 1]), [3, 3, 3, 0])
+
+
+def test_sticky_relabel_is_optimal_not_greedy():
+    # New cluster 0 = clients 0..4 (3 were in 7, 2 in 9); new cluster 1 = clients 5, 6 (in 7).
+    # Greedy would give 0 -> 7 (3 kept) and leave 1 with nothing: 3 clients keep their id.
+    # Optimal: 0 -> 9 and 1 -> 7, so 2 + 2 = 4 clients keep their id.
+    previous = np.array([7, 7, 7, 9, 9, 7, 7])
+    new = np.array([0, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(sticky_relabel(previous, new), [9, 9, 9, 9, 9, 7, 7])
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        sticky_relabel(previous, new[:3])
