@@ -29,37 +29,33 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from typing import IO
 from dataclasses import dataclass
+from typing import IO
 
 from codetasks.examples import Example
 
 STATUSES: tuple[str, ...] = ("passed", "failed", "timeout", "error")
 _FSIZE_BYTES = 64 * 1024 * 1024  # bounds files the child writes, its stdout/stderr included
 _MAX_TASKS = 64  # per-uid process/thread cap once the child runs as `nobody`
-_DETAIL_LINES = 20
-_DETAIL_CHARS = 2000
-_PROBE_IMPORTS = "import collections, heapq, itertools, math, re, string, sys"
+_DETAIL_LINES, _DETAIL_CHARS = 20, 2000
+_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+_SPAWN_FAILED = "sandbox: could not start the program (process cap reached)"
 
 # Runs in the child (via `python -c`) before the program. It reads the nonce from stdin,
 # compiles the program, disables dangerous functions, runs the program, then reports.
 _GUARD = r"""
-import builtins, faulthandler, io, os, posix, shutil, signal, subprocess, sys
+import builtins, contextlib, faulthandler, io, os, posix, shutil, signal, subprocess, sys
 import _io, _posixsubprocess
 
-_PROCESS = ("system", "popen", "kill", "killpg", "fork", "forkpty", "register_at_fork",
-    "posix_spawn", "posix_spawnp", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv",
-    "spawnve", "spawnvp", "spawnvpe", "execl", "execle", "execlp", "execlpe", "execv",
-    "execve", "execvp", "execvpe", "setsid", "setpgid", "setpgrp", "setuid", "setgid",
-    "setreuid", "setresuid", "putenv", "unsetenv", "chroot", "chdir", "fchdir")
-_FILES = ("remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace",
-    "truncate", "ftruncate", "chmod", "fchmod", "lchmod", "chown", "fchown", "lchown",
-    "lchflags", "link", "symlink")
-_BLOCKED = {os: _PROCESS + _FILES, posix: _PROCESS + _FILES,
-    shutil: ("rmtree", "move", "chown"),
-    subprocess: ("Popen", "run", "call", "check_call", "check_output", "getoutput",
-        "getstatusoutput"),
-    signal: ("pthread_kill", "pidfd_send_signal"), _posixsubprocess: ("fork_exec",)}
+_PROCESS = '''system popen kill killpg fork forkpty posix_spawn posix_spawnp
+    spawnl spawnle spawnlp spawnlpe spawnv spawnve spawnvp spawnvpe execl execle execlp execlpe
+    execv execve execvp execvpe setsid setpgid setpgrp setuid setgid setreuid setresuid putenv
+    unsetenv chroot chdir fchdir'''.split()
+_FILES = '''remove unlink rmdir removedirs rename renames replace truncate ftruncate chmod fchmod
+    lchmod chown fchown lchown lchflags link symlink'''.split()
+_BLOCKED = {os: _PROCESS + _FILES, posix: _PROCESS + _FILES, shutil: ["rmtree", "move", "chown"],
+    subprocess: "Popen run call check_call check_output getoutput getstatusoutput".split(),
+    signal: ["pthread_kill", "pidfd_send_signal"], _posixsubprocess: ["fork_exec"]}
 _NO_IMPORT = ("ctypes", "_ctypes", "resource", "psutil", "ipdb", "joblib", "tkinter")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -75,20 +71,13 @@ def _inside(path, root):
         return False
     return target == root or target.startswith(root + os.sep)
 
-def _guard_open(real, root):
-    def guarded_open(file, mode="r", *args, **kwargs):
-        writes = any(flag in mode for flag in "wax+")
-        if writes and not isinstance(file, int) and not _inside(file, root):
+def _guard(real, root, writes):
+    def guarded(file, *args, **kwargs):
+        spec = args[0] if args else kwargs.get("mode", kwargs.get("flags", "r"))
+        if not isinstance(file, int) and writes(spec) and not _inside(file, root):
             raise PermissionError(f"sandbox: writing {file!r} is disabled")
-        return real(file, mode, *args, **kwargs)
-    return guarded_open
-
-def _guard_os_open(real, root):
-    def guarded_os_open(path, flags, *args, **kwargs):
-        if flags & _WRITE_FLAGS and not _inside(path, root):
-            raise PermissionError(f"sandbox: writing {path!r} is disabled")
-        return real(path, flags, *args, **kwargs)
-    return guarded_os_open
+        return real(file, *args, **kwargs)
+    return guarded
 
 def _lock_down(root):
     faulthandler.disable()
@@ -96,8 +85,8 @@ def _lock_down(root):
         for name in names:
             if hasattr(module, name):
                 setattr(module, name, _refuse(f"{module.__name__}.{name}"))
-    builtins.open = io.open = _io.open = _guard_open(_io.open, root)
-    os.open = posix.open = _guard_os_open(posix.open, root)
+    builtins.open = io.open = _io.open = _guard(_io.open, root, lambda m: set(m) & set("wax+"))
+    os.open = posix.open = _guard(posix.open, root, lambda flags: flags & _WRITE_FLAGS)
     builtins.help = None
     for name in _NO_IMPORT:
         sys.modules[name] = None
@@ -111,10 +100,8 @@ def _main():
     report_fd = os.dup(1)
     _lock_down(os.path.dirname(os.path.realpath(path)))
     exec(code, {"__name__": "__main__", "__builtins__": builtins})
-    try:
-        sys.stdout.flush()
-    except (AttributeError, OSError, ValueError):
-        pass
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()  # the program may have closed or replaced it
     os.write(report_fd, b"\n" + nonce + b"\n")
 
 _main()
@@ -144,11 +131,8 @@ def run_program(
     cpu_limit = cpu_s if cpu_s is not None else math.ceil(timeout_s) + 1
     workdir = tempfile.mkdtemp(prefix="fedcolora-sbx-")
     try:
-        path = _stage(workdir, program, ids)
-        nonce = secrets.token_hex(16)
-        preexec = _preexec(memory_mb, cpu_limit, ids)
-        return _execute([interpreter, "-I", "-S", "-c", _GUARD, path], workdir, nonce, preexec,
-                        timeout_s)
+        cmd = [interpreter, "-I", "-S", "-c", _GUARD, _stage(workdir, program, ids)]
+        return _execute(cmd, workdir, _preexec(memory_mb, cpu_limit, ids), timeout_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -175,67 +159,65 @@ def _stage(workdir: str, program: str, ids: tuple[int, int] | None) -> str:
         handle.write(program)
     os.chmod(path, 0o644)
     if ids is not None:
-        # The unprivileged child needs its working directory to itself.
-        os.chown(workdir, *ids)
+        os.chown(workdir, *ids)  # the unprivileged child needs its working directory
     return path
 
 
 def _execute(
-    cmd: list[str], workdir: str, nonce: str, preexec: Callable[[], None], timeout_s: float
+    cmd: list[str], workdir: str, preexec: Callable[[], None], timeout_s: float
 ) -> SandboxResult:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+    nonce = secrets.token_hex(16).encode()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir, env=env,
-            preexec_fn=preexec, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-        _send_nonce(proc, nonce)
-        timed_out = _wait(proc, timeout_s)
+        proc = _spawn(cmd, out, err, workdir, env, preexec, start + timeout_s)
+        if proc is None:
+            return SandboxResult("error", False, time.monotonic() - start, _SPAWN_FAILED)
+        try:
+            proc.communicate(nonce + b"\n", timeout=max(0.0, start + timeout_s - time.monotonic()))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            timed_out = True
         seconds = time.monotonic() - start
-        reported = nonce.encode() in _tail(out, 65536)
-        detail = _detail(_tail(err, 16384))
+        _kill_group(proc)
+        reported = nonce in _tail(out, 65536)
+        detail = _tail(err, 16384).decode("utf-8", errors="replace")
+    detail = "\n".join(detail.splitlines()[-_DETAIL_LINES:])[-_DETAIL_CHARS:]
     status = _classify(proc.returncode, timed_out, reported, detail)
     if proc.returncode == 0 and not reported:
         detail = (detail + "\nsandbox: the program exited before its tests finished").strip()
     return SandboxResult(status, status == "passed", seconds, detail)
 
 
-def _send_nonce(proc: subprocess.Popen[bytes], nonce: str) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(nonce.encode() + b"\n")
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # the child died before reading; its exit status tells why
-
-
-def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    try:
-        proc.wait(timeout=timeout_s)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    _kill_group(proc)
-    return timed_out
-
-
-def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
-    """SIGKILL the child's whole process group, even after a clean exit, and reap it.
-
-    Forked leftovers stay zombies (and count against the user's process cap) until the
-    leader is reaped and init collects them, so we reap the leader, then re-send the signal
-    (covering members that were mid-fork) until the group is gone or the grace runs out.
-    """
-    deadline = time.monotonic() + grace_s
+def _spawn(
+    cmd: list[str], out: IO[bytes], err: IO[bytes], workdir: str, env: dict[str, str],
+    preexec: Callable[[], None], deadline: float,
+) -> subprocess.Popen[bytes] | None:  # fmt: skip
+    # The process cap is per user: a concurrent run's fork bomb (or its not-yet-collected
+    # zombies) can make our exec fail with EAGAIN for a moment, so retry until the deadline.
     while True:
+        try:
+            return subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir, env=env,
+                preexec_fn=preexec, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+    """SIGKILL the child's process group (even after a clean exit) until it is gone."""
+    # Forked leftovers stay zombies, counting against the user's process cap, until the
+    # leader is reaped and init collects them; re-sending also catches mid-fork members.
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             break
         proc.wait()
-        if time.monotonic() > deadline:
-            break
         time.sleep(0.01)
     proc.wait()
 
@@ -255,14 +237,10 @@ def _tail(handle: IO[bytes], size: int) -> bytes:
     return handle.read()
 
 
-def _detail(stderr: bytes) -> str:
-    lines = stderr.decode("utf-8", errors="replace").splitlines()[-_DETAIL_LINES:]
-    return "\n".join(lines)[-_DETAIL_CHARS:]
-
-
 def _preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable[[], None]:
+    memory = memory_mb * 1024 * 1024
     limits = (
-        (resource.RLIMIT_AS, memory_mb * 1024 * 1024, memory_mb * 1024 * 1024),
+        (resource.RLIMIT_AS, memory, memory),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU first, SIGKILL a second later
         (resource.RLIMIT_FSIZE, _FSIZE_BYTES, _FSIZE_BYTES),
         (resource.RLIMIT_NPROC, _MAX_TASKS, _MAX_TASKS),
@@ -288,47 +266,30 @@ def _launch_config() -> tuple[str, tuple[int, int] | None]:
     """Pick the interpreter and, when root, the unprivileged (uid, gid) to run as."""
     if os.geteuid() != 0:
         return sys.executable, None
-    ids = _nobody_ids()
-    working = [(c, v) for c in _candidates() if (v := _probe(c, ids)) is not None]
-    # Prefer our own Python version; sys.executable may sit under a root-only directory
-    # (e.g. /root/.pyenv), which `nobody` cannot execute, so a system Python can stand in.
-    for candidate, version in working:
-        if version == f"{sys.version_info[0]}.{sys.version_info[1]}":
-            return candidate, ids
+    try:
+        ids = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid
+    except KeyError:
+        ids = 65534, 65534
+    # sys.executable may sit under a root-only directory (e.g. /root/.pyenv) that `nobody`
+    # cannot enter, so a system Python may stand in; our own Python version comes first.
+    versions = {name: _probe(name, ids) for name in _candidates()}
+    working = sorted((n for n, v in versions.items() if v), key=lambda n: versions[n] != _VERSION)
     if working:
-        return working[0][0], ids
-    warnings.warn(
-        "sandbox: no Python interpreter is runnable as 'nobody'; sandboxed code runs as root "
-        "with only the in-process guard",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+        return working[0], ids
+    message = "sandbox: no Python runs as 'nobody'; sandboxed code runs as root, guard only"
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
     return sys.executable, None
 
 
-def _nobody_ids() -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam("nobody")
-        return entry.pw_uid, entry.pw_gid
-    except KeyError:
-        return 65534, 65534
-
-
 def _candidates() -> list[str]:
-    minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    names = [
-        sys.executable,
-        os.path.realpath(sys.executable),
-        getattr(sys, "_base_executable", sys.executable),
-        shutil.which(minor, path="/usr/local/bin:/usr/bin:/bin") or "",
-        shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or "",
-    ]
-    return [name for name in dict.fromkeys(names) if name]
+    system = (f"/usr/bin/python{_VERSION}", "/usr/bin/python3")
+    names = (sys.executable, os.path.realpath(sys.executable), sys._base_executable, *system)
+    return [name for name in dict.fromkeys(names) if os.path.exists(name)]
 
 
 def _probe(interpreter: str, ids: tuple[int, int]) -> str | None:
     """Return the interpreter's version if it runs stdlib imports as the unprivileged user."""
-    code = f"{_PROBE_IMPORTS}; print('%d.%d' % sys.version_info[:2])"
+    code = "import collections, heapq, math, re, sys; print('%d.%d' % sys.version_info[:2])"
     try:
         done = subprocess.run(
             [interpreter, "-I", "-S", "-c", code], capture_output=True, timeout=30,

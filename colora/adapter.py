@@ -11,6 +11,10 @@ LoRA layer and applied by a forward pre-hook on ``lora_B``: PEFT computes
 ``lora_B(lora_A(x)) * s``, and the hook turns ``lora_A(x)`` (shape [..., r]) into
 ``lora_A(x) @ Sigma_k^T``. Sigma_k starts at the identity, so with B = 0 the model starts as
 the base model, exactly as plain LoRA does.
+
+The exact aggregations (FLoRA, arXiv 2409.05976; FedEx-LoRA, arXiv 2410.09432) fold a merged
+update into the weight the next round trains on. The base may be 4-bit, so the merged term is
+kept apart as a frozen dense D per layer, added by a forward hook: ``y += s * x @ D^T``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -26,6 +31,7 @@ from torch import nn
 from runconfig.schema import AdapterSettings
 
 SHARED = "shared"
+FACTORS = ("A", "B")
 
 
 class PersonalSigma(nn.Module):
@@ -38,6 +44,21 @@ class PersonalSigma(nn.Module):
     def mix(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
         hidden = args[0]  # [..., r], the output of lora_A
         return (hidden @ self.weight.to(hidden.dtype).T,)
+
+
+class FrozenDelta(nn.Module):
+    """A frozen merged update D (d_out x d_in) of one LoRA layer; adds s * x @ D^T when set."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("delta", None, persistent=False)
+
+    def add(self, _module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor):
+        if self.delta is None:
+            return output
+        merged = F.linear(args[0].to(self.delta.dtype), self.delta) * self.scale
+        return output + merged.to(output.dtype)
 
 
 def lora_config(settings: AdapterSettings) -> LoraConfig:
@@ -57,9 +78,18 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
     The seed fixes A's random init, so the server and every client build identical A.
     Sigma_k modules live in ``model.personal_sigma``, outside the LoRA layers: PEFT selects
     every parameter under a tuner layer as part of the adapter, and Sigma_k must not travel.
+    The frozen merged terms live in ``model.frozen_delta`` for the same reason; they are empty
+    until :func:`load_frozen_delta` sets them. A copy of the initial shared state is kept: it
+    is what factors that are neither sent nor private start from (FFA-LoRA's frozen A).
     """
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(settings), adapter_name=SHARED)
+    model.initial_shared = {k: v.clone() for k, v in shared_state(model).items()}
+    model.frozen_delta = nn.ModuleDict()
+    for name, layer in _lora_layers(model):
+        frozen = FrozenDelta(settings.scale)
+        model.frozen_delta[_sigma_key(name)] = frozen
+        layer.register_forward_hook(frozen.add)
     if settings.personal == "sigma":
         model.personal_sigma = nn.ModuleDict()
         for name, layer in _lora_layers(model):
@@ -83,9 +113,11 @@ def _sigma_modules(model: nn.Module) -> dict[str, PersonalSigma]:
     return dict(getattr(model, "personal_sigma", {}).items())
 
 
-def shared_parameters(model: PeftModel) -> list[nn.Parameter]:
-    return [p for _, layer in _lora_layers(model) for p in
-            (layer.lora_A[SHARED].weight, layer.lora_B[SHARED].weight)]
+def shared_parameters(model: PeftModel, factors: tuple[str, ...] = FACTORS) -> list[nn.Parameter]:
+    """The shared LoRA factors, ``"A"`` and/or ``"B"`` (FFA-LoRA trains B only)."""
+    modules = [getattr(layer, f"lora_{factor}") for _, layer in _lora_layers(model)
+               for factor in FACTORS if factor in factors]
+    return [module[SHARED].weight for module in modules]
 
 
 def personal_parameters(model: PeftModel) -> list[nn.Parameter]:
@@ -139,3 +171,26 @@ def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
             key = f"{name}.lora_B.weight"  # PEFT's saved key: the adapter name is stripped
             state[key] = state[key] @ sigma.weight.detach().float().cpu()
     return state
+
+
+def initial_shared_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The shared state right after :func:`attach_adapters` (A from the seed, B = 0)."""
+    return {key: value.clone() for key, value in model.initial_shared.items()}
+
+
+def load_frozen_delta(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> None:
+    """Set the frozen merged term D of each LoRA layer, keyed by layer name; None clears all.
+
+    A layer missing from ``state`` gets no term; a name that is not a LoRA layer raises.
+    """
+    state = dict(state or {})
+    layers = dict(_lora_layers(model))
+    unknown = sorted(set(state) - set(layers))
+    if unknown:
+        raise ValueError(f"frozen terms for unknown LoRA layers: {unknown[:3]}")
+    for name, layer in layers.items():
+        value = state.get(name)
+        device = layer.lora_A[SHARED].weight.device
+        model.frozen_delta[_sigma_key(name)].delta = (
+            None if value is None else value.float().to(device)
+        )

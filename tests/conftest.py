@@ -1,0 +1,31 @@
+"""Shared fixtures: the tiny random Llama (fixed seed) and the offline data root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = (REPO.parent / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "mbpp-sanitized").is_dir():
+        pytest.fail(f"offline data missing at {DATA_ROOT}")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model_settings():
+    from runconfig.schema import ModelSettings
+
+    return ModelSettings(source="tiny", quantization="none")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_settings):
+    from colora.base_model import load_tokenizer
+
+    return load_tokenizer(tiny_model_settings)
