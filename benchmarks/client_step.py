@@ -38,8 +38,10 @@ def _one(quantization: str, steps: int, batch_size: int, seq_len: int) -> dict:
     labels[:, : seq_len // 2] = -100
     batch = Batch(ids, torch.ones_like(ids), labels, ("generation",) * batch_size)
     shared = shared_parameters(model)
-    phases = [Phase("sigma", personal_parameters(model), 1, 1e-3),
-              Phase("shared", shared, steps, 3e-4)]
+    phases = [
+        Phase("sigma", personal_parameters(model), 1, 1e-3),
+        Phase("shared", shared, steps, 3e-4),
+    ]
     start = time.perf_counter()
     result = train(model, iter(lambda: batch, None), phases)
     seconds = time.perf_counter() - start
@@ -68,21 +70,37 @@ def main() -> None:
         return
     rows = []
     for quant in ("nf4", "none"):
-        cmd = [sys.executable, __file__, "--one", quant, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            quant,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--seq-len",
+            str(args.seq_len),
+        ]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"bundled SmolLM2-135M-Instruct, batch {args.batch_size} x {args.seq_len} tokens, "
-          f"{args.steps} shared steps + 1 sigma step, torch threads {_threads()}")
+    print(
+        f"bundled SmolLM2-135M-Instruct, batch {args.batch_size} x {args.seq_len} tokens, "
+        f"{args.steps} shared steps + 1 sigma step, torch threads {_threads()}"
+    )
     print(f"{'base':>6} {'s/step':>8} {'peak RSS MB':>12} {'RSS after load MB':>18}")
     for row in rows:
-        print(f"{row['quantization']:>6} {row['s_per_step']:>8.2f} {row['peak_rss_mb']:>12.0f} "
-              f"{row['rss_after_load_mb']:>18.0f}")
+        print(
+            f"{row['quantization']:>6} {row['s_per_step']:>8.2f} {row['peak_rss_mb']:>12.0f} "
+            f"{row['rss_after_load_mb']:>18.0f}"
+        )
     row = rows[1]  # NF4 packs two weights per element, so count parameters on fp32
-    print(f"base parameters {row['base_params']:,}; shared (A,B) {row['shared_params']:,} "
-          f"({100 * row['shared_params'] / row['base_params']:.2f}%, "
-          f"{4 * row['shared_params'] / 1e6:.2f} MB fp32 per direction per client); "
-          f"private Sigma_k {row['personal_params']:,}")
+    print(
+        f"base parameters {row['base_params']:,}; shared (A,B) {row['shared_params']:,} "
+        f"({100 * row['shared_params'] / row['base_params']:.2f}%, "
+        f"{4 * row['shared_params'] / 1e6:.2f} MB fp32 per direction per client); "
+        f"private Sigma_k {row['personal_params']:,}"
+    )
 
 
 def _threads() -> int:

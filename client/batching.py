@@ -44,7 +44,7 @@ def encode(tokenizer, example: Example, max_length: int) -> Encoded | None:
     if not full.startswith(prompt):
         raise ValueError(f"{example.uid}: the chat template does not extend the prompt")
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
     if len(prompt_ids) > max_length - 8:
         return None
     answer_ids = answer_ids[: max_length - len(prompt_ids)]
@@ -93,4 +93,4 @@ def batch_stream(
 
 def eval_batches(items: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
     for start in range(0, len(items), batch_size):
-        yield collate(items[start:start + batch_size], pad_id)
+        yield collate(items[start : start + batch_size], pad_id)

@@ -41,28 +41,38 @@ def _node_int(node_config: Mapping[str, Any], key: str) -> int:
 def client_identity(node_config: Mapping[str, Any], cfg: RunConfig) -> ClientIdentity:
     """Resolve the client from Flower's node config (simulation or deployment keys)."""
     if "client-id" in node_config:  # deployment: an organisation's own SuperNode
-        tasks = tuple(t.strip() for t in str(node_config.get("tasks", ",".join(cfg.data.tasks)))
-                      .split(",") if t.strip())
+        tasks = tuple(
+            t.strip()
+            for t in str(node_config.get("tasks", ",".join(cfg.data.tasks))).split(",")
+            if t.strip()
+        )
         client_id = _node_int(node_config, "client-id")
-        state_dir = node_config.get("state-dir") or cfg.run_dir() / "clients" / f"client-{client_id}"
+        default_state = cfg.run_dir() / "clients" / f"client-{client_id}"
+        state_dir = node_config.get("state-dir") or default_state
         return ClientIdentity(
-            client_id=client_id, partition=None, num_partitions=None,
+            client_id=client_id,
+            partition=None,
+            num_partitions=None,
             data_root=Path(str(node_config.get("data-root", cfg.data_root()))),
-            tasks=tasks, state_dir=Path(str(state_dir)),
+            tasks=tasks,
+            state_dir=Path(str(state_dir)),
         )
     partition = _node_int(node_config, "partition-id")
     return ClientIdentity(
-        client_id=partition, partition=partition,
+        client_id=partition,
+        partition=partition,
         num_partitions=_node_int(node_config, "num-partitions"),
-        data_root=cfg.data_root(), tasks=cfg.data.tasks,
+        data_root=cfg.data_root(),
+        tasks=cfg.data.tasks,
         state_dir=cfg.run_dir() / "clients" / f"client-{partition}",
     )
 
 
 def _load(cfg: RunConfig, ident: ClientIdentity, split: str, limit: int | None):
     return {
-        task: load_task(task, split, data_root=ident.data_root,
-                        source=cfg.data.source_for(task), limit=limit)
+        task: load_task(
+            task, split, data_root=ident.data_root, source=cfg.data.source_for(task), limit=limit
+        )
         for task in ident.tasks
     }
 
@@ -70,8 +80,13 @@ def _load(cfg: RunConfig, ident: ClientIdentity, split: str, limit: int | None):
 def _share(cfg: RunConfig, ident: ClientIdentity, by_task: dict[str, list[Example]]):
     if ident.partition is None:
         return by_task
-    parts = partition_clients(by_task, ident.num_partitions, cfg.data.partition,
-                              seed=cfg.run.seed, alpha=cfg.data.dirichlet_alpha)
+    parts = partition_clients(
+        by_task,
+        ident.num_partitions,
+        cfg.data.partition,
+        seed=cfg.run.seed,
+        alpha=cfg.data.dirichlet_alpha,
+    )
     return {task: examples for task, examples in parts[ident.partition].items() if examples}
 
 
@@ -81,7 +96,9 @@ def client_examples(cfg: RunConfig, ident: ClientIdentity) -> tuple[dict, dict]:
     train = _share(cfg, ident, _load(cfg, ident, "train", limit))
     valid = _share(cfg, ident, _load(cfg, ident, "valid", None))
     if not train:
-        raise ValueError(f"client {ident.client_id} holds no training examples "
-                         f"(tasks {ident.tasks}, partition {cfg.data.partition})")
+        raise ValueError(
+            f"client {ident.client_id} holds no training examples "
+            f"(tasks {ident.tasks}, partition {cfg.data.partition})"
+        )
     valid = {task: examples[: cfg.train.eval_examples] for task, examples in valid.items()}
     return train, valid

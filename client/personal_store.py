@@ -45,4 +45,5 @@ def load_personal(path: Path) -> tuple[dict[str, torch.Tensor], int] | None:
         return None
     with safe_open(path, framework="pt") as handle:
         server_round = json.loads(handle.metadata().get("server-round", "0"))
-        return {key: handle.get_tensor(key) for key in handle.keys()}, server_round
+        keys = list(handle.keys())  # safe_open is not a dict: no `in handle`
+        return {key: handle.get_tensor(key) for key in keys}, server_round

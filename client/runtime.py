@@ -57,8 +57,14 @@ def model_runtime(cfg: RunConfig) -> ModelRuntime:
 
 def client_data(cfg: RunConfig, node_config: dict, tokenizer) -> ClientData:
     ident = client_identity(node_config, cfg)
-    key = (ident, cfg.data, cfg.train.max_train_examples, cfg.train.eval_examples,
-           cfg.train.max_seq_length, cfg.run.seed)
+    key = (
+        ident,
+        cfg.data,
+        cfg.train.max_train_examples,
+        cfg.train.eval_examples,
+        cfg.train.max_seq_length,
+        cfg.run.seed,
+    )
     if key not in _DATA:
         train, valid = client_examples(cfg, ident)
         max_len = cfg.train.max_seq_length

@@ -115,8 +115,12 @@ def _sigma_modules(model: nn.Module) -> dict[str, PersonalSigma]:
 
 def shared_parameters(model: PeftModel, factors: tuple[str, ...] = FACTORS) -> list[nn.Parameter]:
     """The shared LoRA factors, ``"A"`` and/or ``"B"`` (FFA-LoRA trains B only)."""
-    modules = [getattr(layer, f"lora_{factor}") for _, layer in _lora_layers(model)
-               for factor in FACTORS if factor in factors]
+    modules = [
+        getattr(layer, f"lora_{factor}")
+        for _, layer in _lora_layers(model)
+        for factor in FACTORS
+        if factor in factors
+    ]
     return [module[SHARED].weight for module in modules]
 
 
@@ -139,22 +143,28 @@ def load_shared_state(model: PeftModel, state: Mapping[str, torch.Tensor]) -> No
         raise ValueError(f"shared state mismatch: missing {missing}, unexpected {extra}")
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(f"shared state {key}: shape {tuple(tensor.shape)}, "
-                             f"expected {tuple(expected[key].shape)}")
+            raise ValueError(
+                f"shared state {key}: shape {tuple(tensor.shape)}, "
+                f"expected {tuple(expected[key].shape)}"
+            )
     set_peft_model_state_dict(model, dict(state), adapter_name=SHARED)
 
 
 def personal_state(model: PeftModel) -> dict[str, torch.Tensor]:
-    return {name: mod.weight.detach().float().cpu().clone()
-            for name, mod in _sigma_modules(model).items()}
+    return {
+        name: mod.weight.detach().float().cpu().clone()
+        for name, mod in _sigma_modules(model).items()
+    }
 
 
 def load_personal_state(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> None:
     """Load Sigma_k, or reset every Sigma_k to the identity when ``state`` is None."""
     modules = _sigma_modules(model)
     if state is not None and set(state) != set(modules):
-        raise ValueError(f"personal state does not match the model: {len(state)} tensors "
-                         f"for {len(modules)} layers")
+        raise ValueError(
+            f"personal state does not match the model: {len(state)} tensors "
+            f"for {len(modules)} layers"
+        )
     with torch.no_grad():
         for name, mod in modules.items():
             value = torch.eye(mod.weight.shape[0]) if state is None else state[name]

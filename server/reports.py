@@ -28,7 +28,7 @@ def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, fl
     for entry in entries:
         for key, value in entry.items():
             if key.startswith(prefix + "."):
-                task = key[len(prefix) + 1:]
+                task = key[len(prefix) + 1 :]
                 weight = entry.get(f"num-examples.{task}", entry.get("num-examples", 1))
                 sums[task] += weight * value
                 weights[task] += weight
@@ -36,12 +36,20 @@ def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, fl
 
 
 def round_record(
-    server_round: int, *, seconds: float, train_replies: Sequence[Message], rejected: Sequence,
-    eval_replies: Sequence[Message], bytes_down: int, bytes_up: int, extra: Mapping[str, Any],
+    server_round: int,
+    *,
+    seconds: float,
+    train_replies: Sequence[Message],
+    rejected: Sequence,
+    eval_replies: Sequence[Message],
+    bytes_down: int,
+    bytes_up: int,
+    extra: Mapping[str, Any],
 ) -> dict[str, Any]:
     train = sorted((_metrics(m) for m in train_replies), key=lambda m: m["client-id"])
-    evals = sorted((_metrics(m) for m in eval_replies if not m.has_error()),
-                   key=lambda m: m["client-id"])
+    evals = sorted(
+        (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m["client-id"]
+    )
     return {
         "round": server_round,
         "seconds": round(seconds, 3),
@@ -57,14 +65,27 @@ def round_record(
 
 
 def log_round(record: Mapping[str, Any]) -> None:
-    log.info("Round %d done in %.1f s | down %.2f MB, up %.2f MB | %d clients, %d rejected",
-             record["round"], record["seconds"], record["bytes_down"] / 1e6,
-             record["bytes_up"] / 1e6, len(record["train"]), len(record["rejected"]))
+    log.info(
+        "Round %d done in %.1f s | down %.2f MB, up %.2f MB | %d clients, %d rejected",
+        record["round"],
+        record["seconds"],
+        record["bytes_down"] / 1e6,
+        record["bytes_up"] / 1e6,
+        len(record["train"]),
+        len(record["rejected"]),
+    )
     for entry in record["train"]:
-        tasks = {k.split(".", 1)[1]: round(v, 4) for k, v in entry.items()
-                 if k.startswith("train-loss.")}
-        log.info("  client %s: train loss %.4f -> %.4f %s (%.1f s)", entry["client-id"],
-                 entry["train-loss-first"], entry["train-loss-last"], tasks,
-                 entry["train-seconds"])
-    log.info("  eval loss by task: %s",
-             {k: round(v, 4) for k, v in record["eval_loss_by_task"].items()})
+        tasks = {
+            k.split(".", 1)[1]: round(v, 4) for k, v in entry.items() if k.startswith("train-loss.")
+        }
+        log.info(
+            "  client %s: train loss %.4f -> %.4f %s (%.1f s)",
+            entry["client-id"],
+            entry["train-loss-first"],
+            entry["train-loss-last"],
+            tasks,
+            entry["train-seconds"],
+        )
+    log.info(
+        "  eval loss by task: %s", {k: round(v, 4) for k, v in record["eval_loss_by_task"].items()}
+    )

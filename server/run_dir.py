@@ -77,7 +77,8 @@ def truncate_metrics(run_dir: Path, last_round: int) -> None:
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=run_dir))
-    save_file({k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()}, tmp / "arrays.safetensors")
+    arrays = {k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()}
+    save_file(arrays, tmp / "arrays.safetensors")
     state = {k: np.ascontiguousarray(v) for k, v in ckpt.strategy_state.items()}
     save_file(state, tmp / "strategy.safetensors")
     (tmp / "meta.json").write_text(json.dumps({"round": ckpt.server_round, **ckpt.meta}))

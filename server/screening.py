@@ -39,8 +39,9 @@ def _reason(sent: Message | None, reply: Message) -> str | None:
     if not isinstance(num_examples, int | float) or not num_examples > 0:
         return f"num-examples must be a positive number, got {num_examples!r}"
     reference = sent.content["arrays"]
-    return check_update(to_numpy(content["arrays"]), to_numpy(reference),
-                        max_bytes=payload_bytes(reference))
+    return check_update(
+        to_numpy(content["arrays"]), to_numpy(reference), max_bytes=payload_bytes(reference)
+    )
 
 
 def screen_replies(

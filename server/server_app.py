@@ -36,9 +36,19 @@ def initial_shared_state(cfg: RunConfig) -> dict[str, np.ndarray]:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = parse_run_config(context.run_config)
-    log.info("fedcolora: model %s (%s), strategy %s, %d rounds -> %s", cfg.model.source,
-             cfg.model.quantization, cfg.strategy.name, cfg.run.num_server_rounds, cfg.run_dir())
+    log.info(
+        "fedcolora: model %s (%s), strategy %s, %d rounds -> %s",
+        cfg.model.source,
+        cfg.model.quantization,
+        cfg.strategy.name,
+        cfg.run.num_server_rounds,
+        cfg.run_dir(),
+    )
     result = run_federation(grid, cfg, initial_shared_state(cfg))
-    out = save_adapter(to_torch(result.arrays), cfg.adapter, resolve_model_path(cfg.model),
-                       result.run_dir / "shared_adapter")
+    out = save_adapter(
+        to_torch(result.arrays),
+        cfg.adapter,
+        resolve_model_path(cfg.model),
+        result.run_dir / "shared_adapter",
+    )
     log.info("Final shared adapter: %s", out)

@@ -47,13 +47,14 @@ def simulate(
     app_dir: Path = APP_DIR,
 ) -> None:
     """Run one federation; raises if the ServerApp fails (unknown keys fail first)."""
-    from client.client_app import app as client_app  # noqa: PLC0415 - heavy imports
-    from server.server_app import app as server_app  # noqa: PLC0415
+    from client.client_app import app as client_app
+    from server.server_app import app as server_app
 
     run = _new_run(overrides)
     run_config = get_fused_config_from_dir(app_dir, dict(overrides))
-    context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
-                      run_config=run_config)
+    context = Context(
+        run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
     backend_config = {
         "client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client},
         "init_args": dict(ray_init_args or {}),

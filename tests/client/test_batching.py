@@ -6,8 +6,12 @@ from client.batching import IGNORE, batch_stream, collate, encode
 from codetasks.examples import Example
 from codetasks.prompts import to_response
 
-EXAMPLE = Example(task="summarization", uid="t/1", source="def add(a, b):\n    return a + b",
-                  target="Add two numbers.")
+EXAMPLE = Example(
+    task="summarization",
+    uid="t/1",
+    source="def add(a, b):\n    return a + b",
+    target="Add two numbers.",
+)
 
 
 def test_labels_mask_the_prompt_and_keep_the_response(tiny_tokenizer):
@@ -28,9 +32,16 @@ def test_overlong_prompt_is_dropped(tiny_tokenizer):
 
 def test_collate_pads_right_and_masks_padding(tiny_tokenizer):
     short = encode(tiny_tokenizer, EXAMPLE, 256)
-    longer = encode(tiny_tokenizer, Example(task="summarization", uid="t/3",
-                                            source="def f():\n    return 1\n" * 3,
-                                            target="Return one."), 256)
+    longer = encode(
+        tiny_tokenizer,
+        Example(
+            task="summarization",
+            uid="t/3",
+            source="def f():\n    return 1\n" * 3,
+            target="Return one.",
+        ),
+        256,
+    )
     batch = collate([short, longer], pad_id=0)
     n = len(short.input_ids)
     assert batch.attention_mask[0, n:].sum() == 0
@@ -39,9 +50,16 @@ def test_collate_pads_right_and_masks_padding(tiny_tokenizer):
 
 
 def test_batch_stream_is_seeded(tiny_tokenizer):
-    items = [encode(tiny_tokenizer, Example(task="summarization", uid=f"t/{i}",
-                                            source=f"def f{i}(): pass", target=f"F {i}."), 128)
-             for i in range(5)]
+    items = [
+        encode(
+            tiny_tokenizer,
+            Example(
+                task="summarization", uid=f"t/{i}", source=f"def f{i}(): pass", target=f"F {i}."
+            ),
+            128,
+        )
+        for i in range(5)
+    ]
     a = [next(batch_stream(items, 2, 0, seed=7)).input_ids.tolist() for _ in range(2)]
     b = next(batch_stream(items, 2, 0, seed=7)).input_ids.tolist()
     assert a[0] == a[1] == b

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from client.personal_store import load_personal, save_personal
@@ -31,10 +32,8 @@ def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    try:
+    with pytest.raises(OSError, match="disk full"):
         save_personal(path, {"w": torch.zeros(2, 2)}, server_round=2)
-    except OSError:
-        pass
     loaded, server_round = load_personal(path)
     assert server_round == 1 and torch.equal(loaded["w"], torch.ones(2, 2))
     assert [p.name for p in tmp_path.iterdir()] == ["personal.safetensors"]  # no temp left

@@ -24,8 +24,9 @@ from colora.base_model import load_base_model, resolve_model_path
 from colora.export import save_adapter
 from runconfig.schema import AdapterSettings
 
-SETTINGS = AdapterSettings(rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj",
-                                                                         "down_proj"))
+SETTINGS = AdapterSettings(
+    rank=4, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj", "down_proj")
+)
 INPUT = torch.tensor([[1, 5, 9, 200, 31, 7], [4, 4, 8, 15, 16, 23]])
 
 
@@ -70,8 +71,12 @@ def test_folding_sigma_into_b_reproduces_outputs(model, tiny_model_settings):
     _randomize(model)
     expected = _logits(model)
     with tempfile.TemporaryDirectory() as tmp:
-        out = save_adapter(folded_state(model), SETTINGS,
-                           resolve_model_path(tiny_model_settings), Path(tmp) / "adapter")
+        out = save_adapter(
+            folded_state(model),
+            SETTINGS,
+            resolve_model_path(tiny_model_settings),
+            Path(tmp) / "adapter",
+        )
         plain = PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(resolve_model_path(tiny_model_settings)), out
         )
@@ -110,4 +115,3 @@ def test_personal_state_resets_to_identity(model):
     load_personal_state(model, None)
     for p in personal_parameters(model):
         assert torch.equal(p, torch.eye(SETTINGS.rank))
-

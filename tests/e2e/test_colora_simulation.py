@@ -60,8 +60,7 @@ def test_run_directory_holds_every_artifact(run_dir):
     for record in rounds:
         assert record["bytes_up"] > 0 and record["bytes_down"] > record["bytes_up"]
         assert record["seconds"] > 0
-        assert set(record["train_loss_by_task"]) == {"generation", "translation",
-                                                     "summarization"}
+        assert set(record["train_loss_by_task"]) == {"generation", "translation", "summarization"}
         assert set(record["eval_loss_by_task"]) == set(record["train_loss_by_task"])
     assert (run_dir / "shared_adapter" / "adapter_config.json").is_file()
     for cid in range(3):
@@ -80,8 +79,10 @@ def test_sigma_is_private_per_client_and_reloaded_from_disk(run_dir):
     first, second = read_metrics(run_dir)
     assert all(e["personal-loaded-round"] == 0 for e in first["train"])
     assert all(e["personal-loaded-round"] == 1 for e in second["train"])
-    states = [load_personal(run_dir / "clients" / f"client-{c}" / "personal.safetensors")
-              for c in range(3)]
+    states = [
+        load_personal(run_dir / "clients" / f"client-{c}" / "personal.safetensors")
+        for c in range(3)
+    ]
     assert all(s is not None and s[1] == 2 for s in states)
     key = next(iter(states[0][0]))
     eye = torch.eye(states[0][0][key].shape[0])
@@ -102,9 +103,12 @@ def test_exported_adapter_loads_with_plain_peft_and_generates(run_dir):
     base = AutoModelForCausalLM.from_pretrained(base_path)
     model = PeftModel.from_pretrained(base, run_dir / "clients" / "client-1" / "adapter")
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "int Add(int a)"}],
-                                           add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "int Add(int a)"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 8
