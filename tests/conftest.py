@@ -10,6 +10,16 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = (REPO.parent / "shared" / "data").resolve()
 
 
+def pyproject_defaults() -> dict:
+    """The flat ``[tool.flwr.app.config]`` defaults, as Flower passes them to the apps."""
+    import tomllib
+
+    from flwr.common.config import flatten_dict
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return flatten_dict(project["tool"]["flwr"]["app"]["config"])
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "mbpp-sanitized").is_dir():

@@ -37,3 +37,16 @@ def test_failed_write_keeps_previous_state(tmp_path, monkeypatch):
     loaded, server_round = load_personal(path)
     assert server_round == 1 and torch.equal(loaded["w"], torch.ones(2, 2))
     assert [p.name for p in tmp_path.iterdir()] == ["personal.safetensors"]  # no temp left
+
+
+def test_rerun_round_reads_the_state_from_before_it(tmp_path):
+    path = tmp_path / "personal.safetensors"
+    save_personal(path, {"w": torch.full((1,), 1.0)}, server_round=1)
+    save_personal(path, {"w": torch.full((1,), 2.0)}, server_round=2)  # aborted round 2
+    state, server_round = load_personal(path, before_round=2)
+    assert server_round == 1 and state["w"].item() == 1.0
+    save_personal(path, {"w": torch.full((1,), 2.5)}, server_round=2)  # round 2 re-run
+    state, server_round = load_personal(path, before_round=3)
+    assert server_round == 2 and state["w"].item() == 2.5
+    assert load_personal(path, before_round=2)[0]["w"].item() == 1.0
+    assert load_personal(path, before_round=1) is None

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pytest
-from flwr.common.config import flatten_dict
 
 from runconfig import ConfigError, parse_run_config
-from tests.conftest import REPO
+from tests.conftest import pyproject_defaults
 
 
 @pytest.fixture(scope="module")
 def defaults() -> dict:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return flatten_dict(project["tool"]["flwr"]["app"]["config"])
+    return pyproject_defaults()
 
 
 def test_pyproject_defaults_parse(defaults):
