@@ -1,6 +1,7 @@
 """The fedcolora ``ClientApp``: local QLoRA with CoLoRA's private Sigma_k.
 
-Only the shared adapter travels. Handlers stay thin; the work is in ``client.rounds``.
+Only the shared adapter travels. Handlers stay thin; the work is in ``client.rounds``, steered
+by the strategy's keys in the message's ConfigRecord (see ``strategies.protocol``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import logging
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.rounds import evaluate_round, train_round
+from client.rounds import RoundPlan, evaluate_round, train_round
 from client.runtime import client_data, model_runtime
 from colora.wire import to_record, to_torch
 from runconfig import parse_run_config
+from strategies import protocol as keys
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Flower's log shipping is noise here
@@ -21,28 +23,34 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # Flower's log shipping is
 app = ClientApp()
 
 
+def _node_config(context: Context, config) -> dict:
+    node = dict(context.node_config)
+    if config.get(keys.POOLED_DATA, False) and "partition-id" in node:
+        # Centralized baseline (simulation only): this node holds every partition's examples.
+        return {"client-id": node["partition-id"]}
+    return node
+
+
 def _setup(msg: Message, context: Context):
     cfg = parse_run_config(context.run_config)
+    config = msg.content["config"]
     runtime = model_runtime(cfg)
-    data = client_data(cfg, dict(context.node_config), runtime.tokenizer)
+    data = client_data(cfg, _node_config(context, config), runtime.tokenizer)
     arrays: ArrayRecord = msg.content["arrays"]
-    return cfg, runtime, data, to_torch(arrays), msg.content["config"]
+    merge = msg.content.array_records.get(keys.MERGE_RECORD, ArrayRecord())
+    return cfg, runtime, data, to_torch(arrays), RoundPlan.from_config(config, to_torch(merge))
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg, runtime, data, shared, config = _setup(msg, context)
-    new_shared, metrics = train_round(
-        cfg, runtime, data, shared,
-        server_round=int(config["server-round"]),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-    )
+    cfg, runtime, data, shared, plan = _setup(msg, context)
+    new_shared, metrics = train_round(cfg, runtime, data, shared, plan)
     content = RecordDict({"arrays": to_record(new_shared), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    cfg, runtime, data, shared, config = _setup(msg, context)
-    metrics = evaluate_round(cfg, runtime, data, shared, server_round=int(config["server-round"]))
+    cfg, runtime, data, shared, plan = _setup(msg, context)
+    metrics = evaluate_round(cfg, runtime, data, shared, plan)
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

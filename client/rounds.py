@@ -1,9 +1,15 @@
 """What a client does with one train or evaluate message, free of Flower types.
 
-A train round loads the shared adapter it was sent and its own Sigma_k from disk, trains,
-writes Sigma_k back atomically and returns the new shared tensors with its metrics. An
-evaluate round measures the personalised model (global shared part + own Sigma_k) and
-exports it as a plain PEFT adapter with Sigma_k folded into B.
+A train round assembles its shared adapter, loads its own Sigma_k from disk, trains, writes
+Sigma_k back atomically and returns the new shared tensors with its metrics. An evaluate round
+measures the personalised model (global shared part + own Sigma_k) and exports it as a plain
+PEFT adapter with Sigma_k folded into B.
+
+The server steers the baselines through a :class:`RoundPlan` (keys in ``strategies.protocol``):
+the shared adapter is the initial one (A from the seed, B = 0), overlaid by the factors this
+client keeps on disk (FedSA-LoRA's B, local-only's A and B), overlaid by what was sent; only the
+``train-factors`` train (FFA-LoRA: B); with ``client-ranks`` ranks beyond r_k are zero (HetLoRA);
+and FLoRA/FedEx-LoRA's frozen merged term is kept on disk and brought up to the server's round.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,7 +26,10 @@ from client.personal_store import PERSONAL_FILE, load_personal, save_personal
 from client.runtime import ClientData, ModelRuntime
 from client.train import Phase, evaluate_loss, train
 from colora.adapter import (
+    FACTORS,
     folded_state,
+    initial_shared_state,
+    load_frozen_delta,
     load_personal_state,
     load_shared_state,
     personal_parameters,
@@ -29,8 +39,60 @@ from colora.adapter import (
 )
 from colora.export import save_adapter
 from runconfig.schema import RunConfig
+from strategies import protocol as keys
+from strategies.maths.averaging import lora_rank, split_lora_key, truncate_rank, zero_pad_rank
 
 log = logging.getLogger(__name__)
+
+PRIVATE_SHARED_FILE = "private_shared.safetensors"  # shared factors a strategy keeps local
+MERGED_FILE = "merged.safetensors"  # FLoRA / FedEx-LoRA frozen merged term
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """Bring the frozen merged term to ``round``: keep it, add a low-rank increment B @ A to
+    the term of ``round - 1``, or replace it by the dense tensors sent."""
+
+    mode: str  # "keep" | "add" | "replace"
+    round: int
+    tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What the server asked of this round (parsed from the message's ConfigRecord)."""
+
+    server_round: int
+    proximal_mu: float = 0.0
+    train_factors: tuple[str, ...] = FACTORS
+    private_factors: tuple[str, ...] = ()
+    client_ranks: tuple[int, ...] = ()
+    steps_scale: int = 1
+    merge: MergePlan | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping, merge_tensors: Mapping[str, torch.Tensor]) -> RoundPlan:
+        def items(key: str, default: str = "") -> tuple[str, ...]:
+            return tuple(x.strip() for x in str(config.get(key, default)).split(",") if x.strip())
+
+        merge = None
+        if keys.MERGE_ROUND in config:
+            merge = MergePlan(
+                str(config[keys.MERGE_MODE]), int(config[keys.MERGE_ROUND]), dict(merge_tensors)
+            )
+        return cls(
+            server_round=int(config["server-round"]),
+            proximal_mu=float(config.get(keys.PROXIMAL_MU, 0.0)),
+            train_factors=items(keys.TRAIN_FACTORS, ",".join(FACTORS)),
+            private_factors=items(keys.PRIVATE_FACTORS),
+            client_ranks=tuple(int(r) for r in items(keys.CLIENT_RANKS)),
+            steps_scale=int(config.get(keys.STEPS_SCALE, 1)),
+            merge=merge,
+        )
+
+    def rank_for(self, client_id: int) -> int | None:
+        """This client's LoRA rank r_k under ``client-ranks``, or None for the full rank."""
+        return self.client_ranks[client_id % len(self.client_ranks)] if self.client_ranks else None
 
 
 def fingerprint(state: Mapping[str, torch.Tensor]) -> int:
@@ -42,53 +104,138 @@ def fingerprint(state: Mapping[str, torch.Tensor]) -> int:
     return int(digest.hexdigest()[:13], 16)
 
 
-def _phases(cfg: RunConfig, runtime: ModelRuntime) -> list[Phase]:
-    shared, personal = shared_parameters(runtime.model), personal_parameters(runtime.model)
+def _by_factor(state: Mapping[str, torch.Tensor], factors: tuple[str, ...]) -> dict:
+    return {k: v for k, v in state.items() if (split_lora_key(k) or ("", ""))[1] in factors}
+
+
+def _with_rank(state: Mapping[str, torch.Tensor], rank: int, *, pad: bool) -> dict:
+    """HetLoRA: keep the first ``rank`` ranks, zero-padded back to the full rank if ``pad``."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
+    cut = truncate_rank(arrays, rank)
+    out = zero_pad_rank(cut, lora_rank(arrays)) if pad else cut
+    return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phase]:
+    shared = shared_parameters(runtime.model, plan.train_factors)
+    personal = personal_parameters(runtime.model)
     t = cfg.train
+    sigma_steps, shared_steps = t.sigma_steps * plan.steps_scale, t.shared_steps * plan.steps_scale
     if not personal:
-        return [Phase("shared", shared, t.shared_steps, t.learning_rate)]
+        return [Phase("shared", shared, shared_steps, t.learning_rate)]
     if t.schedule == "joint":
-        return [Phase("joint", shared + personal, t.shared_steps, t.learning_rate)]
-    return [Phase("sigma", personal, t.sigma_steps, t.sigma_learning_rate),
-            Phase("shared", shared, t.shared_steps, t.learning_rate)]
+        return [Phase("joint", shared + personal, shared_steps, t.learning_rate)]
+    return [
+        Phase("sigma", personal, sigma_steps, t.sigma_learning_rate),
+        Phase("shared", shared, shared_steps, t.learning_rate),
+    ]
 
 
-def _load_states(runtime: ModelRuntime, data: ClientData, shared: Mapping) -> int:
-    """Load the sent shared part and this client's Sigma_k; returns Sigma_k's saved round."""
-    load_shared_state(runtime.model, shared)
+def _frozen_term(data: ClientData, merge: MergePlan) -> dict[str, torch.Tensor]:
+    """The frozen merged term at ``merge.round``, updated on disk (FLoRA, FedEx-LoRA)."""
+    path = data.ident.state_dir / MERGED_FILE
+    held, held_round = load_personal(path) or ({}, 0)
+    if merge.mode == "replace":
+        term = {k.removesuffix(f".{keys.MERGE_DENSE}"): v for k, v in merge.tensors.items()}
+    elif held_round == merge.round:  # already applied (e.g. at the last evaluation)
+        return held
+    elif merge.mode == "add" and held_round == merge.round - 1:
+        term = dict(held)
+        for layer in {k.rsplit(".", 1)[0] for k in merge.tensors}:
+            increment = (
+                merge.tensors[f"{layer}.{keys.MERGE_B}"].float()
+                @ merge.tensors[f"{layer}.{keys.MERGE_A}"].float()
+            )  # d_out x q @ q x d_in
+            term[layer] = term[layer] + increment if layer in term else increment
+    else:
+        raise ValueError(
+            f"frozen merged term: this client holds round {held_round}; the server "
+            f"sent '{merge.mode}' for round {merge.round}"
+        )
+    save_personal(path, term, server_round=merge.round)
+    return term
+
+
+def _load_states(
+    runtime: ModelRuntime, data: ClientData, sent: Mapping[str, torch.Tensor], plan: RoundPlan
+) -> int:
+    """Assemble and load the shared adapter, Sigma_k and the frozen term; returns Sigma_k's
+    saved round."""
+    state = initial_shared_state(runtime.model)
+    if plan.private_factors:
+        stored = load_personal(data.ident.state_dir / PRIVATE_SHARED_FILE)
+        state.update(stored[0] if stored else {})
+    state.update(sent)
+    rank = plan.rank_for(data.ident.client_id)
+    load_shared_state(runtime.model, state if rank is None else _with_rank(state, rank, pad=True))
     stored = load_personal(data.ident.state_dir / PERSONAL_FILE)
     load_personal_state(runtime.model, stored[0] if stored else None)
+    term = _frozen_term(data, plan.merge) if plan.merge is not None else None
+    load_frozen_delta(runtime.model, term)
     return stored[1] if stored else 0
 
 
+def _reply_state(runtime: ModelRuntime, data: ClientData, sent_keys, plan: RoundPlan) -> dict:
+    """The new values of exactly the keys that were sent (r_k ranks under client-ranks)."""
+    state = {k: v for k, v in shared_state(runtime.model).items() if k in sent_keys}
+    rank = plan.rank_for(data.ident.client_id)
+    return state if rank is None or not state else _with_rank(state, rank, pad=False)
+
+
+def _save_private(runtime: ModelRuntime, data: ClientData, plan: RoundPlan) -> None:
+    if personal_parameters(runtime.model):
+        save_personal(
+            data.ident.state_dir / PERSONAL_FILE,
+            personal_state(runtime.model),
+            server_round=plan.server_round,
+        )
+    if plan.private_factors:
+        save_personal(
+            data.ident.state_dir / PRIVATE_SHARED_FILE,
+            _by_factor(shared_state(runtime.model), plan.private_factors),
+            server_round=plan.server_round,
+        )
+
+
 def train_round(
-    cfg: RunConfig, runtime: ModelRuntime, data: ClientData, shared: Mapping[str, torch.Tensor],
-    *, server_round: int, proximal_mu: float = 0.0,
+    cfg: RunConfig,
+    runtime: ModelRuntime,
+    data: ClientData,
+    shared: Mapping[str, torch.Tensor],
+    plan: RoundPlan,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    personal_round = _load_states(runtime, data, shared)
+    personal_round = _load_states(runtime, data, shared, plan)
     start_print = fingerprint(shared_state(runtime.model))
     cid = data.ident.client_id
     tasks = ",".join(sorted(data.train_counts))
 
     def on_step(phase: str, step: int, total: int, loss: float) -> None:
-        log.info("[client %s | %s] round %d %s step %d/%d loss %.4f",
-                 cid, tasks, server_round, phase, step, total, loss)
+        log.info(
+            "[client %s | %s] round %d %s step %d/%d loss %.4f",
+            cid,
+            tasks,
+            plan.server_round,
+            phase,
+            step,
+            total,
+            loss,
+        )
 
-    params = shared_parameters(runtime.model)
+    params = shared_parameters(runtime.model, plan.train_factors)
     anchors = [p.detach().clone() for p in params]
     pad_id = runtime.tokenizer.pad_token_id
     result = train(
         runtime.model,
-        batch_stream(data.train, cfg.train.batch_size, pad_id, seed=cfg.run.seed + server_round),
-        _phases(cfg, runtime),
+        batch_stream(
+            data.train, cfg.train.batch_size, pad_id, seed=cfg.run.seed + plan.server_round
+        ),
+        _phases(cfg, runtime, plan),
         grad_accum=cfg.train.grad_accum,
         warmup_steps=cfg.train.warmup_steps,
-        proximal=(proximal_mu, params, anchors) if proximal_mu > 0 else None,
+        proximal=(plan.proximal_mu, params, anchors) if plan.proximal_mu > 0 else None,
         on_step=on_step,
     )
-    if personal_parameters(runtime.model):
-        save_personal(data.ident.state_dir / PERSONAL_FILE, personal_state(runtime.model),
-                      server_round=server_round)
+    _save_private(runtime, data, plan)
     metrics = {
         "num-examples": sum(data.train_counts.values()),
         "client-id": cid,
@@ -99,26 +246,45 @@ def train_round(
         "train-steps": len(result.step_losses),
         "personal-loaded-round": personal_round,
         "shared-in-fingerprint": start_print,
+        **_merge_metric(plan),
         **{f"train-loss.{task}": value for task, value in result.task_losses.items()},
         **{f"num-examples.{task}": n for task, n in data.train_counts.items()},
     }
-    return shared_state(runtime.model), metrics
+    return _reply_state(runtime, data, set(shared), plan), metrics
+
+
+def _merge_metric(plan: RoundPlan) -> dict[str, int]:
+    return {keys.MERGE_ROUND: plan.merge.round} if plan.merge is not None else {}
 
 
 def evaluate_round(
-    cfg: RunConfig, runtime: ModelRuntime, data: ClientData, shared: Mapping[str, torch.Tensor],
-    *, server_round: int,
+    cfg: RunConfig,
+    runtime: ModelRuntime,
+    data: ClientData,
+    shared: Mapping[str, torch.Tensor],
+    plan: RoundPlan,
 ) -> dict[str, float]:
-    _load_states(runtime, data, shared)
-    losses = evaluate_loss(runtime.model, eval_batches(
-        data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id))
-    save_adapter(folded_state(runtime.model), cfg.adapter, runtime.base_path,
-                 data.ident.state_dir / "adapter")
-    log.info("[client %s] round %d eval loss %s", data.ident.client_id, server_round,
-             {k: round(v, 4) for k, v in losses.items()})
+    _load_states(runtime, data, shared, plan)
+    losses = evaluate_loss(
+        runtime.model,
+        eval_batches(data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id),
+    )
+    save_adapter(
+        folded_state(runtime.model),
+        cfg.adapter,
+        runtime.base_path,
+        data.ident.state_dir / "adapter",
+    )
+    log.info(
+        "[client %s] round %d eval loss %s",
+        data.ident.client_id,
+        plan.server_round,
+        {k: round(v, 4) for k, v in losses.items()},
+    )
     return {
         "num-examples": len(data.valid),
         "client-id": data.ident.client_id,
         "eval-loss": sum(losses.values()) / max(len(losses), 1),
+        **_merge_metric(plan),
         **{f"eval-loss.{task}": value for task, value in losses.items()},
     }

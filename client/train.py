@@ -47,13 +47,17 @@ class TrainResult:
 def per_example_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Mean next-token loss over each example's response tokens -> [B]."""
     device = next(p for p in model.parameters()).device
-    logits = model(
-        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
-    ).logits[:, :-1].float()
+    logits = (
+        model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
+        .logits[:, :-1]
+        .float()
+    )
     labels = batch.labels[:, 1:].to(device)
     token_loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-        ignore_index=IGNORE, reduction="none",
+        logits.reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
     ).view(labels.shape)
     counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
     return token_loss.sum(dim=1) / counts
@@ -107,11 +111,12 @@ def train(
                 if proximal is not None and proximal[0] > 0:
                     mu, params, anchors = proximal
                     loss = loss + 0.5 * mu * sum(
-                        (p - a.to(p.device)).pow(2).sum() for p, a in zip(params, anchors)
+                        (p - a.to(p.device)).pow(2).sum()
+                        for p, a in zip(params, anchors, strict=True)
                     )
                 (loss / grad_accum).backward()
                 step_loss += loss.item() / grad_accum
-                for task, value in zip(batch.tasks, losses.detach().tolist()):
+                for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
                     by_task[task].append(value)
                 result.examples_seen += len(batch.tasks)
             if not math.isfinite(step_loss):
@@ -135,6 +140,6 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float
     model.eval()
     by_task: dict[str, list[float]] = defaultdict(list)
     for batch in batches:
-        for task, value in zip(batch.tasks, per_example_loss(model, batch).tolist()):
+        for task, value in zip(batch.tasks, per_example_loss(model, batch).tolist(), strict=True):
             by_task[task].append(value)
     return {task: sum(v) / len(v) for task, v in by_task.items()}

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from codetasks.data.summarization import mine_summarization_pairs
-from codetasks.evaluate import BENCHMARKS, run_evaluate, summary
+from codetasks.evaluate import BENCHMARKS, EvalReport, run_evaluate
 from codetasks.examples import TASK_NAMES
 from codetasks.loading import DEFAULT_DATA_ROOT, SPLIT_NAMES, load_task
 from codetasks.partition import SCHEMES, partition_clients, partition_summary
@@ -64,6 +64,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--base-model", default=None, help="bundled, tiny, a path or a hub ID")
     ev.add_argument("--quantization", choices=("nf4", "none"), default=None, help="base model")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ev.add_argument("--timeout", type=float, default=10.0, help="seconds per sandboxed program")
     ev.add_argument("--no-quality", action="store_true", help="skip pylint/flake8/lizard")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -82,13 +83,23 @@ def run_partition(args: argparse.Namespace) -> str:
     return partition_summary(partitions)
 
 
+def evaluate_summary(report: EvalReport, path: Path) -> str:
+    """A few lines for the terminal: the metrics, the timings and where the report went."""
+    lines = [f"{report.model} on {report.benchmark}/{report.split} ({report.task}), n={report.n}"]
+    lines += [f"  {name:<28} {value:10.3f}" for name, value in report.metrics.items()]
+    seconds, speed = report.seconds, report.tokens_per_second
+    lines.append(f"  generation {seconds['generation']:.1f} s ({speed:.1f} new tokens/s), "
+                 f"scoring {seconds['scoring']:.1f} s\nreport: {path}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and print its result."""
     args = build_parser().parse_args(argv)
     if args.command == "partition":
         print(run_partition(args))
     elif args.command == "evaluate":
-        print(summary(*run_evaluate(args)))
+        print(evaluate_summary(*run_evaluate(args)))
     else:
         print(mine_summarization_pairs(args.source_dir, cache=not args.no_cache).report())
     return 0

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from codetasks.examples import Example
 from codetasks.generate import generate_with_stats
 from codetasks.loading import load_task
@@ -44,6 +46,11 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "codexglue": ("translation", "", "valid"),
     "mined": ("summarization", "", "valid"),
 }
+# Scores of one (prediction, reference) pair, stored with each example of the report.
+PER_EXAMPLE_METRICS = {
+    "translation": {"bleu4": corpus_bleu4, "exact_match": exact_match},
+    "summarization": {"smoothed_bleu4": smoothed_bleu4, "rouge_l": rouge_l},
+}
 
 
 @dataclass(frozen=True)
@@ -59,31 +66,31 @@ class EvalSettings:
     progress: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalReport:
     """Aggregate metrics (0-100 scale) and per-example records of one evaluation."""
 
+    model: str = ""
     task: str
+    benchmark: str = ""
+    split: str = ""
+    limit: int | None = None
     metrics: dict[str, float]
     seconds: dict[str, float]
     tokens_per_second: float
     new_tokens: int
-    examples: list[dict[str, Any]]
     settings: dict[str, Any]
-    model: str = ""
-    benchmark: str = ""
-    split: str = ""
-    limit: int | None = None
+    examples: list[dict[str, Any]]
 
     @property
     def n(self) -> int:
         return len(self.examples)
 
     def to_dict(self) -> dict[str, Any]:
-        head = ("model", "task", "benchmark", "split", "limit")
-        report = {name: getattr(self, name) for name in head} | {"n": self.n}
-        rest = ("metrics", "seconds", "tokens_per_second", "new_tokens", "settings", "examples")
-        return report | {name: getattr(self, name) for name in rest}
+        """The JSON report: the fields in order, with ``n`` after ``limit``."""
+        fields = dataclasses.asdict(self)
+        head = list(fields)[: list(fields).index("limit") + 1]
+        return {k: fields[k] for k in head} | {"n": self.n} | fields
 
     def save(self, path: Path) -> Path:
         path = Path(path)
@@ -93,12 +100,9 @@ class EvalReport:
 
 
 def evaluate_model(
-    model,
-    tokenizer,
-    examples: Sequence[Example],
-    task: str,
+    model, tokenizer, examples: Sequence[Example], task: str,
     settings: EvalSettings = EvalSettings(),
-) -> EvalReport:
+) -> EvalReport:  # fmt: skip
     """Generate a reply per example, parse it, and score the answers for ``task``."""
     if not examples:
         raise ValueError("no examples to evaluate")
@@ -140,13 +144,23 @@ def _score_generation(
         last_line = result.detail.strip().splitlines()[-1:] if not result.passed else []
         record.update(status=result.status, passed=result.passed, error="".join(last_line))
     if settings.quality:
-        reports = [
-            quality_report(_linted_code(e, p)) for e, p in zip(examples, parsed, strict=True)
-        ]
-        for record, report in zip(records, reports, strict=True):
-            record["quality"] = report
-        metrics.update({f"quality.{k}": v for k, v in aggregate_quality(reports).items()})
+        metrics.update(_score_quality(parsed, examples, records))
     return metrics
+
+
+def _score_quality(
+    parsed: list[str], examples: Sequence[Example], records: list[dict]
+) -> dict[str, float]:
+    """Mean linter counts and complexity over the non-empty answers (no code is not clean
+    code); ``quality.reports`` is how many were linted."""
+    reports = []
+    for example, answer, record in zip(examples, parsed, records, strict=True):
+        if answer.strip():
+            record["quality"] = quality_report(_linted_code(example, answer))
+            reports.append(record["quality"])
+    if not reports:
+        return {"quality.reports": 0.0}
+    return {f"quality.{k}": v for k, v in aggregate_quality(reports).items()}
 
 
 def _linted_code(example: Example, answer: str) -> str:
@@ -162,19 +176,18 @@ def _score_references(
     task: str, parsed: list[str], examples: Sequence[Example], records: list[dict]
 ) -> dict[str, float]:
     """The task's reference metrics, plus per-example sentence scores in ``records``."""
-    per_example = {"translation": (corpus_bleu4, exact_match),
-                   "summarization": (smoothed_bleu4, rouge_l)}[task]  # fmt: skip
+    per_example = PER_EXAMPLE_METRICS[task]
     for record, answer, example in zip(records, parsed, examples, strict=True):
         record["status"] = "scored" if answer.strip() else "empty"
-        for metric in per_example:
-            record[metric.__name__] = metric([answer], [example.target])
+        record.update(
+            {name: metric([answer], [example.target]) for name, metric in per_example.items()}
+        )
     try:
         return TASK_METRICS[task](parsed, examples)
-    except CodeBLEUUnavailable as error:
+    except CodeBLEUUnavailable as error:  # e.g. a client without tree-sitter: score the rest
         log.warning("CodeBLEU skipped: %s", error)
         references = [example.target for example in examples]
-        return {"bleu4": corpus_bleu4(parsed, references),
-                "exact_match": exact_match(parsed, references)}  # fmt: skip
+        return {name: metric(parsed, references) for name, metric in per_example.items()}
 
 
 @dataclass(frozen=True)
@@ -187,13 +200,9 @@ class ModelChoice:
 
 
 def resolve_model(
-    spec: str,
-    *,
-    base_model: str | None = None,
-    quantization: str | None = None,
-    client: int | None = None,
-    shared: bool = False,
-) -> ModelChoice:
+    spec: str, *, base_model: str | None = None, quantization: str | None = None,
+    client: int | None = None, shared: bool = False,
+) -> ModelChoice:  # fmt: skip
     """``"base"``, an adapter directory, or a run directory (with ``client`` or ``shared``).
 
     The base model is ``base_model`` when given, else the run's ``model.source``, else the
@@ -222,11 +231,9 @@ def _run_model(
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no exported adapter at {adapter}")
     config = json.loads((run_dir / "config.json").read_text())
-    base = ModelSettings(
-        source=base_model or config.get("model.source", "bundled"),
-        quantization=quantization or config.get("model.quantization", "nf4"),
-        cache_dir=config.get("model.cache-dir", ""),
-    )
+    base = ModelSettings(base_model or config.get("model.source", "bundled"),
+                         quantization or config.get("model.quantization", "nf4"),
+                         config.get("model.cache-dir", ""))  # fmt: skip
     return ModelChoice(f"{run_dir}:{adapter.relative_to(run_dir)}", base, adapter)
 
 
@@ -257,15 +264,14 @@ def load_benchmark(
             raise ValueError(f"--task is required for a JSONL benchmark ({benchmark})")
         source, split = benchmark, split or "valid"
     else:
-        raise ValueError(f"unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)} "
-                         "or a .jsonl path")  # fmt: skip
+        raise ValueError(
+            f"unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}, *.jsonl"
+        )
     return task, split, load_task(task, split, data_root=data_root, source=source, limit=limit)
 
 
 def run_evaluate(args) -> tuple[EvalReport, Path]:
     """The ``evaluate`` subcommand: resolve, load, evaluate, and write the JSON report."""
-    import torch
-
     task, split, examples = load_benchmark(
         args.benchmark, args.task, args.split, data_root=args.data_root, limit=args.limit
     )
@@ -273,6 +279,8 @@ def run_evaluate(args) -> tuple[EvalReport, Path]:
         args.model, base_model=args.base_model, quantization=args.quantization,
         client=args.client, shared=args.shared,
     )  # fmt: skip
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a busy CPU, fewer threads can be faster
     model, tokenizer = load_model(choice)
     torch.manual_seed(args.seed)  # only matters when sampling
     settings = EvalSettings(
@@ -289,14 +297,3 @@ def run_evaluate(args) -> tuple[EvalReport, Path]:
     )  # fmt: skip
     out = args.out or Path(f"eval-{name}-{split}.json")
     return report, report.save(out)
-
-
-def summary(report: EvalReport, path: Path) -> str:
-    """A few lines for the terminal: the metrics, the timings and where the report went."""
-    lines = [f"{report.model} on {report.benchmark}/{report.split} ({report.task}), n={report.n}"]
-    lines += [f"  {name:<28} {value:10.3f}" for name, value in report.metrics.items()]
-    lines.append(
-        f"  generation {report.seconds['generation']:.1f} s "
-        f"({report.tokens_per_second:.1f} new tokens/s), scoring {report.seconds['scoring']:.1f} s"
-    )
-    return "\n".join([*lines, f"report: {path}"])

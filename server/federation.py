@@ -36,6 +36,11 @@ class FederationResult:
     rounds_completed: int
 
 
+def _bytes(message: Message) -> int:
+    """Tensor bytes of every ArrayRecord in ``message`` (adapter and any merged term)."""
+    return sum(payload_bytes(record) for record in message.content.array_records.values())
+
+
 def _exchange(grid: Grid, messages: Iterable[Message], timeout: float):
     sent = list(messages)
     replies = list(grid.send_and_receive(sent, timeout=timeout)) if sent else []
@@ -95,8 +100,8 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             train_replies=accepted,
             rejected=rejected,
             eval_replies=eval_replies,
-            bytes_down=sum(payload_bytes(m.content["arrays"]) for m in [*sent, *eval_sent]),
-            bytes_up=sum(payload_bytes(m.content["arrays"]) for m in accepted),
+            bytes_down=sum(_bytes(m) for m in [*sent, *eval_sent]),
+            bytes_up=sum(_bytes(m) for m in accepted),
             extra=strategy.round_log(server_round),
         )
         rundir.append_metrics(run_dir, record)

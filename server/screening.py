@@ -3,8 +3,9 @@
 A reply is rejected, with a logged reason, if it carries an error (a crashed client), lacks
 its arrays or metrics, reports a non-positive example count, or if its arrays do not match
 what was sent to that node: a missing or extra key, a wrong shape or dtype, NaN or Inf, or
-a payload larger than what was sent. Screening here, once, means no strategy can aggregate
-a bad update by forgetting to check.
+a payload larger than what was sent. When the server announced heterogeneous ranks
+(``client-ranks``), LoRA factors of a smaller rank are accepted (HetLoRA). Screening here,
+once, means no strategy can aggregate a bad update by forgetting to check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from flwr.app import Message
 
 from colora.wire import payload_bytes, to_numpy
-from strategies.maths.validation import check_update
+from strategies.maths.validation import check_rank_compatible, check_update
+from strategies.protocol import CLIENT_RANKS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,11 @@ def _reason(sent: Message | None, reply: Message) -> str | None:
     if not isinstance(num_examples, int | float) or not num_examples > 0:
         return f"num-examples must be a positive number, got {num_examples!r}"
     reference = sent.content["arrays"]
-    return check_update(
+    config = sent.content.config_records.get("config")
+    check = (
+        check_rank_compatible if config is not None and config.get(CLIENT_RANKS) else check_update
+    )
+    return check(
         to_numpy(content["arrays"]), to_numpy(reference), max_bytes=payload_bytes(reference)
     )
 

@@ -3,6 +3,8 @@
 A <- sum_k p_k A_k and B <- sum_k p_k B_k with p_k proportional to n_k. This is inexact for
 the product B A (see ALGORITHMS.md, "The inexact-aggregation trap"); the exact methods live
 in their own strategies. The maths is ``strategies.maths.averaging.weighted_average``.
+With ``strategy.client-ranks`` clients train heterogeneous ranks and replies are zero-padded
+(HetLoRA, arXiv 2401.06432).
 """
 
 from __future__ import annotations
@@ -10,27 +12,48 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
-from colora.wire import to_numpy, to_record
-from strategies.maths.averaging import weighted_average
+from colora.wire import to_record
+from runconfig.fields import option
+from strategies import messages, protocol
 
 
 @dataclass(frozen=True)
 class FedAvgConfig:
-    """FedAvg has no parameters beyond the common ``strategy.*`` keys."""
+    client_ranks: str = option("", messages.RANKS_HELP)
+
+    def __post_init__(self) -> None:
+        messages.parse_ranks("client_ranks", self.client_ranks)
 
 
 class FedAvg(flwr_strategy.FedAvg):
     """Example-weighted averaging of the shared adapter; replies are pre-screened."""
 
     name = "fedavg"
+    state_arrays = protocol.no_state
+    load_state = protocol.ignore_state
+    round_log = protocol.empty_log
+    aggregate_evaluate = protocol.skip_evaluate
 
     def __init__(self, config: FedAvgConfig, **common) -> None:
         super().__init__(**common)
         self.config = config
+        self.rank: int | None = None  # the full rank, known once arrays have been sent
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.rank = messages.announce_ranks(self.config.client_ranks, arrays, config)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages.announce_ranks(self.config.client_ranks, arrays, config)
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -38,19 +61,4 @@ class FedAvg(flwr_strategy.FedAvg):
         replies = list(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
-        states = [to_numpy(r.content["arrays"]) for r in replies]
-        weights = [float(r.content["metrics"]["num-examples"]) for r in replies]
-        return to_record(weighted_average(states, weights)), None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        """Per-task eval metrics differ between clients; ``server.reports`` records them."""
-        del server_round, replies
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        del arrays
-
-    def round_log(self, server_round: int) -> dict:
-        return {}
+        return to_record(messages.average(replies, self.rank)), None

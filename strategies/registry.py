@@ -1,4 +1,4 @@
-"""The strategy registry: each name is spelled once, here.
+"""The strategy registry: each name is spelled once, as its class's ``name``.
 
 ``build_strategy(cfg)`` looks the name up, checks the ``strategy.*`` keys against the
 strategy's own config dataclass, and returns the strategy object. An unknown name fails
@@ -13,7 +13,19 @@ from typing import Any
 
 from runconfig.fields import ConfigError, build_section
 from runconfig.schema import RunConfig
+from strategies.centralized import Centralized, CentralizedConfig
+from strategies.clustered import Clustered, ClusteredConfig
+from strategies.coba import Coba, CobaConfig
+from strategies.fedadam import FedAdam, FedOptConfig
 from strategies.fedavg import FedAvg, FedAvgConfig
+from strategies.fedex_lora import FedExLora, FedExLoraConfig
+from strategies.fedprox import FedProx, FedProxConfig
+from strategies.fedsa_lora import FedSaLora, FedSaLoraConfig
+from strategies.fedyogi import FedYogi
+from strategies.ffa_lora import FfaLora, FfaLoraConfig
+from strategies.flora import Flora, FloraConfig
+from strategies.local_only import LocalOnly, LocalOnlyConfig
+from strategies.similarity_weighted import SimilarityWeighted, SimilarityWeightedConfig
 
 
 @dataclass(frozen=True)
@@ -22,16 +34,40 @@ class StrategyEntry:
     config: type
 
 
-STRATEGIES: dict[str, StrategyEntry] = {
-    "fedavg": StrategyEntry(FedAvg, FedAvgConfig),
-}
+def _by_name(*entries: StrategyEntry) -> dict[str, StrategyEntry]:
+    """Key each entry by its class's ``name`` (spelled there only); duplicates are an error."""
+    registry: dict[str, StrategyEntry] = {}
+    for entry in entries:
+        if entry.cls.name in registry:
+            raise ValueError(f"strategy name {entry.cls.name!r} is registered twice")
+        registry[entry.cls.name] = entry
+    return registry
+
+
+# Task-similarity-aware strategies first, then the baselines of ALGORITHMS.md.
+STRATEGIES: dict[str, StrategyEntry] = _by_name(
+    StrategyEntry(SimilarityWeighted, SimilarityWeightedConfig),
+    StrategyEntry(Clustered, ClusteredConfig),
+    StrategyEntry(Coba, CobaConfig),
+    StrategyEntry(FedAvg, FedAvgConfig),
+    StrategyEntry(FedProx, FedProxConfig),
+    StrategyEntry(FedAdam, FedOptConfig),
+    StrategyEntry(FedYogi, FedOptConfig),
+    StrategyEntry(FfaLora, FfaLoraConfig),
+    StrategyEntry(FedSaLora, FedSaLoraConfig),
+    StrategyEntry(Flora, FloraConfig),
+    StrategyEntry(FedExLora, FedExLoraConfig),
+    StrategyEntry(LocalOnly, LocalOnlyConfig),
+    StrategyEntry(Centralized, CentralizedConfig),
+)
 
 
 def _own_params(entry: StrategyEntry, params: dict[str, Any]) -> dict[str, Any]:
     """Keep the keys this strategy reads; keys of other strategies are allowed defaults."""
     own = {f.name.replace("_", "-") for f in dataclasses.fields(entry.config)}
-    known = {f.name.replace("_", "-") for e in STRATEGIES.values()
-             for f in dataclasses.fields(e.config)}
+    known = {
+        f.name.replace("_", "-") for e in STRATEGIES.values() for f in dataclasses.fields(e.config)
+    }
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"unknown config key 'strategy.{unknown[0]}'")
@@ -41,8 +77,10 @@ def _own_params(entry: StrategyEntry, params: dict[str, Any]) -> dict[str, Any]:
 def build_strategy(cfg: RunConfig):
     settings = cfg.strategy
     if settings.name not in STRATEGIES:
-        raise ConfigError(f"strategy.name = {settings.name!r}: unknown strategy; valid: "
-                          f"{', '.join(sorted(STRATEGIES))}")
+        raise ConfigError(
+            f"strategy.name = {settings.name!r}: unknown strategy; valid: "
+            f"{', '.join(sorted(STRATEGIES))}"
+        )
     entry = STRATEGIES[settings.name]
     config = build_section(entry.config, "strategy", _own_params(entry, dict(settings.params)))
     return entry.cls(

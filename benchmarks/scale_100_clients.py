@@ -1,0 +1,116 @@
+"""Scale check: 100 simulated clients, 10 sampled per round, 5 rounds of the tiny model.
+
+Runs ``simulations/scale100.toml`` with the experiment runner (its run executes in a fresh
+subprocess whose process tree, Ray workers included, is sampled once a second) and prints,
+per round: the server's round time, the time since the run process started, and the peak
+RSS and PSS of the process tree during that round. Memory that stays flat across rounds means
+per-client state lives on disk, not in the simulation's memory.
+
+    .venv/bin/python benchmarks/scale_100_clients.py [--output-root /tmp/scale] [--fresh]
+    .venv/bin/python benchmarks/scale_100_clients.py --print-only   # table of a finished run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = REPO / "simulations" / "scale100.toml"
+GIB = 1024**3
+
+
+def _run_dir(output_root: Path) -> Path:
+    return output_root / "scale100" / "runs" / "colora-seed0"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TIME = r"(?P<t>\d\d:\d\d:\d\d)"
+_LINES = {  # the log lines of server.federation, server.reports and client.rounds
+    "start": re.compile(_TIME + r" \[ROUND (?P<r>\d+)/"),
+    "done": re.compile(_TIME + r" Round (?P<r>\d+) done in"),
+    "train": re.compile(_TIME + r" \[client \d+ \|[^]]*\] round (?P<r>\d+) \w+ step"),
+    "eval": re.compile(_TIME + r" \[client \d+\] round (?P<r>\d+) eval loss"),
+}
+
+
+def _seconds(hms: str) -> int:
+    h, m, s = map(int, hms.split(":"))
+    return 3600 * h + 60 * m + s
+
+
+def phase_breakdown(run_log: Path) -> dict[int, dict[str, float]]:
+    """Per round, from the log's timestamps (1 s resolution): seconds training (round start to
+    the last local step) and evaluating (last step to round end), and the clients evaluated."""
+    seen: dict[int, dict[str, list[int]]] = {}
+    for line in _ANSI.sub("", run_log.read_text(errors="replace")).splitlines():
+        for kind, pattern in _LINES.items():
+            if match := pattern.search(line):
+                times = seen.setdefault(int(match["r"]), {}).setdefault(kind, [])
+                times.append(_seconds(match["t"]))
+    out = {}
+    for rnd, times in sorted(seen.items()):
+        if {"start", "done", "train"} <= times.keys():
+            start, done, last_step = times["start"][-1], times["done"][-1], max(times["train"])
+            out[rnd] = {"train_s": last_step - start, "eval_s": done - last_step,
+                        "evaluated": len(times.get("eval", []))}  # fmt: skip
+    return out
+
+
+def print_phases(run_dir: Path) -> None:
+    phases = phase_breakdown(run_dir / "run.log")
+    if not phases:
+        return
+    print("round | train phase s | eval phase s | clients evaluated")
+    for rnd, p in phases.items():
+        print(f"{rnd:>5} | {p['train_s']:>13.0f} | {p['eval_s']:>12.0f} | {p['evaluated']:>17}")
+
+
+def print_table(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    print(f"run: {run_dir}  status: {summary['status']}")
+    print(f"host: {summary['host']['cpus']} CPUs, {summary['host']['memory_bytes'] / GIB:.1f} GiB")
+    print("round | round s (server) | elapsed s | peak RSS GiB | peak PSS GiB")
+    for r in summary["rounds"]:
+        print(
+            f"{r['round']:>5} | {r['seconds']:>16.1f} | {r['elapsed_seconds']:>9.1f} | "
+            f"{r['peak_rss_bytes'] / GIB:>12.2f} | {r['peak_pss_bytes'] / GIB:>12.2f}"
+        )
+    later = [r["peak_pss_bytes"] for r in summary["rounds"][1:]]
+    if later:
+        spread = (max(later) - min(later)) / GIB
+        print(f"peak PSS spread over rounds 2..: {spread:.2f} GiB")
+    print(
+        f"total wall {summary.get('wall_seconds', float('nan')):.1f} s, peak RSS "
+        f"{summary.get('peak_rss_bytes', 0) / GIB:.2f} GiB, peak PSS "
+        f"{summary.get('peak_pss_bytes', 0) / GIB:.2f} GiB, "
+        f"max processes {summary['attempts'][-1].get('max_processes')}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-root", type=Path, default=REPO / "experiments")
+    parser.add_argument("--fresh", action="store_true", help="delete a previous scale100 run")
+    parser.add_argument("--print-only", action="store_true", help="print a finished run's table")
+    args = parser.parse_args()
+    output_root = args.output_root.resolve()
+    if args.fresh:
+        shutil.rmtree(output_root / "scale100", ignore_errors=True)
+    if not args.print_only:
+        command = [sys.executable, "-m", "simulations", "run", str(EXPERIMENT)]
+        code = subprocess.call([*command, "--output-root", str(output_root)], cwd=REPO)
+        if code != 0:
+            print(f"the run failed (exit {code}); see {_run_dir(output_root)}/run.log")
+    print_table(_run_dir(output_root))
+    print_phases(_run_dir(output_root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

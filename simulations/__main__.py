@@ -1,0 +1,70 @@
+"""Command line of experiment sweeps and reports.
+
+python -m simulations run simulations/smoke.toml [--only LABEL ...] [--dry-run]
+                                                 [--output-root DIR]
+python -m simulations report experiments/smoke
+python -m simulations run-one <run dir>/run_spec.json   # used by ``run``, one run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runconfig.fields import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulations",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run an experiment's pending runs")
+    run.add_argument("experiment", type=Path, help="experiment TOML file")
+    run.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="run only this strategy label (repeatable)",
+    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    run.add_argument("--output-root", type=Path, help="replaces [experiment] output-root")
+    report = commands.add_parser("report", help="write report.md and index.html")
+    report.add_argument("experiment_dir", type=Path)
+    one = commands.add_parser("run-one", help="run one planned run (internal)")
+    one.add_argument("spec", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run-one":
+        from simulations.runner import run_one
+
+        run_one(args.spec)
+        return 0
+    if args.command == "report":
+        from simulations.report import write_report
+
+        print(write_report(args.experiment_dir))
+        return 0
+    from simulations.experiment import load_experiment
+    from simulations.runner import run_experiment
+
+    try:
+        exp = load_experiment(args.experiment)
+        failed = run_experiment(exp, args.output_root, args.only, args.dry_run)
+    except (ConfigError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"{failed} run(s) failed; see run.log in their run directories", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

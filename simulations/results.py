@@ -1,0 +1,178 @@
+"""Read an experiment directory back: its runs, their round records, and seed statistics.
+
+A run directory ``runs/<label>-seed<seed>/`` holds ``metrics.jsonl`` (one line per round,
+written by ``server.reports``), ``config.json`` and, when the experiment runner ran it,
+``run_summary.json`` (wall time, peak memory). A metric is named ``(metric, task)``:
+``("eval-loss", task)`` and ``("train-loss", task)`` from the server's per-task means, and
+``(name, task)`` for every ``eval.<task>.<name>`` a client reports (pass@1, BLEU, ...),
+averaged over clients weighted by examples as the server does for losses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SUMMARY_FILE = "run_summary.json"
+_RUN_NAME = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
+Metric = tuple[str, str]  # (metric name, task)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Complete JSON lines of a ``metrics.jsonl`` (stops at a line still being written)."""
+    if not Path(path).exists():
+        return []
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def weighted_mean(entries: Sequence[Mapping[str, Any]], key: str, task: str = "") -> float:
+    """Mean of ``entry[key]`` weighted by ``num-examples.<task>`` or ``num-examples``."""
+    pairs = [
+        (e.get(f"num-examples.{task}", e.get("num-examples", 1)), e[key])
+        for e in entries
+        if key in e
+    ]
+    total = sum(w for w, _ in pairs)
+    return sum(w * v for w, v in pairs) / total if total else math.nan
+
+
+def eval_metrics_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{task: {metric: mean over clients}}`` of the ``eval.<task>.<metric>`` entries."""
+    entries = record.get("eval", [])
+    keys = sorted({k for e in entries for k in e if k.startswith("eval.") and k.count(".") >= 2})
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for key in keys:
+        _, task, metric = key.split(".", 2)
+        out[task][metric] = weighted_mean(entries, key, task)
+    return dict(out)
+
+
+def record_metrics(record: Mapping[str, Any]) -> dict[Metric, float]:
+    """Every per-task metric of one (non-failed) round line."""
+    values = {("eval-loss", t): v for t, v in record.get("eval_loss_by_task", {}).items()}
+    values |= {("train-loss", t): v for t, v in record.get("train_loss_by_task", {}).items()}
+    for task, metrics in eval_metrics_by_task(record).items():
+        values |= {(m, task): v for m, v in metrics.items()}
+    return values
+
+
+@dataclass
+class RunResult:
+    """One (strategy label, seed) run as found on disk."""
+
+    label: str
+    seed: int
+    run_dir: Path
+    records: list[dict[str, Any]]
+    num_rounds: int | None  # configured rounds, from config.json
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok_records(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if not r.get("failed")]
+
+    @property
+    def failed_rounds(self) -> list[int]:
+        return [r["round"] for r in self.records if r.get("failed")]
+
+    @property
+    def rounds_done(self) -> int:
+        return max((r["round"] for r in self.records), default=0)
+
+    @property
+    def complete(self) -> bool:
+        return self.num_rounds is not None and self.rounds_done >= self.num_rounds
+
+    def final_metrics(self) -> dict[Metric, float]:
+        """Metrics of the last round that did not fail (eval-only metrics included)."""
+        ok = self.ok_records
+        return record_metrics(ok[-1]) if ok else {}
+
+    def total_bytes(self) -> int:
+        return sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in self.records)
+
+    def summary_value(self, key: str) -> float | None:
+        value = self.summary.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def load_run(run_dir: Path) -> RunResult | None:
+    """The run in ``run_dir``, or None if the name is not ``<label>-seed<seed>``."""
+    match = _RUN_NAME.match(run_dir.name)
+    if match is None:
+        return None
+    rounds = _json(run_dir / "config.json").get("num-server-rounds")
+    return RunResult(
+        label=match["label"],
+        seed=int(match["seed"]),
+        run_dir=run_dir,
+        records=read_records(run_dir / "metrics.jsonl"),
+        num_rounds=int(rounds) if isinstance(rounds, int) else None,
+        summary=_json(run_dir / SUMMARY_FILE),
+    )
+
+
+def load_runs(exp_dir: Path) -> list[RunResult]:
+    """Every run under ``<exp_dir>/runs``, sorted by label then seed."""
+    runs_dir = Path(exp_dir) / "runs"
+    dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir()) if runs_dir.is_dir() else []
+    found = [load_run(d) for d in dirs]
+    return sorted((r for r in found if r is not None), key=lambda r: (r.label, r.seed))
+
+
+def group_by_label(
+    runs: Iterable[RunResult], order: Sequence[str] = ()
+) -> dict[str, list[RunResult]]:
+    """Runs per strategy label: labels in ``order`` first (the experiment file's), then the rest."""
+    groups: dict[str, list[RunResult]] = {label: [] for label in order}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    return {label: group for label, group in groups.items() if group}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); the std is None for fewer than 2 values."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def series(runs: Sequence[RunResult], metric: Metric) -> tuple[list[int], list[float], list[float]]:
+    """Per round: mean and std (0 with one seed) of ``metric`` over the runs that have it."""
+    by_round: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for record in run.ok_records:
+            value = record_metrics(record).get(metric)
+            if value is not None and not math.isnan(value):
+                by_round[record["round"]].append(value)
+    rounds = sorted(by_round)
+    stats = [mean_std(by_round[r]) for r in rounds]
+    return rounds, [m for m, _ in stats], [s or 0.0 for _, s in stats]
+
+
+def metrics_of(runs: Iterable[RunResult]) -> list[Metric]:
+    """Every metric any round of any run reports: eval loss, train loss, then the rest."""
+    found = {m for run in runs for record in run.ok_records for m in record_metrics(record)}
+    rank = {"eval-loss": 0, "train-loss": 1}
+    return sorted(found, key=lambda m: (rank.get(m[0], 2), m[0], m[1]))

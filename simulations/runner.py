@@ -1,0 +1,256 @@
+"""Run every (strategy, seed) of an experiment through Flower's simulation engine, resumably.
+
+``python -m simulations run simulations/<file>.toml`` copies the file into the experiment
+directory and runs each pending run in a fresh subprocess (``python -m simulations run-one``),
+one after another, so Ray state and memory never leak from one run into the next. Before a run
+the runner decides from its directory what to do (:func:`run_state`):
+
+- ``done``: ``metrics.jsonl`` reaches ``num-server-rounds`` and the final adapter exists: skip;
+- ``resume``: a checkpoint exists: continue after its round (``resume=true``);
+- ``restart``: something was written but no round was checkpointed: delete and start over,
+  so no stale client state (Sigma_k) leaks into the fresh run;
+- ``fresh``: nothing there yet.
+
+While a run executes, a progress bar follows its rounds, TensorBoard scalars are written, and
+the wall time and peak memory of its process tree (the run process and Ray's workers) go to
+``run_summary.json`` after every round. Output of the run goes to ``<run dir>/run.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from tqdm import tqdm
+
+from runconfig.fields import ConfigError
+from server.run_dir import CHECKPOINT
+from simulations import summary
+from simulations.experiment import APP_DIR, Experiment, RunSpec
+from simulations.monitor import MemorySampler, RoundTail
+from simulations.results import read_records
+from simulations.tensorboard import sync_run
+
+DONE, RESUME, RESTART, FRESH = "done", "resume", "restart", "fresh"
+SPEC_FILE = "run_spec.json"
+EXPERIMENT_COPY = "experiment.toml"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    state: str
+    rounds_done: int
+
+
+def checkpoint_round(run_dir: Path) -> int | None:
+    """The round of the run's last checkpoint (see ``server.run_dir``), or None."""
+    for name in (CHECKPOINT, f".{CHECKPOINT}-old"):
+        meta = run_dir / name / "meta.json"
+        if meta.exists():
+            return int(json.loads(meta.read_text())["round"])
+    return None
+
+
+def run_state(run: RunSpec) -> tuple[str, int]:
+    """``(state, rounds in metrics.jsonl)``; states as in the module docstring."""
+    rounds = max((r["round"] for r in read_records(run.run_dir / "metrics.jsonl")), default=0)
+    final = (run.run_dir / "shared_adapter" / "adapter_config.json").exists()
+    if rounds >= run.num_rounds and final:
+        return DONE, rounds
+    if checkpoint_round(run.run_dir) is not None:
+        return RESUME, rounds
+    if run.run_dir.exists() and any(run.run_dir.iterdir()):
+        return RESTART, rounds
+    return FRESH, rounds
+
+
+def plan(
+    exp: Experiment, output_root: Path | None = None, only: Sequence[str] = ()
+) -> list[PlannedRun]:
+    labels = {s.label for s in exp.strategies}
+    for label in only:
+        if label not in labels:
+            raise ConfigError(
+                f"--only {label!r}: no such strategy label; valid: {', '.join(sorted(labels))}"
+            )
+    runs = [r for r in exp.runs(output_root) if not only or r.label in only]
+    return [PlannedRun(r, *run_state(r)) for r in runs]
+
+
+def check_strategy_names(exp: Experiment) -> None:
+    """Fail before any run starts if a strategy name is not registered."""
+    from strategies.registry import STRATEGIES
+
+    for i, spec in enumerate(exp.strategies):
+        name = spec.overrides.get("strategy.name", exp.base.get("strategy.name", "fedavg"))
+        if name not in STRATEGIES:
+            raise ConfigError(
+                f"strategies[{i}] ({spec.label}): strategy.name = {name!r}: unknown "
+                f"strategy; valid: {', '.join(sorted(STRATEGIES))}"
+            )
+
+
+def prepare_directory(exp: Experiment, exp_dir: Path) -> None:
+    """Create the experiment directory and keep the experiment file it was made from."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    copy = exp_dir / EXPERIMENT_COPY
+    if copy.exists() and copy.read_text() != exp.source_text:
+        raise FileExistsError(
+            f"{copy} differs from this experiment file: its runs were made "
+            "with other settings; use a new [experiment] name"
+        )
+    copy.write_text(exp.source_text)
+
+
+def _spec_payload(exp: Experiment, planned: PlannedRun) -> dict[str, Any]:
+    overrides = {**planned.spec.overrides, "resume": planned.state == RESUME}
+    return {
+        "label": planned.spec.label,
+        "seed": planned.spec.seed,
+        "overrides": overrides,
+        "num_supernodes": exp.settings.num_clients,
+        "cpus_per_client": exp.settings.cpus_per_client,
+        "gpus_per_client": exp.settings.gpus_per_client,
+        "ray_init_args": exp.ray.init_args(),
+    }
+
+
+def _stop_tree(proc: subprocess.Popen) -> None:
+    """SIGINT, SIGTERM, then SIGKILL to the run's process group (it has its own session);
+    Ray's processes notice that their driver died and exit."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            return
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def execute(exp: Experiment, planned: PlannedRun, bar: tqdm | None = None) -> int:
+    """Run one planned run in a subprocess; returns its exit code."""
+    run_dir = planned.spec.run_dir
+    if planned.state == RESTART:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = _spec_payload(exp, planned)
+    (run_dir / SPEC_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
+    resumed_after = checkpoint_round(run_dir) if planned.state == RESUME else 0
+    record = summary.start(run_dir, payload, resumed_after or 0, host_info())
+    start = time.perf_counter()
+    with open(run_dir / "run.log", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulations", "run-one", str(run_dir / SPEC_FILE)],
+            cwd=APP_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    sampler = MemorySampler(proc.pid)
+
+    def on_round(line: dict[str, Any]) -> None:
+        summary.add_round(record, line, sampler.take_window(), time.perf_counter() - start)
+        summary.write(run_dir, record)
+        sync_run(run_dir)
+        if bar is not None:
+            bar.n = int(line["round"])
+            bar.refresh()
+
+    tail = RoundTail(run_dir, on_round)
+    sampler.start()
+    tail.start()
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:
+        _stop_tree(proc)
+        raise
+    finally:
+        tail.stop()
+        sampler.stop()
+        summary.finish(record, proc.returncode, time.perf_counter() - start, sampler)
+        summary.write(run_dir, record)
+    return returncode
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _describe(planned: PlannedRun) -> str:
+    spec = planned.spec
+    return (
+        f"{spec.label:<24} seed {spec.seed:<4} {planned.state:<8} "
+        f"rounds {planned.rounds_done}/{spec.num_rounds}  {spec.run_dir}"
+    )
+
+
+def run_experiment(
+    exp: Experiment,
+    output_root: Path | None = None,
+    only: Sequence[str] = (),
+    dry_run: bool = False,
+) -> int:
+    """Run what is pending; returns the number of runs that failed."""
+    exp_dir = exp.directory(output_root)
+    planned = plan(exp, output_root, only)
+    if dry_run:
+        print(f"experiment {exp.settings.name} -> {exp_dir}")
+        print("\n".join(_describe(p) for p in planned))
+        return 0
+    check_strategy_names(exp)
+    prepare_directory(exp, exp_dir)
+    failed = 0
+    runs_bar = tqdm(total=len(planned), desc="runs", unit="run", position=0)
+    for item in planned:
+        if item.state == DONE:
+            runs_bar.update(1)
+            continue
+        name = item.spec.run_dir.name
+        rounds_bar = tqdm(
+            total=item.spec.num_rounds,
+            desc=name,
+            unit="round",
+            position=1,
+            initial=checkpoint_round(item.spec.run_dir) or 0,
+            leave=False,
+        )
+        code = execute(exp, item, rounds_bar)
+        rounds_bar.close()
+        failed += code != 0
+        tqdm.write(summary.one_line(item.spec.run_dir, code))
+        runs_bar.update(1)
+    runs_bar.close()
+    return failed
+
+
+def run_one(spec_file: Path) -> None:
+    """The body of one run's subprocess: the whole federation in Flower's simulation engine."""
+    from simulations.engine import simulate
+
+    payload = json.loads(Path(spec_file).read_text())
+    simulate(
+        payload["overrides"],
+        num_supernodes=payload["num_supernodes"],
+        cpus_per_client=payload["cpus_per_client"],
+        gpus_per_client=payload["gpus_per_client"],
+        ray_init_args=payload["ray_init_args"],
+    )

@@ -1,0 +1,172 @@
+"""Clustered aggregation: one shared adapter per cluster of clients with similar updates.
+
+fedcolora's own strategy, in the spirit of Clustered FL (Sattler et al. 2020,
+https://arxiv.org/abs/1910.01991) and IFCA (Ghosh et al. 2020, https://arxiv.org/abs/2006.04088).
+No task labels are used: clusters come from S_ij = cos(Delta_i, Delta_j) of the clients'
+updates, by spectral clustering with k from the eigengap, or by complete linkage cut at a
+distance 1 - S (``strategies.maths.similarity``).
+
+- Warm-up: rounds 1..R0 are FedAvg. The split uses the updates of round max(R0, 1), which all
+  start from the same global adapter, so their directions are comparable.
+- Then each cluster keeps its own adapter, the example-weighted mean of its members' replies,
+  sent to its members for training and evaluation.
+- Membership is sticky: a client keeps its cluster; a client first seen after the split joins
+  the cluster whose mean update is most cosine-similar to its own.
+- Assignments (keyed by client id), cluster sizes and S are logged every round.
+
+Privacy: this needs individual updates, so it cannot run under secure aggregation; a warning
+says so at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
+
+from colora.wire import to_record
+from runconfig.fields import one_of, option, require
+from strategies import messages, updates
+from strategies.maths.similarity import (
+    assign_to_nearest,
+    complete_linkage,
+    cosine_matrix,
+    spectral_clusters,
+)
+
+METHODS = ("spectral", "linkage")
+_ADAPTER, _DIRECTION, _ASSIGNMENT = "cluster-adapter/", "cluster-direction/", "cluster-assignment"
+
+
+@dataclass(frozen=True)
+class ClusteredConfig:
+    warmup_rounds: int = option(1, "FedAvg rounds before the split (at least one round runs).")
+    cluster_method: str = option(
+        "spectral",
+        "'spectral' (k from the eigengap) or 'linkage' "
+        "(complete linkage cut at cluster-threshold).",
+    )
+    cluster_threshold: float = option(
+        0.5, "linkage: the largest distance 1 - cos between two clients of one cluster."
+    )
+    max_clusters: int = option(0, "spectral: the largest k considered; 0 = clients - 1.")
+
+    def __post_init__(self) -> None:
+        require(
+            self.warmup_rounds >= 0, "strategy", "warmup_rounds", self.warmup_rounds, "must be >= 0"
+        )
+        one_of("strategy", "cluster_method", self.cluster_method, METHODS)
+        require(
+            0 <= self.cluster_threshold <= 2,
+            "strategy",
+            "cluster_threshold",
+            self.cluster_threshold,
+            "must be in [0, 2]",
+        )
+        require(
+            self.max_clusters >= 0, "strategy", "max_clusters", self.max_clusters, "must be >= 0"
+        )
+
+
+class Clustered(flwr_strategy.FedAvg):
+    """Clusters found from update similarity; FedAvg within each cluster."""
+
+    name = "clustered"
+
+    def __init__(self, config: ClusteredConfig, **common) -> None:
+        super().__init__(**common)
+        self.config = config
+        self.sender = updates.PersonalSender()
+        self.assignment: dict[int, int] = {}  # client id -> cluster id, sticky once set
+        self.adapters: dict[int, np.ndarray] = {}  # cluster id -> flat adapter
+        self.directions: dict[int, np.ndarray] = {}  # cluster id -> mean update, for newcomers
+        self.similarity: tuple[int, list[int], np.ndarray] | None = None  # round, clients, S
+        updates.warn_privacy(self.name)
+
+    def _adapter(self, client: int | None) -> np.ndarray | None:
+        cluster = self.assignment.get(client) if client is not None else None
+        return self.adapters.get(cluster) if cluster is not None else None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sampled = super().configure_train(server_round, arrays, config, grid)
+        return self.sender.address(sampled, arrays, self._adapter, remember=True)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sampled = super().configure_evaluate(server_round, arrays, config, grid)
+        return self.sender.address(sampled, arrays, self._adapter, remember=False)
+
+    def _split(self, clients: list[int], S: np.ndarray) -> None:
+        if self.config.cluster_method == "spectral":
+            labels = spectral_clusters(S, max_k=self.config.max_clusters or None)
+        else:
+            labels = complete_linkage(S, threshold=self.config.cluster_threshold)
+        self.assignment = {c: int(label) for c, label in zip(clients, labels, strict=True)}
+
+    def _join(self, clients: list[int], deltas: np.ndarray) -> None:
+        """Sticky membership: only clients never assigned get a cluster, the nearest one."""
+        ids = sorted(self.directions)
+        for client, delta in zip(clients, deltas, strict=True):
+            if client not in self.assignment and ids:
+                nearest = assign_to_nearest(delta, np.stack([self.directions[i] for i in ids]))
+                self.assignment[client] = ids[nearest]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        if len(replies) < self.min_train_nodes:
+            return None, None
+        clients, thetas, deltas = self.sender.updates(replies)
+        p = np.asarray(messages.example_counts(replies))
+        S = cosine_matrix(deltas)
+        self.similarity = (server_round, clients, S)
+        if not self.assignment and server_round >= max(self.config.warmup_rounds, 1):
+            self._split(clients, S)
+        else:
+            self._join(clients, deltas)
+        labels = np.array([self.assignment.get(c, -1) for c in clients])
+        for cluster in sorted(set(labels.tolist()) - {-1}):
+            members = labels == cluster
+            self.adapters[cluster] = updates.weighted_mean(thetas[members], p[members])
+            self.directions[cluster] = updates.weighted_mean(deltas[members], p[members])
+        return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
+        self.sender.nodes.learn(replies)
+
+    def round_log(self, server_round: int) -> dict:
+        sizes: dict[str, int] = {}
+        for cluster in self.assignment.values():
+            sizes[str(cluster)] = sizes.get(str(cluster), 0) + 1
+        log = {
+            "clusters": {str(c): k for c, k in sorted(self.assignment.items())},
+            "cluster_sizes": sizes,
+        }
+        if self.similarity is not None and self.similarity[0] == server_round:
+            log["similarity"] = {
+                "clients": [str(c) for c in self.similarity[1]],
+                "matrix": np.round(self.similarity[2], 6).tolist(),
+            }
+        return log
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {
+            **updates.vectors_to_arrays(_ADAPTER, self.adapters),
+            **updates.vectors_to_arrays(_DIRECTION, self.directions),
+        }
+        arrays[_ASSIGNMENT] = np.asarray(sorted(self.assignment.items()), np.int64).reshape(-1, 2)
+        return arrays
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.adapters = updates.vectors_from_arrays(_ADAPTER, arrays)
+        self.directions = updates.vectors_from_arrays(_DIRECTION, arrays)
+        pairs = np.asarray(arrays.get(_ASSIGNMENT, np.zeros((0, 2), np.int64)))
+        self.assignment = {int(c): int(k) for c, k in pairs}

@@ -1,0 +1,116 @@
+"""Server side of the frozen merged term of the exact aggregations, FLoRA and FedEx-LoRA.
+
+FLoRA (https://arxiv.org/abs/2409.05976) merges s * sum_k p_k B_k A_k into the weight the next
+round trains on; FedEx-LoRA (https://arxiv.org/abs/2410.09432) merges the residual
+s * (sum_k p_k B_k A_k - B_bar A_bar). The base model may be 4-bit, so clients keep the merged
+term apart as a frozen dense D per LoRA layer (``colora.adapter.FrozenDelta``), on disk.
+
+Design (chosen for bytes): every client holds the same global D, so each round the server sends
+only the round's increment as low-rank factors, B_inc (d_out x q) and A_inc (q x d_in) with
+D += B_inc @ A_inc, and the client accumulates it. A node whose held round is not known to be
+the previous one (new, failed last round, or after a server restart) gets the dense D instead.
+``merge-round`` in a reply says which round's term the client holds; until it replies, the
+server assumes nothing. D is kept unscaled; clients apply the scale s = alpha / r.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+
+from colora.wire import to_record
+from strategies import messages
+from strategies import protocol as keys
+from strategies.maths.lora_products import flora_stack, lora_pairs
+
+Factors = tuple[np.ndarray, np.ndarray]  # (B_inc d_out x q, A_inc q x d_in)
+_TOTAL, _ROUND = "merged/", "merged-round"
+
+
+class MergedTerm:
+    """The accumulated dense term D per LoRA layer, its latest increment and who holds what."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, np.ndarray] = {}
+        self.increment: dict[str, Factors] = {}
+        self.round = 0
+        self.held: dict[int, int] = {}  # node id -> round of the term it reported holding
+        self._records: dict[str, ArrayRecord] = {}
+
+    def add(self, server_round: int, increment: Mapping[str, Factors]) -> None:
+        """D += B_inc @ A_inc per layer; ``increment`` becomes what up-to-date nodes get."""
+        for layer, (b, a) in increment.items():
+            update = b @ a  # d_out x q @ q x d_in, float32 GEMM
+            self.total[layer] = self.total[layer] + update if layer in self.total else update
+        self.increment, self.round, self._records = dict(increment), server_round, {}
+
+    def _record(self, mode: str) -> ArrayRecord:
+        if mode not in self._records:  # built once per round, shared by every message
+            if mode == "add":
+                arrays = {
+                    f"{layer}.{suffix}": value
+                    for layer, (b, a) in self.increment.items()
+                    for suffix, value in ((keys.MERGE_B, b), (keys.MERGE_A, a))
+                }
+            elif mode == "replace":
+                arrays = {f"{layer}.{keys.MERGE_DENSE}": d for layer, d in self.total.items()}
+            else:
+                arrays = {}
+            self._records[mode] = to_record(arrays)
+        return self._records[mode]
+
+    def payload(self, node_id: int, config: ConfigRecord) -> tuple[ConfigRecord, ArrayRecord]:
+        """This node's config (with merge keys) and merge record; forgets what it held until
+        it replies again, so a lost reply never leaves the server believing a stale round."""
+        held = self.held.pop(node_id, None)
+        if held == self.round:
+            mode = "keep"
+        elif held == self.round - 1 and self.increment:
+            mode = "add"
+        else:
+            mode = "replace"
+        node_config = ConfigRecord({**config, keys.MERGE_MODE: mode, keys.MERGE_ROUND: self.round})
+        return node_config, self._record(mode)
+
+    def address(self, sampled: Iterable[Message]) -> list[Message]:
+        """Each sampled node's message with its own merge keys and merge record."""
+        out = []
+        for message in sampled:
+            config, merge = self.payload(message.metadata.dst_node_id, message.content["config"])
+            content = messages.node_content(message.content["arrays"], config, merge)
+            out.append(messages.readdress(message, content))
+        return out
+
+    def learn(self, replies: Iterable[Message]) -> None:
+        for reply in replies:
+            if not reply.has_error() and keys.MERGE_ROUND in reply.content["metrics"]:
+                held = int(reply.content["metrics"][keys.MERGE_ROUND])
+                self.held[reply.metadata.src_node_id] = held
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {_TOTAL + layer: d for layer, d in self.total.items()}
+        arrays[_ROUND] = np.asarray(self.round, dtype=np.int64)
+        return arrays
+
+    def load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.total = {k.removeprefix(_TOTAL): v for k, v in arrays.items() if k.startswith(_TOTAL)}
+        self.round = int(arrays.get(_ROUND, 0))
+        self.increment, self.held, self._records = {}, {}, {}
+
+    def log(self) -> dict:
+        ranks = [b.shape[1] for b, _ in self.increment.values()]
+        return {"merged-round": self.round, "merged-increment-rank": max(ranks, default=0)}
+
+
+def stacked_factors(
+    states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]
+) -> dict[str, Factors]:
+    """FLoRA stacking per layer: B = [B_1 ... B_K], A = [p_1 A_1; ...; p_K A_K], so that
+    B @ A = sum_k p_k B_k A_k for any per-client ranks (``lora_products.flora_stack``)."""
+    out = {}
+    for layer, (a_key, b_key) in lora_pairs(states[0]).items():
+        a, b = flora_stack([s[a_key] for s in states], [s[b_key] for s in states], weights)
+        out[layer] = (b, a)
+    return out

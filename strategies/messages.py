@@ -1,0 +1,127 @@
+"""Flower-message plumbing the strategies share: reading replies, per-node messages, ranks.
+
+Strategies keep Flower's sampling (``configure_train`` of the parent class) and, where they
+personalise, re-address each sampled node's message with its own content. Replies are already
+screened by ``server.screening``, so nothing here re-validates them.
+
+Heterogeneous ranks follow HetLoRA (https://arxiv.org/abs/2401.06432): with ``client-ranks``,
+client c trains the first r_c ranks and replies with r_c-rank factors; the averaging strategies
+zero-pad every reply back to the full rank r before averaging (``averaging.zero_pad_rank``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+
+from colora.wire import to_numpy, to_record
+from runconfig.fields import require
+from strategies import protocol as keys
+from strategies.maths.averaging import lora_rank, split_lora_key, weighted_average, zero_pad_rank
+
+State = dict[str, np.ndarray]
+RANKS_HELP = (
+    "Comma-separated LoRA ranks; client-id c trains rank ranks[c % n] (HetLoRA "
+    "zero-padding); '' = every client uses adapter.rank."
+)
+
+
+def parse_ranks(name: str, text: str) -> tuple[int, ...]:
+    """``"8,4"`` -> (8, 4); raises ConfigError naming ``strategy.<name>``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    require(
+        all(p.isdigit() and int(p) >= 1 for p in parts),
+        "strategy",
+        name,
+        text,
+        "must be comma-separated integers >= 1",
+    )
+    return tuple(int(p) for p in parts)
+
+
+def announce_ranks(ranks: str, arrays: ArrayRecord, config: ConfigRecord) -> int | None:
+    """Put ``client-ranks`` into ``config``; returns the full rank to pad replies to, or None
+    when every client trains the full rank."""
+    if not ranks:
+        return None
+    config[keys.CLIENT_RANKS] = ranks
+    return record_rank(arrays)
+
+
+def client_id(reply: Message) -> int:
+    return int(reply.content["metrics"][keys.CLIENT_ID])
+
+
+def states(replies: Sequence[Message]) -> list[State]:
+    return [to_numpy(reply.content["arrays"]) for reply in replies]
+
+
+def example_counts(replies: Sequence[Message]) -> list[float]:
+    return [float(reply.content["metrics"]["num-examples"]) for reply in replies]
+
+
+def record_rank(arrays: ArrayRecord) -> int:
+    """The LoRA rank of ``arrays``, read from the array shapes without deserialising them."""
+    return lora_rank({key: np.empty(array.shape, dtype=np.bool_) for key, array in arrays.items()})
+
+
+def padded(states_: Sequence[State], rank: int | None) -> list[State]:
+    """HetLoRA: zero-pad replies of a smaller rank up to ``rank`` (None: leave as they are)."""
+    if rank is None:
+        return list(states_)
+    return [s if not s or lora_rank(s) == rank else zero_pad_rank(s, rank) for s in states_]
+
+
+def average(replies: Sequence[Message], rank: int | None = None) -> State:
+    """FedAvg of the replies' arrays weighted by ``num-examples``, zero-padded to ``rank``."""
+    return weighted_average(padded(states(replies), rank), example_counts(replies))
+
+
+def select_factors(arrays: ArrayRecord, factors: Iterable[str]) -> ArrayRecord:
+    """The LoRA factors ``"A"`` and/or ``"B"`` of ``arrays`` (what FFA/FedSA-LoRA send)."""
+    wanted = set(factors)
+    return ArrayRecord(
+        {k: a for k, a in arrays.items() if (split_lora_key(k) or ("", ""))[1] in wanted}
+    )
+
+
+def readdress(message: Message, content: RecordDict) -> Message:
+    """A message to the same node and of the same type as ``message``, with ``content``."""
+    return Message(
+        content=content,
+        dst_node_id=message.metadata.dst_node_id,
+        message_type=message.metadata.message_type,
+    )
+
+
+def node_content(
+    arrays: ArrayRecord | Mapping[str, np.ndarray],
+    config: ConfigRecord,
+    merge: ArrayRecord | None = None,
+) -> RecordDict:
+    record = arrays if isinstance(arrays, ArrayRecord) else to_record(arrays)
+    content = {"arrays": record, "config": config}
+    if merge is not None:
+        content[keys.MERGE_RECORD] = merge
+    return RecordDict(content)
+
+
+class NodeClients:
+    """Flower node id -> stable client id, learnt from the ``client-id`` metric of replies.
+
+    Node ids are what messages are addressed to, but they change when a SuperNode restarts;
+    per-client state (clusters, mixtures) is therefore keyed by client id.
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[int, int] = {}
+
+    def learn(self, replies: Iterable[Message]) -> None:
+        for reply in replies:
+            if not reply.has_error() and keys.CLIENT_ID in reply.content["metrics"]:
+                self._by_node[reply.metadata.src_node_id] = client_id(reply)
+
+    def get(self, node_id: int) -> int | None:
+        return self._by_node.get(node_id)

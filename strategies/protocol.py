@@ -1,0 +1,88 @@
+"""The two protocols a fedcolora strategy speaks: to the round loop, and to the clients.
+
+**To the loop** (``server.federation``): a strategy is a subclass of a ``flwr.serverapp.strategy``
+class, so ``configure_train``/``aggregate_train``/``configure_evaluate``/``aggregate_evaluate``
+keep Flower's signatures (https://flower.ai/docs/framework/ref-api/flwr.serverapp.strategy.html).
+The loop screens replies before ``aggregate_*`` sees them, and additionally calls
+``state_arrays``/``load_state`` (checkpoint and resume) and ``round_log`` (merged into the round's
+``metrics.jsonl`` line, so it must be JSON-serialisable). The trivial bodies below are assigned as
+class attributes by strategies that keep no state, so there is no shared base class to inherit.
+
+**To the clients**: keys of the train/evaluate ``ConfigRecord`` tell a client how to assemble
+its shared adapter and what to send back. The reply's ``arrays`` always carries exactly the keys
+the server sent (new values; fewer ranks with ``client-ranks``), so screening can check a reply
+against what was sent. Absent keys mean plain FedAvg/CoLoRA behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+
+# ConfigRecord keys, server -> client. Values are strings of comma-separated items or numbers.
+TRAIN_FACTORS = "train-factors"  # "A,B" (default) or "B" (FFA-LoRA: A stays frozen)
+PRIVATE_FACTORS = "private-factors"  # factors kept on the client's disk: "B" (FedSA), "A,B"
+CLIENT_RANKS = "client-ranks"  # "8,4,2": client-id c trains rank ranks[c % len] (HetLoRA)
+MERGE_MODE = "merge-mode"  # "keep" | "add" | "replace": the frozen merged term (FLoRA, FedEx)
+MERGE_ROUND = "merge-round"  # the server round that term is complete through; also a metric
+POOLED_DATA = "pooled-data"  # centralized baseline: train on every partition's data
+STEPS_SCALE = "steps-scale"  # centralized baseline: steps x this, the federation's budget
+PROXIMAL_MU = "proximal-mu"  # FedProx: (mu / 2) * ||theta - theta_global||^2 in the loss
+MERGE_RECORD = "merge"  # ArrayRecord beside "arrays" carrying the frozen-term payload
+# Keys inside the merge record: "<lora layer>.<suffix>".
+MERGE_A, MERGE_B, MERGE_DENSE = "merge_A", "merge_B", "merge_W"
+CLIENT_ID = "client-id"  # metric every reply carries: the stable id behind a Flower node id
+
+
+class FederatedStrategy(Protocol):
+    """What ``server.federation.run_federation`` calls on a strategy."""
+
+    name: str
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]: ...
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]: ...
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]: ...
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None: ...
+
+    def state_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+    def round_log(self, server_round: int) -> dict: ...
+
+
+def no_state(self) -> dict[str, np.ndarray]:
+    """``state_arrays`` of a strategy that keeps nothing between rounds."""
+    return {}
+
+
+def ignore_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+    """``load_state`` of a strategy that keeps nothing between rounds."""
+    del arrays
+
+
+def empty_log(self, server_round: int) -> dict:
+    """``round_log`` of a strategy with nothing to add to ``metrics.jsonl``."""
+    return {}
+
+
+def skip_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
+    """``aggregate_evaluate``: ``server.reports`` records the per-task eval metrics itself.
+
+    Flower's version checks that every reply has the same metric keys, which fails here:
+    clients report ``eval-loss.<task>`` for their own tasks only.
+    """
+    del server_round, replies

@@ -1,0 +1,160 @@
+"""Evaluation: scoring per task, the JSON report, model resolution, and the CLI end to end.
+
+Scoring tests replace generation by the reference answers (a perfect model), so the expected
+metrics are known exactly; the CLI tests run the real tiny random Llama, with and without an
+adapter, and check the report's structure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from codetasks import evaluate as evaluate_module
+from codetasks.__main__ import main
+from codetasks.evaluate import EvalSettings, evaluate_model, load_benchmark, resolve_model
+from codetasks.generate import GenerationResult
+from codetasks.loading import load_task
+from codetasks.prompts import to_response
+from runconfig.schema import AdapterSettings, ModelSettings
+
+REPORT_KEYS = ["model", "task", "benchmark", "split", "limit", "n", "metrics", "seconds",
+               "tokens_per_second", "new_tokens", "settings", "examples"]  # fmt: skip
+FAST = EvalSettings(quality=False)
+
+
+@pytest.fixture()
+def perfect_model(monkeypatch):
+    """Generation replaced by each example's reference reply, as a trained model would give."""
+
+    def fake(model, tokenizer, examples, **kwargs):
+        return GenerationResult([to_response(example) for example in examples], 10, 0.5)
+
+    monkeypatch.setattr(evaluate_module, "generate_with_stats", fake)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, tiny_model_settings) -> Path:
+    from colora.adapter import attach_adapters, folded_state
+    from colora.base_model import load_base_model, resolve_model_path
+    from colora.export import save_adapter
+
+    settings = AdapterSettings(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"))
+    model = attach_adapters(load_base_model(tiny_model_settings), settings, seed=0)
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    base_path = resolve_model_path(tiny_model_settings)
+    return save_adapter(folded_state(model), settings, base_path, out)
+
+
+def test_reference_code_passes_mbpp_and_humaneval(perfect_model, data_root):
+    for source, split in (("", "valid"), ("humaneval", "test")):
+        examples = load_task("generation", split, data_root=data_root, source=source, limit=2)
+        report = evaluate_model(None, None, examples, "generation", FAST)
+        assert report.metrics["pass@1"] == 100.0 and report.metrics["pct_passed"] == 100.0
+        assert [r["status"] for r in report.examples] == ["passed", "passed"]
+
+
+def test_generation_report_counts_failures_and_lints_code(perfect_model, data_root, monkeypatch):
+    examples = load_task("generation", "valid", data_root=data_root, limit=2)
+    replies = [to_response(examples[0]), "```python\ndef nothing():\n    return 0\n```"]
+    monkeypatch.setattr(evaluate_module, "generate_with_stats",
+                        lambda *args, **kwargs: GenerationResult(replies, 20, 2.0))  # fmt: skip
+    report = evaluate_model(None, None, examples, "generation", EvalSettings(quality=True))
+    assert report.metrics["pass@1"] == 50.0
+    assert [r["passed"] for r in report.examples] == [True, False]
+    assert report.examples[1]["status"] == "error" and "NameError" in report.examples[1]["error"]
+    assert (
+        report.metrics["quality.reports"] == 2.0 and "quality.pylint_convention" in report.metrics
+    )
+    assert report.metrics["quality.ccn_max"] >= 1.0
+    assert report.tokens_per_second == 10.0
+
+
+def test_reference_translations_and_summaries_score_100(perfect_model, data_root):
+    cases = {"translation": ("bleu4", "exact_match", "codebleu"),
+             "summarization": ("smoothed_bleu4", "rouge_l", "chrf")}  # fmt: skip
+    for task, names in cases.items():
+        examples = load_task(task, "valid", data_root=data_root, limit=3)
+        report = evaluate_model(None, None, examples, task, FAST)
+        for name in names:
+            assert report.metrics[name] == pytest.approx(100.0, abs=0.01), (task, name)
+        assert all(r["status"] == "scored" for r in report.examples)
+        assert report.examples[0][names[0]] == pytest.approx(100.0, abs=0.01)
+
+
+def test_examples_of_another_task_are_refused(data_root):
+    examples = load_task("translation", "valid", data_root=data_root, limit=1)
+    with pytest.raises(ValueError, match="task"):
+        evaluate_model(None, None, examples, "summarization", FAST)
+
+
+def test_benchmarks_resolve_task_split_and_limit(data_root):
+    task, split, examples = load_benchmark("humaneval", None, None, data_root=data_root, limit=4)
+    assert (task, split, len(examples)) == ("generation", "test", 4)
+    assert examples[0].uid == "humaneval/0"
+    task, split, _ = load_benchmark("mined", "summarization", "test", data_root=data_root, limit=1)
+    assert (task, split) == ("summarization", "test")
+    with pytest.raises(ValueError, match="translation benchmark"):
+        load_benchmark("codexglue", "generation", None, data_root=data_root)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        load_benchmark("coderval", None, None, data_root=data_root)
+
+
+def test_run_directories_need_a_client_or_the_shared_adapter(tmp_path, adapter_dir):
+    run = tmp_path / "run"
+    (run / "clients" / "client-3").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model.source": "tiny",
+                                                 "model.quantization": "none"}))  # fmt: skip
+    (run / "clients" / "client-3" / "adapter").symlink_to(adapter_dir)
+    choice = resolve_model(str(run), client=3)
+    assert choice.adapter_dir == run / "clients" / "client-3" / "adapter"
+    assert choice.base == ModelSettings(source="tiny", quantization="none")
+    with pytest.raises(ValueError, match="--client/--shared"):
+        resolve_model(str(run))
+    with pytest.raises(FileNotFoundError, match="no exported adapter"):
+        resolve_model(str(run), shared=True)
+    assert resolve_model("base").base == ModelSettings()
+
+
+def _cli(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "report.json"
+    common = ["--quantization", "none", "--max-new-tokens", "4", "--no-progress"]
+    assert main(["evaluate", *args, *common, "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_cli_evaluates_an_adapter_dir_end_to_end(tmp_path, adapter_dir, capsys):
+    report = _cli(tmp_path, "--model", str(adapter_dir), "--benchmark", "mined", "--limit", "3")
+    assert list(report) == REPORT_KEYS
+    assert (report["task"], report["split"], report["limit"], report["n"]) == (
+        "summarization", "valid", 3, 3)  # fmt: skip
+    assert report["model"] == str(adapter_dir)
+    assert report["settings"]["base_model"].endswith("tiny-llama-seed0")  # from the adapter
+    assert set(report["metrics"]) >= {"smoothed_bleu4", "rouge_l", "chrf"}
+    assert set(report["seconds"]) == {"generation", "scoring"}
+    record = report["examples"][0]
+    assert set(record) >= {"uid", "prompt", "prediction", "parsed", "reference", "status"}
+    assert "smoothed_bleu4" in capsys.readouterr().out
+
+
+def test_cli_evaluates_the_base_model_on_humaneval(tmp_path):
+    report = _cli(tmp_path, "--model", "base", "--base-model", "tiny", "--benchmark",
+                  "humaneval", "--limit", "2", "--no-quality")  # fmt: skip
+    assert (report["n"], report["split"], report["model"]) == (2, "test", "base")
+    assert report["metrics"]["pass@1"] == 0.0  # a random model passes nothing
+    assert all(r["status"] in ("failed", "error") for r in report["examples"])
+
+
+def test_loaded_adapter_holds_the_saved_weights(adapter_dir):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    model, _ = evaluate_module.load_model(resolve_model(str(adapter_dir), quantization="none"))
+    assert isinstance(model, PeftModel)
+    saved = load_file(adapter_dir / "adapter_model.safetensors")
+    key = next(k for k in saved if "lora_A" in k)
+    loaded = dict(model.named_parameters())[key.replace(".weight", ".default.weight")]
+    assert torch.equal(loaded.detach(), saved[key])

@@ -1,0 +1,112 @@
+"""Batched generation on the tiny random Llama: left padding, order, token budgets, state."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from codetasks.examples import TASK_NAMES, Example
+from codetasks.generate import (
+    DEFAULT_MAX_NEW_TOKENS,
+    _batches,
+    chat_prompt,
+    generate,
+    generate_with_stats,
+    stop_token_ids,
+)
+from codetasks.loading import load_task
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_settings):
+    from colora.base_model import load_base_model
+
+    return load_base_model(tiny_model_settings)
+
+
+@pytest.fixture(scope="module")
+def varied_model(tiny_model):
+    """The tiny model with larger random weights: its greedy replies depend on the prompt.
+
+    (The seed-0 tiny model answers every prompt with newlines, which would hide a padding bug.)
+    """
+    model = copy.deepcopy(tiny_model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def mbpp(data_root) -> list[Example]:
+    return load_task("generation", "valid", data_root=data_root, limit=5)
+
+
+def _prompt_length(tokenizer, example: Example) -> int:
+    return len(tokenizer(chat_prompt(tokenizer, example), add_special_tokens=False).input_ids)
+
+
+def test_left_padding_gives_the_unbatched_greedy_reply(varied_model, tiny_tokenizer, mbpp):
+    lengths = [_prompt_length(tiny_tokenizer, example) for example in mbpp]
+    assert len(set(lengths)) > 1  # the batch really needs padding
+    batched = generate(varied_model, tiny_tokenizer, mbpp, batch_size=5, max_new_tokens=6,
+                       progress=False)  # fmt: skip
+    for example, reply in zip(mbpp, batched, strict=True):
+        alone = generate(varied_model, tiny_tokenizer, [example], max_new_tokens=6, progress=False)
+        assert reply == alone[0], example.uid
+    assert len(set(batched)) > 1  # replies differ per prompt, so order is checked too
+
+
+def test_order_is_the_input_order(varied_model, tiny_tokenizer, mbpp):
+    three = mbpp[:3]
+    forward = generate(varied_model, tiny_tokenizer, three, batch_size=2, max_new_tokens=3,
+                       progress=False)  # fmt: skip
+    backward = generate(varied_model, tiny_tokenizer, three[::-1], batch_size=2, max_new_tokens=3,
+                        progress=False)  # fmt: skip
+    assert backward == forward[::-1]
+
+
+def test_generation_leaves_model_and_tokenizer_as_they_were(tiny_model, tiny_tokenizer, mbpp):
+    tiny_model.train()
+    side = tiny_tokenizer.padding_side
+    result = generate_with_stats(tiny_model, tiny_tokenizer, mbpp[:2], max_new_tokens=3,
+                                 progress=False)  # fmt: skip
+    assert tiny_model.training and tiny_tokenizer.padding_side == side
+    assert tiny_model.config.use_cache is False  # the training setting is untouched
+    assert 0 < result.new_tokens <= 2 * 3 and result.seconds > 0
+    tiny_model.eval()
+
+
+def test_sampling_is_reproducible_with_a_seed(varied_model, tiny_tokenizer, mbpp):
+    replies = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        replies.append(generate(varied_model, tiny_tokenizer, mbpp[:2], max_new_tokens=5,
+                                temperature=1.0, top_p=0.9, progress=False))  # fmt: skip
+    assert replies[0] == replies[1]
+
+
+def test_batches_stay_within_one_task_longest_prompt_first():
+    examples = [Example(task=task, uid=f"{task}/{i}", source="s", target="t")
+                for i, task in enumerate(["summarization", "generation"] * 3)]  # fmt: skip
+    lengths = [5, 9, 7, 3, 6, 8]
+    batches = list(_batches(examples, lengths, batch_size=2))
+    assert batches == [[1, 5], [3], [2, 4], [0]]
+    assert sorted(i for batch in batches for i in batch) == list(range(6))
+
+
+def test_stop_tokens_and_per_task_budgets(tiny_tokenizer):
+    assert tiny_tokenizer.eos_token == "<|im_end|>"
+    assert stop_token_ids(tiny_tokenizer) == [tiny_tokenizer.eos_token_id]
+    assert set(DEFAULT_MAX_NEW_TOKENS) == set(TASK_NAMES)
+
+
+def test_bad_settings_are_refused(tiny_model, tiny_tokenizer, mbpp):
+    with pytest.raises(ValueError, match="batch_size"):
+        generate(tiny_model, tiny_tokenizer, mbpp, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(tiny_model, tiny_tokenizer, mbpp, top_p=0.0, progress=False)

@@ -1,0 +1,70 @@
+"""The registry: every strategy builds from pyproject's defaults, and bad names or keys fail."""
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from runconfig.fields import ConfigError, toml_key
+from runconfig.schema import parse_run_config
+from strategies.registry import STRATEGIES, build_strategy
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+DEFAULTS = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+EXPECTED = {
+    "similarity-weighted",
+    "clustered",
+    "coba",
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "ffa-lora",
+    "fedsa-lora",
+    "flora",
+    "fedex-lora",
+    "local-only",
+    "centralized",
+}
+
+
+def test_every_strategy_of_the_issue_is_registered_under_its_class_name():
+    assert set(STRATEGIES) == EXPECTED
+    assert all(entry.cls.name == name for name, entry in STRATEGIES.items())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_strategy_builds_from_the_pyproject_defaults(name):
+    strategy = build_strategy(parse_run_config({**DEFAULTS, "strategy.name": name}))
+    assert strategy.name == name
+    assert isinstance(strategy.state_arrays(), dict)
+    assert isinstance(strategy.round_log(1), dict)
+
+
+@pytest.mark.parametrize("name", ["similarity-weighted", "clustered"])
+def test_similarity_aware_strategies_warn_that_secure_aggregation_is_impossible(name, caplog):
+    build_strategy(parse_run_config({"strategy.name": name}))
+    assert any(
+        r.levelname == "WARNING" and "secure aggregation" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_pyproject_declares_every_strategy_key_with_the_dataclass_default():
+    for entry in STRATEGIES.values():
+        for field in dataclasses.fields(entry.config):
+            key = toml_key("strategy", field.name)
+            assert key in DEFAULTS, key  # Flower rejects overrides of undeclared keys
+            assert DEFAULTS[key] == field.default, key
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="valid: centralized, clustered, coba"):
+        build_strategy(parse_run_config({"strategy.name": "fedsgd"}))
+
+
+def test_unknown_key_is_rejected_and_another_strategys_key_is_ignored():
+    with pytest.raises(ConfigError, match=r"strategy\.temperature"):
+        build_strategy(parse_run_config({"strategy.temperature": 1.0}))
+    fedavg = build_strategy(parse_run_config({"strategy.tau": 0.1}))
+    assert fedavg.name == "fedavg"

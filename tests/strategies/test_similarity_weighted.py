@@ -1,0 +1,85 @@
+"""Similarity-weighted: planted tasks get >2x peer weight, and each node gets its own mixture."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord
+
+from colora.wire import to_numpy
+from runconfig.fields import ConfigError
+from strategies.maths.averaging import flatten_state, weighted_average
+from tests.strategies.fakes import FakeGrid, lora_state, sent_state, strategy, train_round
+from tests.strategies.planted import PlantedClients, task_of
+
+NODES = range(1, 7)
+
+
+def _two_rounds(mixing: float):
+    x0 = lora_state(np.random.default_rng(0))
+    clients, grid = PlantedClients(x0), FakeGrid(NODES)
+    sim = strategy("similarity-weighted", tau=0.5, mixing=mixing)
+    _, replies, global_1 = train_round(sim, 1, x0, grid, clients.update)
+    second = list(sim.configure_train(2, global_1, ConfigRecord(), grid))
+    return sim, replies, global_1, {m.metadata.dst_node_id: sent_state(m) for m in second}
+
+
+def test_same_task_peers_get_more_than_twice_the_weight_of_others():
+    sim, _, _, _ = _two_rounds(mixing=1.0)
+    entry = sim.history[-1]
+    for i, ci in enumerate(entry.clients):
+        for j, cj in enumerate(entry.clients):
+            if i == j or task_of(ci) != task_of(cj):
+                continue
+            others = [
+                entry.weights[i, k]
+                for k, ck in enumerate(entry.clients)
+                if task_of(ck) != task_of(ci)
+            ]
+            assert entry.weights[i, j] > 2 * max(others), (ci, cj)
+
+
+def test_each_node_gets_its_own_mixture_and_mixing_zero_is_fedavg():
+    sim, replies, _, second = _two_rounds(mixing=1.0)
+    thetas = {r.metadata.src_node_id: to_numpy(r.content["arrays"]) for r in replies}
+    entry = sim.history[-1]
+    for row, client in enumerate(entry.clients):
+        peers = [thetas[c + 1] for c in entry.clients]
+        expected = weighted_average(peers, entry.weights[row])
+        for key, value in second[client + 1].items():
+            np.testing.assert_allclose(value, expected[key], atol=1e-5)
+    assert len({flatten_state(s).tobytes() for s in second.values()}) == 6
+
+    _, replies, _, second = _two_rounds(mixing=0.0)
+    mean = weighted_average([to_numpy(r.content["arrays"]) for r in replies], [1] * 6)
+    for state in second.values():
+        for key, value in state.items():
+            np.testing.assert_allclose(value, mean[key], atol=1e-6)
+
+
+def test_log_is_json_and_state_survives_a_restart():
+    sim, *_ = _two_rounds(mixing=1.0)
+    logged = json.loads(json.dumps(sim.round_log(1)))
+    assert sorted(logged["similarity"]["clients"]) == [str(c) for c in range(6)]
+    assert np.shape(logged["similarity"]["matrix"]) == (6, 6)
+    restarted = strategy("similarity-weighted")
+    restarted.load_state(sim.state_arrays())
+    assert [h.clients for h in restarted.history] == [h.clients for h in sim.history]
+    assert set(restarted.mixtures) == set(range(6))
+    np.testing.assert_array_equal(restarted.mixtures[3], sim.mixtures[3])
+
+
+def test_bad_keys_are_named():
+    with pytest.raises(ConfigError, match=r"strategy\.tau"):
+        strategy("similarity-weighted", tau=0.0)
+    with pytest.raises(ConfigError, match=r"strategy\.mixing"):
+        strategy("similarity-weighted", mixing=1.5)
+
+
+def test_unknown_nodes_get_the_global_mean():
+    sim, _, global_1, _ = _two_rounds(mixing=1.0)
+    messages = list(sim.configure_evaluate(1, global_1, ConfigRecord(), FakeGrid([1, 99])))
+    by_node = {m.metadata.dst_node_id: sent_state(m) for m in messages}
+    for key, value in to_numpy(global_1).items():
+        np.testing.assert_array_equal(by_node[99][key], value)
+    assert not all(np.array_equal(by_node[1][k], v) for k, v in to_numpy(global_1).items())
