@@ -12,7 +12,8 @@
 # Environment: NODE_KEY (private key from gen_node_keys.sh, required; its .pub must be
 # registered), CERTS_DIR or ROOT_CERT (the CA that signed the SuperLink's certificate),
 # SUPERLINK_ADDRESS (default 127.0.0.1:9093), NODE_PORT (this SuperNode's local Runtime API
-# port, unique per machine, loopback only; default 9094), FLWR_HOME (default <state-dir>/flwr).
+# port, unique per machine, loopback only; default 9094), NODE_FLWR_HOME (this SuperNode's Flower
+# home, where it unpacks apps; default <state-dir>/flwr, so organisations share nothing).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
@@ -26,7 +27,7 @@ root_cert="${ROOT_CERT:-${CERTS_DIR:?set CERTS_DIR or ROOT_CERT}/ca.crt}"
 [ -d "$data_root" ] || { echo "[start_supernode] no data root $data_root" >&2; exit 2; }
 
 (umask 077 && mkdir -p "$state_dir")  # Sigma_k is private: owner-only directory
-export FLWR_HOME="${FLWR_HOME:-$state_dir/flwr}"
+export FLWR_HOME="${NODE_FLWR_HOME:-$state_dir/flwr}"
 
 # Read by client/data.py (client_identity). Quoted values are TOML strings.
 node_config="client-id=$client_id data-root='$data_root' tasks='$tasks' state-dir='$state_dir'"

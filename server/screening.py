@@ -54,11 +54,17 @@ def screen_replies(
     sent: Sequence[Message], replies: Sequence[Message]
 ) -> tuple[list[Message], list[Rejection]]:
     """Split ``replies`` into accepted messages and logged rejections."""
+    by_id = {m.metadata.message_id: m for m in sent if m.metadata.message_id}
     by_node = {message.metadata.dst_node_id: message for message in sent}
     accepted, rejected = [], []
     for reply in replies:
-        node_id = reply.metadata.src_node_id
-        reason = _reason(by_node.get(node_id), reply)
+        # Error replies made by the SuperLink for a dead node carry the SuperLink as source;
+        # the message they answer names the node.
+        sent_msg = by_id.get(reply.metadata.reply_to_message_id or None)
+        if sent_msg is None:
+            sent_msg = by_node.get(reply.metadata.src_node_id)
+        node_id = sent_msg.metadata.dst_node_id if sent_msg else reply.metadata.src_node_id
+        reason = _reason(sent_msg, reply)
         if reason is None:
             accepted.append(reply)
         else:

@@ -76,18 +76,33 @@ class LocalFederation:
         return env
 
     def script(self, name: str, *args: str, timeout: float = 120) -> str:
-        done = subprocess.run([str(DEPLOY / name), *args], env=self.env(), capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [str(DEPLOY / name), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if done.returncode != 0:
-            raise RuntimeError(f"{name} {args} failed ({done.returncode}):\n"
-                               f"{done.stdout}\n{done.stderr}")
+            raise RuntimeError(
+                f"{name} {args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str], *,
-              must_live: bool = False) -> subprocess.Popen:
+    def spawn(
+        self, name: str, args: list[str], env: dict[str, str], *, must_live: bool = False
+    ) -> subprocess.Popen:
         log = open(self.log_path(name), "a")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.root,
+        )
         log.close()  # the child holds its own descriptor
         self.procs[name], self.family[name] = proc, {psutil.Process(proc.pid)}
         if must_live:
@@ -104,8 +119,12 @@ class LocalFederation:
     # -- components -------------------------------------------------------------------------
 
     def start_superlink(self) -> None:
-        self.spawn("superlink", [str(DEPLOY / "start_superlink.sh")],
-                   self.env(FLWR_HOME=str(self.link_home)), must_live=True)
+        self.spawn(
+            "superlink",
+            [str(DEPLOY / "start_superlink.sh")],
+            self.env(FLWR_HOME=str(self.link_home)),
+            must_live=True,
+        )
         wait_for(self._superlink_listening, 90, "the SuperLink to listen")
 
     def _superlink_listening(self) -> bool:
@@ -116,21 +135,33 @@ class LocalFederation:
     def state_dir(self, client_id: int) -> Path:
         return self.root / f"org-{client_id}" / "state"
 
-    def start_node(self, client_id: int, tasks: str, *, key_id: int | None = None,
-                   must_live: bool = True) -> subprocess.Popen:
+    def start_node(
+        self, client_id: int, tasks: str, *, key_id: int | None = None, must_live: bool = True
+    ) -> subprocess.Popen:
         """Start SuperNode ``node-<client_id>`` with key ``node-<key_id>`` (default: its own)."""
-        env = self.env(NODE_KEY=str(self.keys / f"node-{key_id or client_id}"),
-                       NODE_PORT=str(free_port()))
-        args = [str(DEPLOY / "start_supernode.sh"), str(client_id), str(self.data_root), tasks,
-                str(self.state_dir(client_id))]
+        env = self.env(
+            NODE_KEY=str(self.keys / f"node-{key_id or client_id}"), NODE_PORT=str(free_port())
+        )
+        args = [
+            str(DEPLOY / "start_supernode.sh"),
+            str(client_id),
+            str(self.data_root),
+            tasks,
+            str(self.state_dir(client_id)),
+        ]
         return self.spawn(f"node-{client_id}", args, env, must_live=must_live)
 
     def nodes(self) -> list[dict]:
         """The SuperLink's node list (``flwr supernode list --format json``)."""
-        out = subprocess.run([str(BIN / "flwr"), "supernode", "list", "fedcolora-tls",
-                              "--format", "json"], env=self.env(), capture_output=True,
-                             text=True, timeout=60, check=True).stdout
-        return json.loads(out[out.index("{"):])["nodes"]
+        out = subprocess.run(
+            [str(BIN / "flwr"), "supernode", "list", "fedcolora-tls", "--format", "json"],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        return json.loads(out[out.index("{") :])["nodes"]
 
     def wait_online(self, count: int, timeout: float = 120) -> None:
         def online() -> bool:

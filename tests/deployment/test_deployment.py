@@ -88,8 +88,9 @@ def test_unregistered_supernode_is_refused(fed):
 
 
 def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
-    fed.run(_run_overrides(fed, "tls", "num-server-rounds=2", "strategy.min-available-nodes=3"),
-            "tls")
+    fed.run(
+        _run_overrides(fed, "tls", "num-server-rounds=2", "strategy.min-available-nodes=3"), "tls"
+    )
     _finish(fed, "tls")
     run_dir = fed.root / "server" / "tls"
     rounds = read_metrics(run_dir)
@@ -100,7 +101,8 @@ def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
         by_client = {e["client-id"]: e for e in record["train"]}
         for client_id, task in TASKS.items():  # each node read only its own task
             assert [k for k in by_client[client_id] if k.startswith("num-examples.")] == [
-                f"num-examples.{task}"]
+                f"num-examples.{task}"
+            ]
 
     # Sigma_k lives on each organisation's disk, after round 2, and differs between them.
     sigmas = {}
@@ -109,12 +111,14 @@ def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
         assert stored is not None and stored[1] == 2
         sigmas[client_id] = stored[0]
     assert not all(torch.equal(sigmas[1][k], sigmas[2][k]) for k in sigmas[1]), (
-        "two organisations hold the same Sigma_k")
+        "two organisations hold the same Sigma_k"
+    )
 
     # Nothing private reached the server: every tensor file it holds has only LoRA A/B keys.
     personal_keys = set(sigmas[1])
-    server_files = [p for side in (fed.root / "server", fed.link_home)
-                    for p in side.rglob("*.safetensors")]
+    server_files = [
+        p for side in (fed.root / "server", fed.link_home) for p in side.rglob("*.safetensors")
+    ]
     assert run_dir / "checkpoint" / "arrays.safetensors" in server_files
     assert run_dir / "shared_adapter" / "adapter_model.safetensors" in server_files
     for path in server_files:
@@ -129,8 +133,11 @@ def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
 
 def _kill_node_3_during_round_1(fed: LocalFederation, offset: int) -> None:
     """Wait until SuperNode 3 has taken its round-1 train message, then ``kill -9`` it."""
-    wait_for(lambda: "Receiving: train message" in fed.log_text("node-3", offset),
-             300, "node 3 to receive its round-1 train message")
+    wait_for(
+        lambda: "Receiving: train message" in fed.log_text("node-3", offset),
+        300,
+        "node 3 to receive its round-1 train message",
+    )
     fed.kill("node-3")
 
 
@@ -143,8 +150,10 @@ def _restart_node_3(fed: LocalFederation) -> None:
 def test_killed_supernode_round_survives_or_fails_clearly(fed):
     # min-train-nodes = 2: round 1 completes with the two nodes that answered.
     offset = len(fed.log_text("node-3"))
-    fed.run(_run_overrides(fed, "kill-min2", "num-server-rounds=1",
-                           "strategy.min-train-nodes=2"), "kill-min2")
+    fed.run(
+        _run_overrides(fed, "kill-min2", "num-server-rounds=1", "strategy.min-train-nodes=2"),
+        "kill-min2",
+    )
     _kill_node_3_during_round_1(fed, offset)
     _finish(fed, "kill-min2")
     (record,) = read_metrics(fed.root / "server" / "kill-min2")
@@ -158,8 +167,10 @@ def test_killed_supernode_round_survives_or_fails_clearly(fed):
     _restart_node_3(fed)
     offset = len(fed.log_text("node-3"))
     run_dir = fed.root / "server" / "kill-min3"
-    fed.run(_run_overrides(fed, "kill-min3", "num-server-rounds=2",
-                           "strategy.min-train-nodes=3"), "kill-min3")
+    fed.run(
+        _run_overrides(fed, "kill-min3", "num-server-rounds=2", "strategy.min-train-nodes=3"),
+        "kill-min3",
+    )
     _kill_node_3_during_round_1(fed, offset)
     wait_for(lambda: read_metrics(run_dir), 300, "round 1 to end")
     _restart_node_3(fed)
