@@ -35,7 +35,6 @@ _LINES = {  # the log lines of server.federation, server.reports and client.roun
     "start": re.compile(_TIME + r" \[ROUND (?P<r>\d+)/"),
     "done": re.compile(_TIME + r" Round (?P<r>\d+) done in"),
     "train": re.compile(_TIME + r" \[client \d+ \|[^]]*\] round (?P<r>\d+) \w+ step"),
-    "eval": re.compile(_TIME + r" \[client \d+\] round (?P<r>\d+) eval loss"),
 }
 
 
@@ -46,7 +45,7 @@ def _seconds(hms: str) -> int:
 
 def phase_breakdown(run_log: Path) -> dict[int, dict[str, float]]:
     """Per round, from the log's timestamps (1 s resolution): seconds training (round start to
-    the last local step) and evaluating (last step to round end), and the clients evaluated."""
+    the last local step) and evaluating (last step to round end)."""
     seen: dict[int, dict[str, list[int]]] = {}
     for line in _ANSI.sub("", run_log.read_text(errors="replace")).splitlines():
         for kind, pattern in _LINES.items():
@@ -57,18 +56,20 @@ def phase_breakdown(run_log: Path) -> dict[int, dict[str, float]]:
     for rnd, times in sorted(seen.items()):
         if {"start", "done", "train"} <= times.keys():
             start, done, last_step = times["start"][-1], times["done"][-1], max(times["train"])
-            out[rnd] = {"train_s": last_step - start, "eval_s": done - last_step,
-                        "evaluated": len(times.get("eval", []))}  # fmt: skip
+            out[rnd] = {"train_s": last_step - start, "eval_s": done - last_step}
     return out
 
 
 def print_phases(run_dir: Path) -> None:
     phases = phase_breakdown(run_dir / "run.log")
-    if not phases:
-        return
-    print("round | train phase s | eval phase s | clients evaluated")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = {r["round"]: r for r in map(json.loads, lines)}
+    print("round | train phase s | eval phase s | clients trained | clients evaluated")
     for rnd, p in phases.items():
-        print(f"{rnd:>5} | {p['train_s']:>13.0f} | {p['eval_s']:>12.0f} | {p['evaluated']:>17}")
+        record = records.get(rnd, {})
+        trained, evaluated = len(record.get("train", [])), len(record.get("eval", []))
+        cells = f"{p['train_s']:>13} | {p['eval_s']:>12} | {trained:>15} | {evaluated:>17}"
+        print(f"{rnd:>5} | {cells}")
 
 
 def print_table(run_dir: Path) -> None:

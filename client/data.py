@@ -8,6 +8,7 @@ tasks='translation'"`` and reads only its own files; nothing is partitioned.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +69,15 @@ def client_identity(node_config: Mapping[str, Any], cfg: RunConfig) -> ClientIde
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _load_cached(task: str, split: str, data_root: Path, source: str, limit: int | None):
+    """One load per worker process: every simulated client on it shares the same datasets."""
+    return tuple(load_task(task, split, data_root=data_root, source=source, limit=limit))
+
+
 def _load(cfg: RunConfig, ident: ClientIdentity, split: str, limit: int | None):
     return {
-        task: load_task(
-            task, split, data_root=ident.data_root, source=cfg.data.source_for(task), limit=limit
-        )
+        task: list(_load_cached(task, split, ident.data_root, cfg.data.source_for(task), limit))
         for task in ident.tasks
     }
 

@@ -9,6 +9,7 @@ from the message and Sigma_k from the client's disk before using it.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,8 @@ class ClientData:
 
 
 _MODELS: dict[tuple, ModelRuntime] = {}
-_DATA: dict[tuple, ClientData] = {}
+_DATA: OrderedDict[tuple, ClientData] = OrderedDict()
+_MAX_CLIENTS_CACHED = 256  # a worker may serve thousands of simulated clients
 
 
 def model_runtime(cfg: RunConfig) -> ModelRuntime:
@@ -65,7 +67,9 @@ def client_data(cfg: RunConfig, node_config: dict, tokenizer) -> ClientData:
         cfg.train.max_seq_length,
         cfg.run.seed,
     )
-    if key not in _DATA:
+    if key in _DATA:
+        _DATA.move_to_end(key)
+    else:
         train, valid = client_examples(cfg, ident)
         max_len = cfg.train.max_seq_length
         _DATA[key] = ClientData(
@@ -74,4 +78,6 @@ def client_data(cfg: RunConfig, node_config: dict, tokenizer) -> ClientData:
             valid=encode_all(tokenizer, [e for v in valid.values() for e in v], max_len),
             train_counts={task: len(v) for task, v in train.items()},
         )
+        while len(_DATA) > _MAX_CLIENTS_CACHED:
+            _DATA.popitem(last=False)
     return _DATA[key]

@@ -24,6 +24,7 @@ from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.reports import log_round, round_record
 from server.screening import screen_replies
+from simulations.tensorboard import write_round
 from strategies.registry import build_strategy
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,15 @@ def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strate
         f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
     )
     log.error("%s; rejected: %s", message, [r.reason[:200] for r in rejected])
-    rundir.append_metrics(
-        run_dir,
-        {
-            "round": server_round,
-            "failed": True,
-            "reason": message,
-            "seconds": round(time.perf_counter() - t0, 3),
-            "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
-        },
-    )
+    record = {
+        "round": server_round,
+        "failed": True,
+        "reason": message,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
+    }
+    rundir.append_metrics(run_dir, record)
+    write_round(run_dir, record)
 
 
 def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResult:
@@ -105,6 +105,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             extra=strategy.round_log(server_round),
         )
         rundir.append_metrics(run_dir, record)
+        write_round(run_dir, record)
         log_round(record)
         rundir.save_checkpoint(
             run_dir,

@@ -34,6 +34,7 @@ Every error is a :class:`ConfigError` naming the bad key, e.g. ``strategies[1].l
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -54,6 +55,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 class ExperimentSettings:
     name: str = option("", "Experiment name; its directory is <output-root>/<name>.")
     output_root: str = option("experiments", "Directory holding experiment directories.")
+    seeds: tuple[int, ...] = option((0,), "A TOML list; every strategy runs once per seed.")
     num_clients: int = option(3, "Simulated SuperNodes (clients) in the federation.")
     cpus_per_client: float = option(1.0, "Ray CPUs reserved by one simulated client.")
     gpus_per_client: float = option(0.0, "Ray GPUs of one client; 0.25 = 4 clients per GPU.")
@@ -128,7 +130,6 @@ class RunSpec:
 class Experiment:
     settings: ExperimentSettings
     ray: RaySettings
-    seeds: tuple[int, ...]
     base: Mapping[str, Any]
     strategies: tuple[StrategySpec, ...]
     source_text: str  # the TOML as written, copied into the experiment directory
@@ -140,7 +141,8 @@ class Experiment:
     def runs(self, output_root: Path | None = None) -> list[RunSpec]:
         """Every (strategy, seed) run, strategies in file order, then seeds."""
         runs_dir = self.directory(output_root) / "runs"
-        return [_run_spec(self, s, seed, runs_dir) for s in self.strategies for seed in self.seeds]
+        seeds = self.settings.seeds
+        return [_run_spec(self, s, seed, runs_dir) for s in self.strategies for seed in seeds]
 
 
 def run_name(label: str, seed: int) -> str:
@@ -225,7 +227,8 @@ def parse_experiment(text: str) -> Experiment:
         raise ConfigError(f"unknown table [{unknown[0]}]; valid: experiment, ray, base, strategies")
     section = _table(data, "experiment")
     seeds = _seeds(section.pop("seeds", None))
-    settings = build_section(ExperimentSettings, "experiment", section)
+    settings = build_section(ExperimentSettings, "experiment", section)  # seeds: a TOML list,
+    settings = dataclasses.replace(settings, seeds=seeds)  # which build_section does not parse
     known = pyproject_defaults()
     base = _table(data, "base")
     _check_overrides("base", base, known)
@@ -235,7 +238,7 @@ def parse_experiment(text: str) -> Experiment:
     strategies = tuple(_strategy(i, t, known) for i, t in enumerate(tables))
     _check_values(base, strategies)
     ray = build_section(RaySettings, "ray", _table(data, "ray"))
-    return Experiment(settings, ray, seeds, base, strategies, text)
+    return Experiment(settings, ray, base, strategies, text)
 
 
 def _check_values(base: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> None:

@@ -57,6 +57,7 @@ def plot_metric(
         ax.set_title(f"{metric}: {task}")
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)  # losses differ in the 4th digit
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", markersize=3) for c in colours.values()]
     fig.legend(handles, list(colours), loc="outside upper center", ncol=min(len(colours), 6),

@@ -182,7 +182,7 @@ def missing_items(runs: Sequence[RunResult], exp: Experiment | None) -> list[str
     found = {r.run_dir.name for r in runs}
     items = []
     if exp is not None:
-        planned = [run_name(s.label, seed) for s in exp.strategies for seed in exp.seeds]
+        planned = [run_name(s.label, seed) for s in exp.strategies for seed in exp.settings.seeds]
         items += [f"`{n}`: planned, not run" for n in planned if n not in found]
     for run in runs:
         if not run.complete:

@@ -102,16 +102,45 @@ def check_strategy_names(exp: Experiment) -> None:
             )
 
 
-def prepare_directory(exp: Experiment, exp_dir: Path) -> None:
-    """Create the experiment directory and keep the experiment file it was made from."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    copy = exp_dir / EXPERIMENT_COPY
-    if copy.exists() and copy.read_text() != exp.source_text:
+_PLACE_KEYS = ("output-dir", "resume")  # where a run lives and how it started, not what it is
+
+
+def _what_ran(overrides: dict[str, Any], num_clients: int) -> dict[str, Any]:
+    return {**{k: v for k, v in overrides.items() if k not in _PLACE_KEYS}, "clients": num_clients}
+
+
+def conflicts(exp: Experiment, output_root: Path | None = None) -> list[str]:
+    """Runs on disk whose ``run_spec.json`` differs from what ``exp`` would run now.
+
+    Adding seeds or strategies to an experiment file is fine; changing what an existing run
+    is (its overrides or the number of clients) is not: its results would be mislabelled.
+    """
+    found = []
+    for run in exp.runs(output_root):
+        spec = run.run_dir / SPEC_FILE
+        if not spec.exists():
+            continue
+        old = json.loads(spec.read_text())
+        before = _what_ran(old["overrides"], old["num_supernodes"])
+        now = _what_ran(dict(run.overrides), exp.settings.num_clients)
+        keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if keys:
+            found.append(f"{run.run_dir.name} ({', '.join(keys)})")
+    return found
+
+
+def prepare_directory(exp: Experiment, output_root: Path | None = None) -> None:
+    """Create the experiment directory and copy the experiment file into it; refuse if runs
+    already there were made with other settings."""
+    changed = conflicts(exp, output_root)
+    if changed:
         raise FileExistsError(
-            f"{copy} differs from this experiment file: its runs were made "
-            "with other settings; use a new [experiment] name"
+            f"runs made with other settings than this file: {'; '.join(changed)}. Use a new "
+            "[experiment] name, or delete those run directories"
         )
-    copy.write_text(exp.source_text)
+    exp_dir = exp.directory(output_root)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / EXPERIMENT_COPY).write_text(exp.source_text)
 
 
 def _spec_payload(exp: Experiment, planned: PlannedRun) -> dict[str, Any]:
@@ -140,26 +169,31 @@ def _stop_tree(proc: subprocess.Popen) -> None:
             continue
 
 
+def _launch(run_dir: Path) -> subprocess.Popen:
+    """``python -m simulations run-one`` in its own session, output appended to run.log."""
+    with open(run_dir / "run.log", "a") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "simulations", "run-one", str(run_dir / SPEC_FILE)],
+            cwd=APP_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops the run cleanly
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
 def execute(exp: Experiment, planned: PlannedRun, bar: tqdm | None = None) -> int:
-    """Run one planned run in a subprocess; returns its exit code."""
+    """Run one planned run in a subprocess while watching it; returns its exit code."""
     run_dir = planned.spec.run_dir
     if planned.state == RESTART:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = _spec_payload(exp, planned)
     (run_dir / SPEC_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True))
-    resumed_after = checkpoint_round(run_dir) if planned.state == RESUME else 0
-    record = summary.start(run_dir, payload, resumed_after or 0, host_info())
+    resumed_after = (checkpoint_round(run_dir) or 0) if planned.state == RESUME else 0
+    record = summary.start(run_dir, payload, resumed_after, host_info())
     start = time.perf_counter()
-    with open(run_dir / "run.log", "a") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "simulations", "run-one", str(run_dir / SPEC_FILE)],
-            cwd=APP_DIR,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    proc = _launch(run_dir)
     sampler = MemorySampler(proc.pid)
 
     def on_round(line: dict[str, Any]) -> None:
@@ -174,7 +208,7 @@ def execute(exp: Experiment, planned: PlannedRun, bar: tqdm | None = None) -> in
     sampler.start()
     tail.start()
     try:
-        returncode = proc.wait()
+        return proc.wait()
     except KeyboardInterrupt:
         _stop_tree(proc)
         raise
@@ -183,7 +217,6 @@ def execute(exp: Experiment, planned: PlannedRun, bar: tqdm | None = None) -> in
         sampler.stop()
         summary.finish(record, proc.returncode, time.perf_counter() - start, sampler)
         summary.write(run_dir, record)
-    return returncode
 
 
 def host_info() -> dict[str, Any]:
@@ -217,7 +250,7 @@ def run_experiment(
         print("\n".join(_describe(p) for p in planned))
         return 0
     check_strategy_names(exp)
-    prepare_directory(exp, exp_dir)
+    prepare_directory(exp, output_root)
     failed = 0
     runs_bar = tqdm(total=len(planned), desc="runs", unit="run", position=0)
     for item in planned:

@@ -25,6 +25,7 @@ from strategies.fedyogi import FedYogi
 from strategies.ffa_lora import FfaLora, FfaLoraConfig
 from strategies.flora import Flora, FloraConfig
 from strategies.local_only import LocalOnly, LocalOnlyConfig
+from strategies.protocol import FederatedStrategy
 from strategies.similarity_weighted import SimilarityWeighted, SimilarityWeightedConfig
 
 
@@ -74,7 +75,8 @@ def _own_params(entry: StrategyEntry, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in own}
 
 
-def build_strategy(cfg: RunConfig):
+def build_strategy(cfg: RunConfig) -> FederatedStrategy:
+    """The configured strategy, built with its own checked ``strategy.*`` keys."""
     settings = cfg.strategy
     if settings.name not in STRATEGIES:
         raise ConfigError(
@@ -86,6 +88,9 @@ def build_strategy(cfg: RunConfig):
     return entry.cls(
         config,
         fraction_train=settings.fraction_train,
+        # Evaluate the same fraction that trains: evaluating all of 100 clients while 10 train
+        # made evaluation 80% of a round at scale.
+        fraction_evaluate=settings.fraction_train,
         min_train_nodes=settings.min_train_nodes,
         min_available_nodes=settings.min_available_nodes,
         min_evaluate_nodes=settings.min_train_nodes,

@@ -146,14 +146,26 @@ def test_checkpoint_left_between_renames_counts(tmp_path):
     assert run_state(run) == (RESUME, 1)
 
 
-def test_experiment_directory_keeps_its_file_and_refuses_another(tmp_path):
+def _write_spec(exp, run, num_supernodes=3) -> None:
+    run.run_dir.mkdir(parents=True)
+    spec = {"overrides": {**run.overrides, "resume": False}, "num_supernodes": num_supernodes}
+    (run.run_dir / "run_spec.json").write_text(json.dumps(spec))
+
+
+def test_runs_made_with_other_settings_are_refused_new_seeds_are_not(tmp_path):
     exp = parse_experiment(VALID)
-    prepare_directory(exp, tmp_path / "exp")
+    prepare_directory(exp, tmp_path)
     assert (tmp_path / "exp" / "experiment.toml").read_text() == VALID
-    prepare_directory(exp, tmp_path / "exp")  # the same file again is fine
-    other = parse_experiment(VALID.replace("seeds = [0, 7]", "seeds = [1]"))
-    with pytest.raises(FileExistsError, match="differs"):
-        prepare_directory(other, tmp_path / "exp")
+    _write_spec(exp, exp.runs(tmp_path)[0])  # fedavg-seed0 ran
+    more_seeds = parse_experiment(VALID.replace("seeds = [0, 7]", "seeds = [0, 7, 8]"))
+    prepare_directory(more_seeds, tmp_path)
+    assert "[0, 7, 8]" in (tmp_path / "exp" / "experiment.toml").read_text()
+    changed = parse_experiment(VALID.replace('"adapter.personal" = "none"', '"adapter.rank" = 4'))
+    with pytest.raises(FileExistsError, match=r"fedavg-seed0 \(adapter.personal, adapter.rank\)"):
+        prepare_directory(changed, tmp_path)
+    fewer_clients = parse_experiment(VALID.replace("num-clients = 3", "num-clients = 2"))
+    with pytest.raises(FileExistsError, match=r"fedavg-seed0 \(clients\)"):
+        prepare_directory(fewer_clients, tmp_path)
 
 
 def test_round_tail_reports_new_lines_and_rereads_after_truncation(tmp_path):
