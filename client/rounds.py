@@ -157,18 +157,25 @@ def _frozen_term(data: ClientData, merge: MergePlan) -> dict[str, torch.Tensor]:
 
 
 def _load_states(
-    runtime: ModelRuntime, data: ClientData, sent: Mapping[str, torch.Tensor], plan: RoundPlan
+    runtime: ModelRuntime,
+    data: ClientData,
+    sent: Mapping[str, torch.Tensor],
+    plan: RoundPlan,
+    *,
+    training: bool,
 ) -> int:
     """Assemble and load the shared adapter, Sigma_k and the frozen term; returns Sigma_k's
-    saved round."""
+    saved round. Private state comes from before this round when training (a resumed round
+    must not see what an aborted attempt of it wrote), from this round's training otherwise."""
+    before = plan.server_round if training else plan.server_round + 1
     state = initial_shared_state(runtime.model)
     if plan.private_factors:
-        stored = load_personal(data.ident.state_dir / PRIVATE_SHARED_FILE)
+        stored = load_personal(data.ident.state_dir / PRIVATE_SHARED_FILE, before_round=before)
         state.update(stored[0] if stored else {})
     state.update(sent)
     rank = plan.rank_for(data.ident.client_id)
     load_shared_state(runtime.model, state if rank is None else _with_rank(state, rank, pad=True))
-    stored = load_personal(data.ident.state_dir / PERSONAL_FILE)
+    stored = load_personal(data.ident.state_dir / PERSONAL_FILE, before_round=before)
     load_personal_state(runtime.model, stored[0] if stored else None)
     term = _frozen_term(data, plan.merge) if plan.merge is not None else None
     load_frozen_delta(runtime.model, term)
@@ -204,9 +211,12 @@ def train_round(
     shared: Mapping[str, torch.Tensor],
     plan: RoundPlan,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    personal_round = _load_states(runtime, data, shared, plan)
+    personal_round = _load_states(runtime, data, shared, plan, training=True)
     start_print = fingerprint(shared_state(runtime.model))
     cid = data.ident.client_id
+    # Dropout draws from torch's global RNG; seeding it per (run, round, client) makes a
+    # resumed round retrace the uninterrupted one, whichever worker process runs it.
+    torch.manual_seed(cfg.run.seed * 1_000_003 + plan.server_round * 10_007 + cid)
     tasks = ",".join(sorted(data.train_counts))
 
     def on_step(phase: str, step: int, total: int, loss: float) -> None:
@@ -264,7 +274,7 @@ def evaluate_round(
     shared: Mapping[str, torch.Tensor],
     plan: RoundPlan,
 ) -> dict[str, float]:
-    _load_states(runtime, data, shared, plan)
+    _load_states(runtime, data, shared, plan, training=False)
     losses = evaluate_loss(
         runtime.model,
         eval_batches(data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id),
