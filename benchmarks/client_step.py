@@ -31,6 +31,7 @@ def _one(quantization: str, steps: int, batch_size: int, seq_len: int) -> dict:
     settings = AdapterSettings()
     base = load_base_model(ModelSettings(source="bundled", quantization=quantization))
     base_params = sum(p.numel() for p in base.parameters())
+    weights_mb = base.get_memory_footprint() / 2**20
     model = attach_adapters(base, settings, seed=0)
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     ids = torch.randint(100, 40000, (batch_size, seq_len))
@@ -52,6 +53,7 @@ def _one(quantization: str, steps: int, batch_size: int, seq_len: int) -> dict:
         "rss_after_load_mb": rss_loaded / 1024,
         "rss_before_load_mb": rss_before / 1024,
         "base_params": base_params,
+        "weights_mb": weights_mb,
         "shared_params": sum(p.numel() for p in shared),
         "personal_params": sum(p.numel() for p in personal_parameters(model)),
         "loss_first_last": [result.step_losses[0], result.step_losses[-1]],

@@ -34,4 +34,6 @@ class Example:
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
-            raise ValueError(f"Example {self.uid!r}: unknown task {self.task!r}; valid: {TASK_NAMES}")
+            raise ValueError(
+                f"Example {self.uid!r}: unknown task {self.task!r}; valid: {TASK_NAMES}"
+            )
