@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from codetasks.examples import Example
 from codetasks.prompts import to_messages
 
-# Enough for a whole MBPP/HumanEval function (p95 of the references is ~250 tokens), a
-# CodeXGLUE C# method (references are under 200 tokens), and one summary sentence.
+# Reply budgets, in SmolLM2 tokens, from the reference replies: MBPP functions p95 125, max 221
+# (a model that restates a HumanEval docstring needs more); CodeXGLUE valid C# p95 211, max 347;
+# summaries p95 20, of which only the first sentence is kept.
 DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {
     "generation": 384,
     "translation": 256,

@@ -110,3 +110,14 @@ def test_bad_settings_are_refused(tiny_model, tiny_tokenizer, mbpp):
         generate(tiny_model, tiny_tokenizer, mbpp, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="top_p"):
         generate(tiny_model, tiny_tokenizer, mbpp, top_p=0.0, progress=False)
+
+
+def test_a_fresh_colora_model_generates_like_its_base(varied_model, tiny_tokenizer, mbpp):
+    """The client evaluates its PEFT model with Sigma_k hooks; B = 0 leaves the base output."""
+    from colora.adapter import attach_adapters
+    from runconfig.schema import AdapterSettings
+
+    settings = AdapterSettings(rank=2, alpha=4, dropout=0.0, target_modules=("q_proj", "v_proj"))
+    colora = attach_adapters(copy.deepcopy(varied_model), settings, seed=0)
+    expected = generate(varied_model, tiny_tokenizer, mbpp[:2], max_new_tokens=3, progress=False)
+    assert generate(colora, tiny_tokenizer, mbpp[:2], max_new_tokens=3, progress=False) == expected
