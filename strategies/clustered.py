@@ -31,6 +31,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages, updates
+from strategies.maths.averaging import normalized_weights
 from strategies.maths.similarity import (
     assign_to_nearest,
     complete_linkage,
@@ -133,10 +134,13 @@ class Clustered(flwr_strategy.FedAvg):
         else:
             self._join(clients, deltas)
         labels = np.array([self.assignment.get(c, -1) for c in clients])
-        for cluster in sorted(set(labels.tolist()) - {-1}):
-            members = labels == cluster
-            self.adapters[cluster] = updates.weighted_mean(thetas[members], p[members])
-            self.directions[cluster] = updates.weighted_mean(deltas[members], p[members])
+        ids = sorted(set(labels.tolist()) - {-1})
+        # Row c of P holds cluster c's FedAvg weights (zero outside it): one GEMM gives every
+        # cluster's mean, without copying each cluster's rows out of the K x D matrices.
+        P = np.array([normalized_weights(np.where(labels == c, p, 0.0)) for c in ids])
+        P = P.reshape(len(ids), len(p)).astype(thetas.dtype)
+        for cluster, adapter, direction in zip(ids, P @ thetas, P @ deltas, strict=True):
+            self.adapters[cluster], self.directions[cluster] = adapter, direction
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:

@@ -72,6 +72,7 @@ class FedExLora(flwr_strategy.FedAvg):
         if len(replies) < self.min_train_nodes:
             return None, None
         self.term.learn(replies)
+        self.term.release_increment()
         states, weights = messages.states(replies), messages.example_counts(replies)
         mean = weighted_average(states, weights)
         self.term.add(server_round, residual_factors(states, weights, mean))

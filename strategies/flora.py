@@ -65,6 +65,7 @@ class Flora(flwr_strategy.FedAvg):
         if len(replies) < self.min_train_nodes:
             return None, None
         self.term.learn(replies)
+        self.term.release_increment()
         increment = stacked_factors(messages.states(replies), messages.example_counts(replies))
         self.term.add(server_round, increment)
         return self.fresh, None

@@ -39,11 +39,19 @@ class MergedTerm:
         self.held: dict[int, int] = {}  # node id -> round of the term it reported holding
         self._records: dict[str, ArrayRecord] = {}
 
+    def release_increment(self) -> None:
+        """Drop last round's increment once this round's train messages are out (they were
+        its last users), so its memory (K x the adapter) is free before the next one."""
+        self.increment, self._records = {}, {}
+
     def add(self, server_round: int, increment: Mapping[str, Factors]) -> None:
         """D += B_inc @ A_inc per layer; ``increment`` becomes what up-to-date nodes get."""
         for layer, (b, a) in increment.items():
             update = b @ a  # d_out x q @ q x d_in, float32 GEMM
-            self.total[layer] = self.total[layer] + update if layer in self.total else update
+            if layer in self.total:
+                self.total[layer] += update
+            else:
+                self.total[layer] = update
         self.increment, self.round, self._records = dict(increment), server_round, {}
 
     def _record(self, mode: str) -> ArrayRecord:
@@ -95,7 +103,11 @@ class MergedTerm:
         return arrays
 
     def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.total = {k.removeprefix(_TOTAL): v for k, v in arrays.items() if k.startswith(_TOTAL)}
+        self.total = {  # writable float32 copies: add() accumulates in place
+            k.removeprefix(_TOTAL): np.array(v, dtype=np.float32)
+            for k, v in arrays.items()
+            if k.startswith(_TOTAL)
+        }
         self.round = int(arrays.get(_ROUND, 0))
         self.increment, self.held, self._records = {}, {}, {}
 

@@ -11,17 +11,24 @@ zero-pad every reply back to the full rank r before averaging (``averaging.zero_
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
-from colora.wire import to_numpy, to_record
+from colora.wire import to_record
 from runconfig.fields import require
 from strategies import protocol as keys
 from strategies.maths.averaging import lora_rank, split_lora_key, weighted_average, zero_pad_rank
 
 State = dict[str, np.ndarray]
+# The .npy v1.0 header np.save writes for a C-ordered array (Flower's Array serialisation).
+_NPY_HEADER = re.compile(
+    rb"\{'descr': '([<>|][a-zA-Z]\d+)', 'fortran_order': False, "
+    rb"'shape': \(([\d, ]*)\), \} *\n"
+)
 RANKS_HELP = (
     "Comma-separated LoRA ranks; client-id c trains rank ranks[c % n] (HetLoRA "
     "zero-padding); '' = every client uses adapter.rank."
@@ -54,8 +61,35 @@ def client_id(reply: Message) -> int:
     return int(reply.content["metrics"][keys.CLIENT_ID])
 
 
+def array_view(array: Array) -> np.ndarray:
+    """A read-only view of ``array``'s payload, without ``np.load``.
+
+    ``Array.numpy()`` runs ``np.load``, which parses every header with ``ast.literal_eval``
+    (~0.1 ms per tensor: 420 tensors x 100 clients is seconds per round). The common case, a
+    C-ordered .npy v1.0 payload, is viewed in place; anything else falls back to ``numpy()``.
+    """
+    data = array.data
+    if data[:8] != b"\x93NUMPY\x01\x00":
+        return array.numpy()
+    end = 10 + int.from_bytes(data[8:10], "little")
+    match = _NPY_HEADER.fullmatch(data[10:end])
+    if match is None:
+        return array.numpy()
+    shape = tuple(int(d) for d in match[2].split(b",") if d.strip())
+    dtype = np.dtype(match[1].decode())
+    count = math.prod(shape)
+    if len(data) - end != count * dtype.itemsize:
+        return array.numpy()  # let numpy raise its own error on a truncated payload
+    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape)
+
+
+def arrays_of(record: ArrayRecord) -> State:
+    """``colora.wire.to_numpy`` without the per-tensor ``np.load`` (read-only views)."""
+    return {key: array_view(array) for key, array in record.items()}
+
+
 def states(replies: Sequence[Message]) -> list[State]:
-    return [to_numpy(reply.content["arrays"]) for reply in replies]
+    return [arrays_of(reply.content["arrays"]) for reply in replies]
 
 
 def example_counts(replies: Sequence[Message]) -> list[float]:

@@ -91,8 +91,10 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
         clients, thetas, deltas = self.sender.updates(replies)
         p = messages.example_counts(replies)
         S = cosine_matrix(deltas)
-        del deltas
         W = mixing_weights(S, self.config.tau)
+        # Keep copies for clients absent this round, so last round's K x D block is freed
+        # before the new one is allocated (its memory is then reused, not faulted in afresh).
+        self.mixtures = {c: v.copy() for c, v in self.mixtures.items() if c not in set(clients)}
         mixed = personalized_mixtures(thetas, W, np.asarray(p), self.config.mixing)
         self.mixtures.update(zip(clients, mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))

@@ -50,6 +50,7 @@ class PersonalSender:
         self.nodes = messages.NodeClients()
         self.sent: dict[int, np.ndarray] = {}  # node id -> flat adapter of its train message
         self.like: dict[str, np.ndarray] = {}  # layout of the shared adapter
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # theta, Delta (K x D)
 
     def address(
         self,
@@ -82,14 +83,23 @@ class PersonalSender:
         return out
 
     def updates(self, replies: Sequence[Message]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(client ids, theta K x D, Delta K x D) of the replies, in reply order."""
+        """(client ids, theta K x D, Delta K x D) of the replies, in reply order.
+
+        The two K x D matrices are buffers reused from round to round (valid until the next
+        call): at K = 100 they are 2 GB, and faulting in fresh memory every round costs
+        seconds. What was sent is forgotten here, so its arrays can be freed.
+        """
         self.nodes.learn(replies)
         keys = sorted(self.like)
-        size = sum(int(np.size(self.like[key])) for key in keys)
-        thetas = np.empty((len(replies), size), dtype=np.float32)
-        for row, reply in enumerate(replies):
-            thetas[row] = flatten_state(to_numpy(reply.content["arrays"]), keys)
-        deltas = thetas - np.stack([self.sent[r.metadata.src_node_id] for r in replies])
+        shape = (len(replies), sum(int(np.size(self.like[key])) for key in keys))
+        if self._buffers is None or self._buffers[0].shape != shape:
+            self._buffers = None
+            self._buffers = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+        thetas, deltas = self._buffers
+        for row, reply in enumerate(replies):  # row by row: no K x D temporaries
+            thetas[row] = flatten_state(messages.arrays_of(reply.content["arrays"]), keys)
+            np.subtract(thetas[row], self.sent[reply.metadata.src_node_id], out=deltas[row])
+        self.sent = {}
         return [messages.client_id(r) for r in replies], thetas, deltas
 
     def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
