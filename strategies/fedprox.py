@@ -15,7 +15,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
-from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, protocol
 
@@ -59,7 +58,4 @@ class FedProx(flwr_strategy.FedProx):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
-        return to_record(messages.average(replies, self.rank)), None
+        return messages.average_record(replies, self.min_train_nodes, self.rank)
