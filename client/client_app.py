@@ -11,6 +11,7 @@ import logging
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.privacy import local_dp_mod, secagg_mod
 from client.rounds import RoundPlan, evaluate_round, train_round
 from client.runtime import client_data, model_runtime
 from colora.wire import to_record, to_torch
@@ -41,7 +42,8 @@ def _setup(msg: Message, context: Context):
     return cfg, runtime, data, to_torch(arrays), RoundPlan.from_config(config, to_torch(merge))
 
 
-@app.train()
+# SecAgg+ outermost: it masks whatever the local-DP mod inside it has clipped and noised.
+@app.train(mods=[secagg_mod, local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     cfg, runtime, data, shared, plan = _setup(msg, context)
     new_shared, metrics = train_round(cfg, runtime, data, shared, plan)

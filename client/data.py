@@ -105,5 +105,7 @@ def client_examples(cfg: RunConfig, ident: ClientIdentity) -> tuple[dict, dict]:
             f"client {ident.client_id} holds no training examples "
             f"(tasks {ident.tasks}, partition {cfg.data.partition})"
         )
-    valid = {task: examples[: cfg.train.eval_examples] for task, examples in valid.items()}
+    # Enough for both the eval loss and the generation metrics; each takes its own prefix.
+    keep = max(cfg.train.eval_examples, cfg.eval.limit)
+    valid = {task: examples[:keep] for task, examples in valid.items()}
     return train, valid

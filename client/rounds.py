@@ -25,6 +25,7 @@ from client.batching import batch_stream, eval_batches
 from client.personal_store import PERSONAL_FILE, load_personal, save_personal
 from client.runtime import ClientData, ModelRuntime
 from client.train import Phase, evaluate_loss, train
+from codetasks.evaluate import EvalSettings, evaluate_model
 from colora.adapter import (
     FACTORS,
     folded_state,
@@ -291,10 +292,40 @@ def evaluate_round(
         plan.server_round,
         {k: round(v, 4) for k, v in losses.items()},
     )
+    due = cfg.eval.due(plan.server_round, cfg.run.num_server_rounds)
     return {
         "num-examples": len(data.valid),
         "client-id": data.ident.client_id,
         "eval-loss": sum(losses.values()) / max(len(losses), 1),
         **_merge_metric(plan),
         **{f"eval-loss.{task}": value for task, value in losses.items()},
+        **(generation_metrics(cfg, runtime, data, plan.server_round) if due else {}),
     }
+
+
+def generation_metrics(
+    cfg: RunConfig, runtime: ModelRuntime, data: ClientData, server_round: int
+) -> dict[str, float]:
+    """The evaluation issue's task metrics on the first ``eval.limit`` local validation
+    examples of each task, as ``eval.<task>.<metric>`` (0-100 scale) plus
+    ``eval-seconds.<task>``, for the personalised model currently loaded."""
+    settings = EvalSettings(
+        batch_size=cfg.eval.batch_size,
+        max_new_tokens=cfg.eval.max_new_tokens or None,
+    )
+    out: dict[str, float] = {}
+    for task, examples in sorted(data.valid_examples.items()):
+        if not examples:
+            continue
+        report = evaluate_model(runtime.model, runtime.tokenizer, examples, task, settings)
+        out |= {f"eval.{task}.{name}": float(v) for name, v in report.metrics.items()}
+        out[f"eval-seconds.{task}"] = sum(report.seconds.values())
+        log.info(
+            "[client %s] round %d %s on %d examples: %s",
+            data.ident.client_id,
+            server_round,
+            task,
+            len(examples),
+            {k: round(v, 2) for k, v in report.metrics.items()},
+        )
+    return out

@@ -18,6 +18,7 @@ from peft import PeftModel
 
 from client.batching import Encoded, encode_all
 from client.data import ClientIdentity, client_examples, client_identity
+from codetasks.examples import Example
 from colora.adapter import attach_adapters
 from colora.base_model import load_base_model, load_tokenizer, resolve_model_path
 from runconfig.schema import RunConfig
@@ -38,6 +39,8 @@ class ClientData:
     train: list[Encoded]
     valid: list[Encoded]
     train_counts: dict[str, int]
+    # Raw validation examples per task, for generation metrics (``eval.limit`` of each).
+    valid_examples: dict[str, list[Example]]
 
 
 _MODELS: dict[tuple, ModelRuntime] = {}
@@ -64,6 +67,7 @@ def client_data(cfg: RunConfig, node_config: dict, tokenizer) -> ClientData:
         cfg.data,
         cfg.train.max_train_examples,
         cfg.train.eval_examples,
+        cfg.eval.limit,
         cfg.train.max_seq_length,
         cfg.run.seed,
     )
@@ -75,8 +79,13 @@ def client_data(cfg: RunConfig, node_config: dict, tokenizer) -> ClientData:
         _DATA[key] = ClientData(
             ident=ident,
             train=encode_all(tokenizer, [e for v in train.values() for e in v], max_len),
-            valid=encode_all(tokenizer, [e for v in valid.values() for e in v], max_len),
+            valid=encode_all(
+                tokenizer,
+                [e for v in valid.values() for e in v[: cfg.train.eval_examples]],
+                max_len,
+            ),
             train_counts={task: len(v) for task, v in train.items()},
+            valid_examples={task: v[: cfg.eval.limit] for task, v in valid.items()},
         )
         while len(_DATA) > _MAX_CLIENTS_CACHED:
             _DATA.popitem(last=False)

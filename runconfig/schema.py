@@ -174,6 +174,69 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class EvalScheduleSettings:
+    every: int = option(
+        3,
+        "Clients generate on their local validation split and report the task metrics "
+        "(pass@1, BLEU, CodeBLEU, ROUGE-L, ...) every N rounds and at the final round; 0 = never.",
+    )
+    limit: int = option(4, "Validation examples per task that are generated and scored.")
+    batch_size: int = option(4, "Prompts per generation batch.")
+    max_new_tokens: int = option(0, "Generated tokens per answer; 0 = each task's default.")
+
+    def __post_init__(self) -> None:
+        for name in ("every", "max_new_tokens"):
+            require(getattr(self, name) >= 0, "eval", name, getattr(self, name), "must be >= 0")
+        for name in ("limit", "batch_size"):
+            require(getattr(self, name) >= 1, "eval", name, getattr(self, name), "must be >= 1")
+
+    def due(self, server_round: int, num_rounds: int) -> bool:
+        """Whether round ``server_round`` of ``num_rounds`` reports generation metrics."""
+        return self.every > 0 and (server_round % self.every == 0 or server_round == num_rounds)
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    dp_clip_norm: float = option(
+        0.0,
+        "Client-side (local) differential privacy: clip each shared update to this L2 norm "
+        "and add Gaussian noise before it leaves the client; 0 = off.",
+    )
+    dp_epsilon: float = option(1.0, "Per-round epsilon of the Gaussian mechanism, in (0, 1].")
+    dp_delta: float = option(1e-5, "Per-round delta of the Gaussian mechanism, in (0, 1).")
+    secure_aggregation: bool = option(
+        False,
+        "Aggregate the shared update with Flower's SecAgg+ protocol: the server learns only "
+        "the weighted sum (fedavg family only).",
+    )
+    secagg_num_shares: float = option(
+        1.0,
+        "SecAgg+ shares per client: a fraction (<= 1) of the sampled clients or a count.",
+    )
+    secagg_threshold: float = option(
+        0.67,
+        "SecAgg+ reconstruction threshold: a fraction (<= 1) of the shares or a count.",
+    )
+
+    def __post_init__(self) -> None:
+        require(
+            self.dp_clip_norm >= 0, "privacy", "dp_clip_norm", self.dp_clip_norm, "must be >= 0"
+        )
+        # The classic Gaussian-mechanism calibration (Dwork & Roth 2014, Thm A.1) that
+        # Flower's LocalDpMod uses holds for epsilon < 1; larger values would overstate privacy.
+        require(
+            0 < self.dp_epsilon <= 1, "privacy", "dp_epsilon", self.dp_epsilon, "must be in (0, 1]"
+        )
+        require(0 < self.dp_delta < 1, "privacy", "dp_delta", self.dp_delta, "must be in (0, 1)")
+        for name in ("secagg_num_shares", "secagg_threshold"):
+            require(getattr(self, name) > 0, "privacy", name, getattr(self, name), "must be > 0")
+
+    @property
+    def local_dp(self) -> bool:
+        return self.dp_clip_norm > 0
+
+
+@dataclass(frozen=True)
 class StrategySettings:
     name: str = option("fedavg", "Aggregation strategy; see strategies.registry for names.")
     fraction_train: float = option(1.0, "Fraction of connected nodes sampled per round.")
@@ -209,6 +272,8 @@ _SECTIONS: dict[str, type] = {
     "adapter": AdapterSettings,
     "train": TrainSettings,
     "data": DataSettings,
+    "eval": EvalScheduleSettings,
+    "privacy": PrivacySettings,
 }
 _STRATEGY_COMMON = {f.name.replace("_", "-") for f in dataclasses.fields(StrategySettings)} - {
     "params"
@@ -224,6 +289,8 @@ class RunConfig:
     adapter: AdapterSettings
     train: TrainSettings
     data: DataSettings
+    eval: EvalScheduleSettings
+    privacy: PrivacySettings
     strategy: StrategySettings
 
     def to_flat(self) -> dict[str, Any]:

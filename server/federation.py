@@ -3,7 +3,8 @@
 Each round calls the strategy's ``configure_train``/``aggregate_train`` and
 ``configure_evaluate``/``aggregate_evaluate`` exactly as ``Strategy.start`` does, and adds:
 screening of replies (a NaN, a wrong shape or dtype, an oversized payload is dropped with a
-logged reason and never aggregated), per-client and per-task metrics with bytes up and down
+logged reason and never aggregated) or, with ``privacy.secure-aggregation``, a SecAgg+ exchange
+(``server.secure_aggregation``), per-client and per-task metrics with bytes up and down
 in ``metrics.jsonl``, and an atomic checkpoint after every completed round so ``resume``
 continues where a killed server stopped.
 """
@@ -24,6 +25,7 @@ from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.reports import log_round, round_record
 from server.screening import screen_replies
+from server.secure_aggregation import secure_round
 from simulations.tensorboard import write_round
 from strategies.registry import build_strategy
 
@@ -81,10 +83,14 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
     for server_round in range(start, cfg.run.num_server_rounds + 1):
         t0 = time.perf_counter()
         log.info("[ROUND %d/%d] %s", server_round, cfg.run.num_server_rounds, strategy.name)
-        sent, replies = _exchange(
-            grid, strategy.configure_train(server_round, arrays, ConfigRecord(), grid), timeout
-        )
-        accepted, rejected = screen_replies(sent, replies)
+        train_messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        if cfg.privacy.secure_aggregation:
+            sent, accepted, rejected = secure_round(
+                grid, train_messages, server_round, cfg.privacy, timeout
+            )
+        else:
+            sent, replies = _exchange(grid, train_messages, timeout)
+            accepted, rejected = screen_replies(sent, replies)
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:
             _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)

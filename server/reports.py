@@ -1,8 +1,9 @@
 """One ``metrics.jsonl`` record per round, and its human-readable log lines.
 
 Per client: train loss per task, first and last step loss, examples, seconds. Per task:
-example-weighted train and eval loss. Plus bytes down and up, wall time, rejections, and
-whatever the strategy logs (similarity matrices, clusters, CoBa weights).
+example-weighted train and eval loss. Plus bytes down and up, wall time, rejections, the
+local-DP (ε, δ) spent when clients report it, and whatever the strategy logs (similarity
+matrices, clusters, CoBa weights).
 """
 
 from __future__ import annotations
@@ -60,7 +61,24 @@ def round_record(
         "train_loss_by_task": _per_task(train, "train-loss"),
         "eval_loss_by_task": _per_task(evals, "eval-loss"),
         "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
+        **_privacy(train),
         **extra,
+    }
+
+
+def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The local-DP spend of the round: per-round (ε, δ) and the most any client has spent."""
+    spends = [e for e in train if "dp-epsilon" in e]
+    if not spends:
+        return {}
+    return {
+        "privacy": {
+            "epsilon_round": max(e["dp-epsilon"] for e in spends),
+            "delta_round": max(e["dp-delta"] for e in spends),
+            "epsilon_spent_max": max(e["dp-epsilon-spent"] for e in spends),
+            "delta_spent_max": max(e["dp-delta-spent"] for e in spends),
+            "clients_clipped": int(sum(e["dp-clipped"] for e in spends)),
+        }
     }
 
 
@@ -85,6 +103,14 @@ def log_round(record: Mapping[str, Any]) -> None:
             entry["train-loss-last"],
             tasks,
             entry["train-seconds"],
+        )
+    if privacy := record.get("privacy"):
+        log.info(
+            "  local DP: (ε, δ) = (%.3g, %.1e) this round; at most (%.3g, %.1e) spent by a client",
+            privacy["epsilon_round"],
+            privacy["delta_round"],
+            privacy["epsilon_spent_max"],
+            privacy["delta_spent_max"],
         )
     log.info(
         "  eval loss by task: %s", {k: round(v, 4) for k, v in record["eval_loss_by_task"].items()}

@@ -21,6 +21,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Imported with the module, never lazily: a first import of tensorboard from the ServerApp's
+# thread while the simulation engine's threads import theirs once returned a half-initialised
+# module ("TensorBoard logging requires TensorBoard version 1.15 or above") and killed a run.
+from torch.utils.tensorboard import SummaryWriter
+
 from simulations.results import eval_metrics_by_task, read_records, weighted_mean
 
 TB_DIR = "tensorboard"
@@ -70,8 +75,6 @@ def _locked(log_dir: Path) -> Iterator[dict[str, str]]:
 
 
 def _write(log_dir: Path, records: Sequence[Mapping[str, Any]]) -> int:
-    from torch.utils.tensorboard import SummaryWriter  # torch is heavy: import when writing
-
     with _locked(log_dir) as written:
         todo = [r for r in records if written.get(str(r["round"])) != _digest(r)]
         if not todo:

@@ -30,6 +30,10 @@ class Centralized(flwr_strategy.FedAvg):
     """One pooled-data trainer taking the federation's steps budget each round."""
 
     name = "centralized"
+    individual_updates = (
+        "centralized is the pooled-data baseline: one client holds everyone's data, so there is "
+        "nothing for secure aggregation to protect."
+    )
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

@@ -77,6 +77,10 @@ class Clustered(flwr_strategy.FedAvg):
     """Clusters found from update similarity; FedAvg within each cluster."""
 
     name = "clustered"
+    individual_updates = (
+        "clustered groups clients by the similarity of their individual updates and averages "
+        "within each group, so the server needs each update in the clear."
+    )
 
     def __init__(self, config: ClusteredConfig, **common) -> None:
         super().__init__(**common)

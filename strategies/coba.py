@@ -68,6 +68,10 @@ class Coba(flwr_strategy.FedAvg):
     """FedAvg with client weights from CoBa task weights and examples per task."""
 
     name = "coba"
+    individual_updates = (
+        "coba weights each client's update by its tasks' loss slopes, so the server needs each "
+        "update in the clear."
+    )
 
     def __init__(self, config: CobaConfig, **common) -> None:
         super().__init__(**common)

@@ -90,6 +90,7 @@ class FedAdam(flwr_strategy.FedAdam):
     """FedAvg of the replies, then a server Adam step with persistent moments."""
 
     name = "fedadam"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     aggregate_evaluate = protocol.skip_evaluate
     round_log = protocol.empty_log
 

@@ -32,6 +32,7 @@ class FedAvg(flwr_strategy.FedAvg):
     """Example-weighted averaging of the shared adapter; replies are pre-screened."""
 
     name = "fedavg"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

@@ -49,6 +49,10 @@ class FedExLora(flwr_strategy.FedAvg):
     """FedAvg of A and B, plus the residual of the exact average merged on the clients."""
 
     name = "fedex-lora"
+    individual_updates = (
+        "fedex-lora computes the residual between the mean of the products B_k A_k and the "
+        "product of the means, so the server needs each client's factors in the clear."
+    )
 
     def __init__(self, config: FedExLoraConfig, **common) -> None:
         super().__init__(**common)

@@ -33,6 +33,7 @@ class FedProx(flwr_strategy.FedProx):
     """FedAvg server step; the proximal term is applied in each client's loss."""
 
     name = "fedprox"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

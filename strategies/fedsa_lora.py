@@ -30,6 +30,7 @@ class FedSaLora(flwr_strategy.FedAvg):
     """Sends and averages A only; every client keeps its own B."""
 
     name = "fedsa-lora"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

@@ -23,6 +23,7 @@ class FedYogi(flwr_strategy.FedYogi):
     """FedAvg of the replies, then a server Yogi step with persistent moments."""
 
     name = "fedyogi"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     aggregate_evaluate = protocol.skip_evaluate
     round_log = protocol.empty_log
 

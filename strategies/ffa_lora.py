@@ -31,6 +31,7 @@ class FfaLora(flwr_strategy.FedAvg):
     """Sends B only; clients train B with A frozen at its seeded init."""
 
     name = "ffa-lora"
+    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

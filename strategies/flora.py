@@ -37,6 +37,10 @@ class Flora(flwr_strategy.FedAvg):
     """Stack the clients' factors and merge them exactly; restart from a fresh adapter."""
 
     name = "flora"
+    individual_updates = (
+        "flora stacks every client's A and B factors into the merged term, so the server needs "
+        "each update in the clear."
+    )
 
     def __init__(self, config: FloraConfig, **common) -> None:
         super().__init__(**common)

@@ -31,6 +31,9 @@ class LocalOnly(flwr_strategy.FedAvg):
     """Sends no arrays and aggregates nothing; rounds only pace local training."""
 
     name = "local-only"
+    individual_updates = (
+        "local-only aggregates nothing, so there is nothing for secure aggregation to protect."
+    )
     state_arrays = protocol.no_state
     load_state = protocol.ignore_state
     round_log = protocol.empty_log

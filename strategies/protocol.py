@@ -42,6 +42,9 @@ class FederatedStrategy(Protocol):
     """What ``server.federation.run_federation`` calls on a strategy."""
 
     name: str
+    # "" when the weighted mean of the clients' updates is all the strategy needs, so it can
+    # run under secure aggregation; otherwise the reason it needs each update in the clear.
+    individual_updates: str
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -26,6 +26,7 @@ from strategies.ffa_lora import FfaLora, FfaLoraConfig
 from strategies.flora import Flora, FloraConfig
 from strategies.local_only import LocalOnly, LocalOnlyConfig
 from strategies.protocol import FederatedStrategy
+from strategies.robust_fedavg import RobustFedAvg, RobustFedAvgConfig
 from strategies.similarity_weighted import SimilarityWeighted, SimilarityWeightedConfig
 
 
@@ -51,6 +52,7 @@ STRATEGIES: dict[str, StrategyEntry] = _by_name(
     StrategyEntry(Clustered, ClusteredConfig),
     StrategyEntry(Coba, CobaConfig),
     StrategyEntry(FedAvg, FedAvgConfig),
+    StrategyEntry(RobustFedAvg, RobustFedAvgConfig),
     StrategyEntry(FedProx, FedProxConfig),
     StrategyEntry(FedAdam, FedOptConfig),
     StrategyEntry(FedYogi, FedOptConfig),
@@ -75,6 +77,25 @@ def _own_params(entry: StrategyEntry, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in own}
 
 
+def _check_secure_aggregation(entry: StrategyEntry, config: Any) -> None:
+    """SecAgg+ shows the server only the weighted sum of equally shaped updates."""
+    reason = entry.cls.individual_updates
+    if reason:
+        allowed = ", ".join(n for n, e in STRATEGIES.items() if not e.cls.individual_updates)
+        raise ConfigError(
+            f"privacy.secure-aggregation = true cannot be combined with strategy.name = "
+            f"{entry.cls.name!r}: {reason} Strategies that run under secure aggregation: "
+            f"{allowed}."
+        )
+    ranks = getattr(config, "client_ranks", "")
+    if ranks:
+        raise ConfigError(
+            f"privacy.secure-aggregation = true cannot be combined with strategy.client-ranks = "
+            f"{ranks!r}: SecAgg+ sums equally shaped uploads, and heterogeneous ranks send "
+            "factors of different shapes."
+        )
+
+
 def build_strategy(cfg: RunConfig) -> FederatedStrategy:
     """The configured strategy, built with its own checked ``strategy.*`` keys."""
     settings = cfg.strategy
@@ -85,6 +106,8 @@ def build_strategy(cfg: RunConfig) -> FederatedStrategy:
         )
     entry = STRATEGIES[settings.name]
     config = build_section(entry.config, "strategy", _own_params(entry, dict(settings.params)))
+    if cfg.privacy.secure_aggregation:
+        _check_secure_aggregation(entry, config)
     return entry.cls(
         config,
         fraction_train=settings.fraction_train,

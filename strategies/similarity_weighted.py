@@ -58,6 +58,10 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
     """Per-client softmax(cos / tau) mixtures of the clients' adapters."""
 
     name = "similarity-weighted"
+    individual_updates = (
+        "similarity-weighted mixes each client's own aggregate from the cosine similarity of "
+        "every pair of updates, so the server needs each update in the clear."
+    )
 
     def __init__(self, config: SimilarityWeightedConfig, **common) -> None:
         super().__init__(**common)

@@ -39,3 +39,16 @@ def tiny_tokenizer(tiny_model_settings):
     from colora.base_model import load_tokenizer
 
     return load_tokenizer(tiny_model_settings)
+
+
+@pytest.fixture
+def server_task_identity():
+    """Flower 1.41 stamps every new Message with the process's task identity; set the
+    SuperLink's for tests that build server messages outside a running ServerApp."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

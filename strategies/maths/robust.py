@@ -10,7 +10,8 @@
   can move the mean.
 
 ``deltas`` is K×D: one flattened update per client (see ``averaging.flatten_state``). Results keep
-the input's floating dtype.
+the input's floating dtype. ``robust_aggregate`` chains the two steps: clip every row, then take
+the coordinate-wise median or trimmed mean.
 """
 
 from __future__ import annotations
@@ -63,3 +64,65 @@ def trimmed_mean(deltas: np.ndarray, trim_fraction: float) -> np.ndarray:
     ordered = np.partition(deltas, (cut, K - cut - 1), axis=0)
     kept = ordered[cut : K - cut]
     return kept.mean(axis=0, dtype=np.float64).astype(deltas.dtype)
+
+
+RULES = ("median", "trimmed-mean")
+
+
+def row_norms(deltas: np.ndarray) -> np.ndarray:
+    """‖deltas[k]‖₂ for every row, accumulated in float64 (K,); one row is upcast at a time."""
+    deltas = _check_stack(deltas)
+    return np.array([np.linalg.norm(row.astype(np.float64)) for row in deltas])
+
+
+def clip_updates(
+    deltas: np.ndarray, clip_norm: float = 0.0, *, in_place: bool = False
+) -> tuple[np.ndarray, float, int]:
+    """Clip every row to norm ≤ M; returns (clipped K×D, M, number of rows that were clipped).
+
+    ``clip_norm`` > 0 is a fixed M. ``clip_norm`` = 0 is adaptive: M = the median of this
+    round's row norms. The median is set by the honest majority whenever fewer than half of the
+    rows misbehave, so no row can end up longer than some honest update, and it is scale-free:
+    multiplying every update by c multiplies M by c, so no bound has to be tuned to the
+    learning rate, step count or model. (Tracking a quantile of update norms is also how
+    adaptive clipping works in Andrew et al. 2021, https://arxiv.org/abs/1905.03871.)
+    M = 0 (the median update is exactly zero) zeroes every non-zero row.
+
+    ``in_place`` clips the rows of ``deltas`` itself (when it is already floating) instead of a
+    copy, which saves a K×D buffer.
+    """
+    if not clip_norm >= 0:
+        raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
+    deltas = _check_stack(deltas)
+    norms = row_norms(deltas)
+    bound = float(clip_norm) if clip_norm > 0 else float(np.median(norms))
+    out = deltas if in_place else deltas.copy()
+    clipped = 0
+    for k, norm in enumerate(norms):
+        if norm > bound:
+            out[k] = clip_by_norm(out[k], bound) if bound > 0 else 0
+            clipped += 1
+    return out, bound, clipped
+
+
+def robust_aggregate(
+    deltas: np.ndarray,
+    rule: str,
+    trim_fraction: float = 0.0,
+    clip_norm: float = 0.0,
+    *,
+    in_place: bool = False,
+) -> tuple[np.ndarray, float, int]:
+    """``clip_updates`` then ``coordinate_median`` or ``trimmed_mean`` (``rule`` ∈ ``RULES``).
+
+    Returns (aggregate (D,), the clip bound M used, number of clipped rows). Rows are unweighted:
+    weighting by a client's reported example count would let one client buy influence.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if not 0.0 <= trim_fraction < 0.5:  # checked before ``in_place`` touches anything
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    clipped, bound, count = clip_updates(deltas, clip_norm, in_place=in_place)
+    if rule == "median":
+        return coordinate_median(clipped), bound, count
+    return trimmed_mean(clipped, trim_fraction), bound, count

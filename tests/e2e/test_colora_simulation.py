@@ -42,6 +42,9 @@ def run_dir(tmp_path_factory, data_root):
             "train.shared-steps": 4,
             "train.learning-rate": 0.01,
             "train.sigma-learning-rate": 0.01,
+            "eval.every": 2,
+            "eval.limit": 2,
+            "eval.max-new-tokens": 24,
         },
         num_supernodes=3,
     )
@@ -65,6 +68,19 @@ def test_run_directory_holds_every_artifact(run_dir):
     assert (run_dir / "shared_adapter" / "adapter_config.json").is_file()
     for cid in range(3):
         assert (run_dir / "clients" / f"client-{cid}" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_clients_report_task_metrics_every_eval_every_rounds(run_dir):
+    first, second = read_metrics(run_dir)
+    assert not any(k.startswith("eval.") for e in first["eval"] for k in e)
+    expected = {"generation": "pass@1", "translation": "bleu4", "summarization": "rouge_l"}
+    reported = {k.split(".")[1]: k for e in second["eval"] for k in e if k.startswith("eval.")}
+    assert set(reported) == set(expected)
+    for task, metric in expected.items():
+        values = [
+            e[f"eval.{task}.{metric}"] for e in second["eval"] if f"eval.{task}.{metric}" in e
+        ]
+        assert len(values) == 1 and 0.0 <= values[0] <= 100.0
 
 
 def test_every_client_starts_round_2_from_identical_shared_weights(run_dir):

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from strategies.maths.robust import clip_by_norm, coordinate_median, trimmed_mean
+from strategies.maths.robust import (
+    clip_by_norm,
+    clip_updates,
+    coordinate_median,
+    robust_aggregate,
+    row_norms,
+    trimmed_mean,
+)
 
 
 def test_clip_by_norm_by_hand():
@@ -54,3 +61,53 @@ def test_one_poisoned_client_times_100():
     for robust in (coordinate_median(deltas), trimmed_mean(deltas, 0.2)):
         assert np.all((low <= robust) & (robust <= high))
     assert np.linalg.norm(deltas.mean(axis=0) - honest[0]) > 10 * np.linalg.norm(honest[0])
+
+
+# Three updates with norms 5, √6 ≈ 2.449 and 10 (the hand-worked example of test_robust_fedavg).
+HAND = np.array([[3.0, 0.0, 0.0, 4.0], [2.0, -1.0, 1.0, 0.0], [0.0, 6.0, 8.0, 0.0]])
+
+
+def test_adaptive_clip_is_the_median_norm_by_hand():
+    np.testing.assert_allclose(row_norms(HAND), [5.0, np.sqrt(6.0), 10.0])
+    clipped, bound, count = clip_updates(HAND)
+    # Median norm 5: only row 2 is longer; [0, 6, 8, 0] * 5/10 = [0, 3, 4, 0].
+    assert bound == 5.0 and count == 1
+    np.testing.assert_allclose(clipped, [[3, 0, 0, 4], [2, -1, 1, 0], [0, 3, 4, 0]])
+    assert HAND[2, 1] == 6.0  # not in place: the input is untouched
+    # Fixed M = 3: rows 0 and 2 are clipped, [3, 0, 0, 4] * 3/5 = [1.8, 0, 0, 2.4].
+    clipped, bound, count = clip_updates(HAND, 3.0)
+    assert bound == 3.0 and count == 2
+    np.testing.assert_allclose(clipped, [[1.8, 0, 0, 2.4], [2, -1, 1, 0], [0, 1.8, 2.4, 0]])
+    # A median norm of 0 (most clients sent no change) zeroes the others.
+    zero_median = np.array([[0.0, 0.0], [0.0, 0.0], [100.0, 0.0]], np.float32)
+    clipped, bound, count = clip_updates(zero_median, in_place=True)
+    assert bound == 0.0 and count == 1 and clipped is zero_median and not zero_median.any()
+    with pytest.raises(ValueError, match="clip_norm"):
+        clip_updates(HAND, -1.0)
+
+
+def test_robust_aggregate_by_hand():
+    # Adaptive clip then median: per column median of (3, 2, 0), (0, −1, 3), (0, 1, 4), (4, 0, 0).
+    aggregate, bound, count = robust_aggregate(HAND, "median")
+    np.testing.assert_allclose(aggregate, [2.0, 0.0, 1.0, 0.0])
+    assert (bound, count) == (5.0, 1)
+    # β = 0.2 of K = 3 trims ⌊0.6⌋ = 0: the plain mean of the clipped rows, (5, 2, 5, 4) / 3.
+    aggregate, _, _ = robust_aggregate(HAND, "trimmed-mean", 0.2)
+    np.testing.assert_allclose(aggregate, np.array([5.0, 2.0, 5.0, 4.0]) / 3)
+    # β = 0.4 trims one from each end, which for K = 3 is the median again.
+    aggregate, _, _ = robust_aggregate(HAND, "trimmed-mean", 0.4)
+    np.testing.assert_allclose(aggregate, [2.0, 0.0, 1.0, 0.0])
+    # Fixed M = 3, median of (1.8, 2, 0), (0, −1, 1.8), (0, 1, 2.4), (2.4, 0, 0).
+    aggregate, bound, count = robust_aggregate(HAND, "median", clip_norm=3.0)
+    np.testing.assert_allclose(aggregate, [1.8, 0.0, 1.0, 0.0])
+    assert (bound, count) == (3.0, 2)
+    assert robust_aggregate(HAND.astype(np.float32), "median")[0].dtype == np.float32
+
+
+def test_robust_aggregate_rejects_bad_arguments_before_touching_the_input():
+    deltas = HAND.copy()
+    with pytest.raises(ValueError, match="rule"):
+        robust_aggregate(deltas, "mean")
+    with pytest.raises(ValueError, match="trim_fraction"):
+        robust_aggregate(deltas, "trimmed-mean", 0.5, in_place=True)
+    np.testing.assert_array_equal(deltas, HAND)

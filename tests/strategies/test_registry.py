@@ -17,6 +17,7 @@ EXPECTED = {
     "clustered",
     "coba",
     "fedavg",
+    "robust-fedavg",
     "fedprox",
     "fedadam",
     "fedyogi",
@@ -68,3 +69,29 @@ def test_unknown_key_is_rejected_and_another_strategys_key_is_ignored():
         build_strategy(parse_run_config({"strategy.temperature": 1.0}))
     fedavg = build_strategy(parse_run_config({"strategy.tau": 0.1}))
     assert fedavg.name == "fedavg"
+
+
+SECAGG = {"privacy.secure-aggregation": True}
+
+
+@pytest.mark.parametrize("name", ["similarity-weighted", "clustered", "coba", "robust-fedavg"])
+def test_secure_aggregation_is_refused_where_individual_updates_are_needed(name):
+    with pytest.raises(ConfigError) as err:
+        build_strategy(parse_run_config({**DEFAULTS, **SECAGG, "strategy.name": name}))
+    message = str(err.value)
+    assert "privacy.secure-aggregation" in message and repr(name) in message
+    assert "each update in the clear" in message or "each client's factors" in message
+    assert "fedavg" in message  # it says what does run under secure aggregation
+
+
+@pytest.mark.parametrize(
+    "name", ["fedavg", "fedprox", "fedadam", "fedyogi", "ffa-lora", "fedsa-lora"]
+)
+def test_the_fedavg_family_builds_under_secure_aggregation(name):
+    assert build_strategy(parse_run_config({**DEFAULTS, **SECAGG, "strategy.name": name}))
+
+
+def test_secure_aggregation_refuses_heterogeneous_ranks():
+    overrides = {**DEFAULTS, **SECAGG, "strategy.client-ranks": "8,4"}
+    with pytest.raises(ConfigError, match=r"strategy\.client-ranks"):
+        build_strategy(parse_run_config(overrides))

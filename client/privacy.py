@@ -1,0 +1,177 @@
+"""Client-side privacy mods: local differential privacy and the SecAgg+ bridge.
+
+**Local DP** (``local_dp_mod``) follows the Gaussian mechanism of Dwork & Roth 2014 (Thm A.1) as
+Flower's ``LocalDpMod`` applies it: the shared update (reply minus the adapter that was sent) is
+clipped to L2 norm C with Flower's ``compute_clip_model_update`` and Gaussian noise of standard
+deviation σ = Δ·sqrt(2 ln(1.25/δ))/ε is added before the reply leaves the client. Δ = 2C: any
+two clipped updates differ by at most 2C, and local DP must hide the update itself, not just
+one example's part of it. ``LocalDpMod`` itself is not used because it insists on a single
+ArrayRecord per message, and FLoRA/FedEx-LoRA messages carry the merged term beside the adapter.
+The per-round (ε, δ) and the total spent so far (basic composition over the rounds this client
+took part in, kept in a ledger in its state directory) are reported as metrics.
+
+**SecAgg+** (``secagg_mod``): Flower's ``secaggplus_mod`` masks the upload so the server only
+learns the weighted sum (Bell et al. 2020, https://arxiv.org/abs/2009.08294). It speaks the
+legacy FitIns/FitRes layout; the bridge here turns that into the ``arrays``/``config`` messages
+the train handler reads and uploads the *update* (not the weights): its coordinates are small,
+so the fixed-point quantisation of SecAgg+ loses little precision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore.differential_privacy import compute_clip_model_update
+
+from client.data import client_identity
+from runconfig import parse_run_config
+from runconfig.schema import PrivacySettings
+from strategies.maths.averaging import lora_rank, truncate_rank
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILE = "privacy_ledger.json"
+SECAGG_KEYS = "secagg-keys"  # FitIns config: the adapter's key order (Parameters has none)
+
+
+def gaussian_sigma(privacy: PrivacySettings) -> float:
+    """Noise standard deviation of the Gaussian mechanism for one clipped update."""
+    sensitivity = 2.0 * privacy.dp_clip_norm
+    return sensitivity * math.sqrt(2.0 * math.log(1.25 / privacy.dp_delta)) / privacy.dp_epsilon
+
+
+def record_spend(
+    state_dir: Path, server_round: int, privacy: PrivacySettings
+) -> tuple[float, float]:
+    """Add this round's (ε, δ) to the client's ledger; returns the totals spent so far.
+
+    Keyed by round, so a round that is re-run (a resumed server) is not counted twice.
+    """
+    path = state_dir / LEDGER_FILE
+    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    ledger[str(server_round)] = [privacy.dp_epsilon, privacy.dp_delta]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ledger, sort_keys=True))
+    tmp.replace(path)
+    return sum(e for e, _ in ledger.values()), sum(d for _, d in ledger.values())
+
+
+def privatise(sent: dict[str, np.ndarray], reply: dict[str, np.ndarray], privacy: PrivacySettings):
+    """Clip ``reply - sent`` to ``dp-clip-norm`` and add Gaussian noise; returns the new reply
+    and the update's norm before clipping."""
+    keys = list(reply)
+    if reply and lora_rank(reply) != lora_rank(sent):  # HetLoRA: compare the first r_k ranks
+        sent = truncate_rank(sent, lora_rank(reply))
+    params = [np.array(reply[k], dtype=np.float32) for k in keys]
+    base = [np.asarray(sent[k], dtype=np.float32) for k in keys]
+    norm = math.sqrt(sum(float(np.sum((p - b) ** 2)) for p, b in zip(params, base, strict=True)))
+    compute_clip_model_update(params, base, privacy.dp_clip_norm)
+    # Fresh OS entropy on every call: noise from a seeded generator could be replayed and
+    # subtracted by anyone who knows the seed.
+    rng = np.random.default_rng()
+    sigma = gaussian_sigma(privacy)
+    noisy = {
+        k: p + rng.normal(0.0, sigma, p.shape).astype(np.float32)
+        for k, p in zip(keys, params, strict=True)
+    }
+    return noisy, norm
+
+
+def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
+    """Clip and noise the shared update of a train reply when ``privacy.dp-clip-norm`` > 0."""
+    cfg = parse_run_config(ctxt.run_config)
+    reply = call_next(msg, ctxt)
+    if not cfg.privacy.local_dp or reply.has_error():
+        return reply
+    sent = {k: a.numpy() for k, a in msg.content["arrays"].items()}
+    arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+    if not arrays:  # nothing leaves this client (local-only): nothing to protect
+        return reply
+    noisy, norm = privatise(sent, arrays, cfg.privacy)
+    metrics = reply.content["metrics"]
+    server_round = int(msg.content["config"]["server-round"])
+    state_dir = client_identity(dict(ctxt.node_config), cfg).state_dir
+    eps_total, delta_total = record_spend(state_dir, server_round, cfg.privacy)
+    metrics.update(
+        {
+            "dp-epsilon": cfg.privacy.dp_epsilon,
+            "dp-delta": cfg.privacy.dp_delta,
+            "dp-epsilon-spent": eps_total,
+            "dp-delta-spent": delta_total,
+            "dp-noise-std": gaussian_sigma(cfg.privacy),
+            "dp-update-norm": norm,
+            "dp-clipped": float(norm > cfg.privacy.dp_clip_norm),
+        }
+    )
+    reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in noisy.items()})
+    log.info(
+        "[client %s] local DP: update norm %.4g clipped to %.4g, noise std %.4g; "
+        "(ε, δ) = (%.3g, %.1e) this round, (%.3g, %.1e) spent",
+        metrics["client-id"],
+        norm,
+        cfg.privacy.dp_clip_norm,
+        gaussian_sigma(cfg.privacy),
+        cfg.privacy.dp_epsilon,
+        cfg.privacy.dp_delta,
+        eps_total,
+        delta_total,
+    )
+    return reply
+
+
+def _legacy_bridge(call_next):
+    """Inside ``secaggplus_mod``: FitIns -> our train message; our reply -> FitRes of the update."""
+
+    def bridged(msg: Message, ctxt: Context) -> Message:
+        fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        config = dict(fitins.config)
+        keys = str(config.pop(SECAGG_KEYS)).split(",")
+        sent = dict(zip(keys, parameters_to_ndarrays(fitins.parameters), strict=True))
+        secagg_config = msg.content.config_records[RECORD_KEY_CONFIGS]
+        msg.content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in sent.items()}),
+                "config": ConfigRecord(config),
+                RECORD_KEY_CONFIGS: secagg_config,
+            }
+        )
+        reply = call_next(msg, ctxt)
+        if reply.has_error():
+            return reply
+        arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+        if list(arrays) != keys:
+            raise ValueError("secure aggregation: the reply's adapter keys differ from those sent")
+        # float64: SecAgg+ shifts each weighted coordinate (~1e-6) by its clipping range before
+        # quantising, which in float32 would round away ~1% of it.
+        update = [arrays[k].astype(np.float64) - sent[k].astype(np.float64) for k in keys]
+        if not all(np.isfinite(u).all() for u in update):
+            # The server cannot screen a masked upload, so an honest client checks its own.
+            raise ValueError("secure aggregation: refusing to upload a non-finite update")
+        metrics = dict(reply.content["metrics"])
+        fitres = FitRes(
+            Status(Code.OK, "ok"),
+            ndarrays_to_parameters(update),
+            int(metrics["num-examples"]),
+            metrics,
+        )
+        reply.content = compat.fitres_to_recorddict(fitres, keep_input=False)
+        return reply
+
+    return bridged
+
+
+def secagg_mod(msg: Message, ctxt: Context, call_next) -> Message:
+    """Flower's ``secaggplus_mod`` for SecAgg+ rounds; other train messages pass through."""
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, ctxt)
+    return secaggplus_mod(msg, ctxt, _legacy_bridge(call_next))

@@ -1,0 +1,75 @@
+"""Privacy options end to end in Flower's simulation engine (3 clients, tiny model, 2 rounds):
+SecAgg+ with and without client-side DP, and the refusal of SecAgg+ where a strategy needs
+individual updates."""
+
+from __future__ import annotations
+
+import pytest
+
+from runconfig.fields import ConfigError
+from server.run_dir import read_metrics
+from simulations.engine import simulate
+
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "model.source": "tiny",
+    "num-server-rounds": 2,
+    "train.max-train-examples": 8,
+    "train.eval-examples": 2,
+    "train.max-seq-length": 128,
+    "train.sigma-steps": 1,
+    "train.shared-steps": 2,
+    "train.batch-size": 2,
+    "eval.every": 0,
+    "strategy.min-train-nodes": 3,
+}
+
+
+def _run(tmp_path, data_root, name, **overrides):
+    simulate(
+        BASE
+        | {"output-dir": str(tmp_path), "run-name": name, "data.root": str(data_root)}
+        | overrides,
+        num_supernodes=3,
+    )
+    return read_metrics(tmp_path / name)
+
+
+def test_secure_aggregation_with_local_dp_trains_and_reports_the_spend(tmp_path, data_root):
+    rounds = _run(
+        tmp_path,
+        data_root,
+        "secagg-dp",
+        **{
+            "privacy.secure-aggregation": True,
+            "privacy.dp-clip-norm": 0.05,
+            "privacy.dp-epsilon": 0.5,
+            "strategy.name": "fedprox",
+        },
+    )
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert not any(r.get("failed") or r["rejected"] for r in rounds)
+    for record in rounds:
+        assert sorted(e["client-id"] for e in record["train"]) == [0, 1, 2]
+        spent = {e["dp-epsilon-spent"] for e in record["train"]}
+        assert spent == {0.5 * record["round"]}  # basic composition over the rounds taken part
+        assert all(e["dp-noise-std"] > 0 for e in record["train"])
+    # Every client started round 2 from the same securely aggregated adapter.
+    assert len({e["shared-in-fingerprint"] for e in rounds[1]["train"]}) == 1
+    assert (
+        rounds[1]["train"][0]["shared-in-fingerprint"]
+        != rounds[0]["train"][0]["shared-in-fingerprint"]
+    )
+
+
+def test_secure_aggregation_is_refused_for_similarity_weighted(tmp_path, data_root):
+    with pytest.raises(Exception) as err:
+        _run(
+            tmp_path,
+            data_root,
+            "refused",
+            **{"privacy.secure-aggregation": True, "strategy.name": "similarity-weighted"},
+        )
+    text = f"{err.value!r} {err.value.__cause__!r}"
+    assert isinstance(err.value, ConfigError) or "secure-aggregation" in text
