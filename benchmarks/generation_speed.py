@@ -26,7 +26,7 @@ from runconfig.schema import ModelSettings
 def measure(quantization: str, batch_sizes: list[int], batches: int, max_new: int) -> list[dict]:
     """One row per batch size for the bundled model in ``quantization``."""
     settings = ModelSettings(source="bundled", quantization=quantization)
-    model, tokenizer = load_base_model(settings), load_tokenizer(settings)
+    model, tokenizer = load_base_model(settings, inference_only=True), load_tokenizer(settings)
     problems = load_task("generation", "valid")
     rows = []
     for batch_size in batch_sizes:

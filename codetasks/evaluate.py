@@ -243,7 +243,7 @@ def load_model(choice: ModelChoice):
 
     from colora.base_model import load_base_model, load_tokenizer
 
-    model = load_base_model(choice.base)
+    model = load_base_model(choice.base, inference_only=True)
     if choice.adapter_dir is not None:
         model = PeftModel.from_pretrained(model, str(choice.adapter_dir))
     return model, load_tokenizer(choice.base)
