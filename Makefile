@@ -9,6 +9,8 @@ STAMP := $(VENV)/.setup-$(shell cat pyproject.toml scripts/setup.sh | cksum | cu
 DATA_ROOT ?= $(abspath $(CURDIR)/../shared/data)
 RUN_CONFIG ?=
 export FLWR_HOME := $(CURDIR)/.flwr
+# `flwr run . local` starts `flower-superlink` from PATH: use the venv's, activated or not.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test test-fast lint format clean-runs
 

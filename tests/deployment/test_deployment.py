@@ -1,4 +1,5 @@
-"""Deployment end to end: TLS, SuperNode authentication, private state, and a killed SuperNode.
+"""Deployment end to end: TLS, SuperNode authentication, private state, SecAgg+ with local DP,
+and a killed SuperNode.
 
 The SuperLink and each SuperNode run as separate processes on loopback, started with the
 ``deploy/`` scripts exactly as an operator would: certificates from ``gen_certs.sh``, keys from
@@ -21,6 +22,7 @@ import torch
 from safetensors import safe_open
 
 from client.personal_store import PERSONAL_FILE, load_personal
+from client.privacy import LEDGER_FILE
 from server.run_dir import read_metrics
 from tests.deployment.federation import LocalFederation, wait_for
 
@@ -36,6 +38,8 @@ TINY = [
     "train.shared-steps=2",
     "train.batch-size=2",
     "round-timeout=400.0",  # a safety net only: dead nodes are detected within 60 s
+    "eval.limit=2",  # generation metrics at the final round, kept short
+    "eval.max-new-tokens=32",
 ]
 RUN_TIMEOUT = 540
 
@@ -129,6 +133,28 @@ def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
     assert not list((fed.root / "server").rglob("clients"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model.source"] == "tiny" and config["train.sigma-steps"] == 1
+
+
+def test_secure_aggregation_with_local_dp_over_tls(fed):
+    overrides = [
+        "num-server-rounds=1",
+        "strategy.min-available-nodes=3",
+        "strategy.min-train-nodes=3",
+        "privacy.secure-aggregation=true",
+        "privacy.dp-clip-norm=0.05",
+        "privacy.dp-epsilon=0.5",
+    ]
+    fed.run(_run_overrides(fed, "secagg", *overrides), "secagg")
+    _finish(fed, "secagg")
+    (record,) = read_metrics(fed.root / "server" / "secagg")
+    assert not record.get("failed") and not record["rejected"]
+    assert {e["client-id"] for e in record["train"]} == set(TASKS)
+    assert record["privacy"]["epsilon_round"] == 0.5
+    # The ledger of the (epsilon, delta) spent lives on each organisation's own disk.
+    for client_id in TASKS:
+        ledger = json.loads((fed.state_dir(client_id) / LEDGER_FILE).read_text())
+        assert ledger == {"1": [0.5, 1e-05]}
+    assert not list((fed.root / "server").rglob(LEDGER_FILE))
 
 
 def _kill_node_3_during_round_1(fed: LocalFederation, offset: int) -> None:
