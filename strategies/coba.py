@@ -20,8 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_record
@@ -64,7 +63,7 @@ def task_counts(reply: Message) -> dict[str, int]:
     }
 
 
-class Coba(flwr_strategy.FedAvg):
+class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
     """FedAvg with client weights from CoBa task weights and examples per task."""
 
     name = "coba"
@@ -76,22 +75,9 @@ class Coba(flwr_strategy.FedAvg):
     def __init__(self, config: CobaConfig, **common) -> None:
         super().__init__(**common)
         self.config = config
-        self.rank: int | None = None
         self.history: dict[str, list[float]] = {}  # task -> validation loss per evaluate round
         self.rounds_seen = 0
         self.last_log: dict = {}
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.rank = messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def task_weights(self, tasks: Iterable[str]) -> dict[str, float]:
         """omega per task, normalised over ``tasks``; a task without a complete history gets

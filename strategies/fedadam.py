@@ -4,8 +4,8 @@ The server averages the clients' factors (FedAvg weights, zero-padding heterogen
 treats Delta = mean - x as a negative pseudo-gradient and takes one Adam step on the global
 adapter. The step is ``strategies.maths.server_opt.fedadam_step`` (Algorithm 2 of the paper, no
 bias correction, v starts at tau^2), not Flower's own, whose v starts at 0. The moments m and v
-are strategy state, so they survive a server restart. ``FedOptConfig`` and :func:`server_step`
-are shared with ``fedyogi``.
+are strategy state, so they survive a server restart. ``fedyogi`` subclasses this strategy
+and swaps in its own step.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_record
@@ -86,7 +85,7 @@ def opt_from_arrays(arrays: Mapping[str, np.ndarray]) -> OptimizerState | None:
     return OptimizerState.from_arrays(mine) if mine else None
 
 
-class FedAdam(flwr_strategy.FedAdam):
+class FedAdam(messages.AnnouncesRanks, flwr_strategy.FedAdam):
     """FedAvg of the replies, then a server Adam step with persistent moments."""
 
     name = "fedadam"
@@ -97,25 +96,14 @@ class FedAdam(flwr_strategy.FedAdam):
     def __init__(self, config: FedOptConfig, **common) -> None:
         super().__init__(**config.flower_kwargs(), **common)
         self.config = config
-        self.rank: int | None = None
         self.opt_state: OptimizerState | None = None
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.rank = messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_evaluate(server_round, arrays, config, grid)
+    server_update = staticmethod(fedadam_step)  # FedYogi swaps in its own
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return server_step(self, replies, fedadam_step), None
+        return server_step(self, replies, self.server_update), None
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return opt_arrays(self.opt_state)

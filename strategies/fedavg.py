@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option
@@ -28,7 +27,7 @@ class FedAvgConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedAvg(flwr_strategy.FedAvg):
+class FedAvg(messages.AnnouncesRanks, flwr_strategy.FedAvg):
     """Example-weighted averaging of the shared adapter; replies are pre-screened."""
 
     name = "fedavg"
@@ -41,19 +40,6 @@ class FedAvg(flwr_strategy.FedAvg):
     def __init__(self, config: FedAvgConfig, **common) -> None:
         super().__init__(**common)
         self.config = config
-        self.rank: int | None = None  # the full rank, known once arrays have been sent
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.rank = messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

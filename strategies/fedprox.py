@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option, require
@@ -29,7 +28,7 @@ class FedProxConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedProx(flwr_strategy.FedProx):
+class FedProx(messages.AnnouncesRanks, flwr_strategy.FedProx):
     """FedAvg server step; the proximal term is applied in each client's loss."""
 
     name = "fedprox"
@@ -42,19 +41,6 @@ class FedProx(flwr_strategy.FedProx):
     def __init__(self, config: FedProxConfig, **common) -> None:
         super().__init__(proximal_mu=config.proximal_mu, **common)
         self.config = config
-        self.rank: int | None = None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.rank = messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -57,6 +57,27 @@ def announce_ranks(ranks: str, arrays: ArrayRecord, config: ConfigRecord) -> int
     return record_rank(arrays)
 
 
+class AnnouncesRanks:
+    """Mixed in before a Flower strategy class: ``configure_train``/``configure_evaluate`` put
+    ``strategy.client-ranks`` into the config (HetLoRA) and remember the full rank that
+    replies are zero-padded to (``self.rank``; None when every client trains the full rank).
+    The strategy's config dataclass has a ``client_ranks`` field."""
+
+    rank: int | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid
+    ) -> Iterable[Message]:
+        self.rank = announce_ranks(self.config.client_ranks, arrays, config)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid
+    ) -> Iterable[Message]:
+        announce_ranks(self.config.client_ranks, arrays, config)
+        return super().configure_evaluate(server_round, arrays, config, grid)
+
+
 def client_id(reply: Message) -> int:
     return int(reply.content["metrics"][keys.CLIENT_ID])
 

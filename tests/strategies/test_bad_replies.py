@@ -1,6 +1,6 @@
 """A bad reply (missing key, wrong shape or dtype, NaN or Inf, an oversized payload, a crashed
-client) is dropped by screening with a reason, and the
-strategy's aggregate equals the aggregate of the good replies alone."""
+client) is dropped by screening with a reason, and the strategy's aggregate equals the
+aggregate of the good replies alone."""
 
 import numpy as np
 import pytest
