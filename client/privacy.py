@@ -8,7 +8,8 @@ two clipped updates differ by at most 2C, and local DP must hide the update itse
 one example's part of it. ``LocalDpMod`` itself is not used because it insists on a single
 ArrayRecord per message, and FLoRA/FedEx-LoRA messages carry the merged term beside the adapter.
 The per-round (ε, δ) and the total spent so far (basic composition over the rounds this client
-took part in, kept in a ledger in its state directory) are reported as metrics.
+took part in, kept in a ledger in its state directory) are reported as metrics; the raw update's
+norm is only logged locally, since reporting it would leak what the noise protects.
 
 **SecAgg+** (``secagg_mod``): Flower's ``secaggplus_mod`` masks the upload so the server only
 learns the weighted sum (Bell et al. 2020, https://arxiv.org/abs/2009.08294). It speaks the
@@ -109,8 +110,8 @@ def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
             "dp-epsilon-spent": eps_total,
             "dp-delta-spent": delta_total,
             "dp-noise-std": gaussian_sigma(cfg.privacy),
-            "dp-update-norm": norm,
-            "dp-clipped": float(norm > cfg.privacy.dp_clip_norm),
+            # Not the update's norm or whether it was clipped: both are functions of the raw
+            # update, outside the mechanism's guarantee. They stay in this client's log.
         }
     )
     reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in noisy.items()})

@@ -77,7 +77,6 @@ def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "delta_round": max(e["dp-delta"] for e in spends),
             "epsilon_spent_max": max(e["dp-epsilon-spent"] for e in spends),
             "delta_spent_max": max(e["dp-delta-spent"] for e in spends),
-            "clients_clipped": int(sum(e["dp-clipped"] for e in spends)),
         }
     }
 

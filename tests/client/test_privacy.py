@@ -74,8 +74,8 @@ def test_mod_privatises_the_reply_and_reports_the_spend(tmp_path):
     reply, cfg = _round(tmp_path, **{"dp-clip-norm": 1.0, "dp-epsilon": 0.5})
     metrics = reply.content["metrics"]
     assert metrics["dp-epsilon"] == 0.5 and metrics["dp-epsilon-spent"] == 0.5
-    assert metrics["dp-update-norm"] == pytest.approx(0.5 * math.sqrt(128), rel=1e-5)
-    assert metrics["dp-clipped"] == 1.0
+    # The raw update's norm is a function of private data outside the mechanism: never sent.
+    assert not any("norm" in k or "clipped" in k for k in metrics)
     assert not np.allclose(to_numpy(reply.content["arrays"])[KEY], 0.5)
     ledger = cfg.run_dir() / "clients" / "client-0" / LEDGER_FILE
     assert ledger.is_file(), "the ledger lives in the client's own state directory"
