@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.common.config import get_fused_config_from_dir
 from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
@@ -47,10 +48,15 @@ def simulate(
     gpus_per_client: float = 0.0,
     ray_init_args: Mapping[str, Any] | None = None,
     app_dir: Path = APP_DIR,
+    client_app: ClientApp | None = None,
 ) -> None:
-    """Run one federation; raises if the ServerApp fails (unknown keys fail first)."""
-    from client.client_app import app as client_app
+    """Run one federation; raises if the ServerApp fails (unknown keys fail first).
+
+    ``client_app`` replaces fedcolora's ClientApp (fault-injection tests wrap it)."""
     from server.server_app import app as server_app
+
+    if client_app is None:
+        from client.client_app import app as client_app
 
     run = _new_run(overrides)
     run_config = get_fused_config_from_dir(app_dir, dict(overrides))
