@@ -1,0 +1,14 @@
+"""End-to-end runs through Flower's simulation engine on the tiny model."""
+
+# The smallest run that still trains every phase: 3 clients, 2 rounds, 1 Sigma + 2 shared steps.
+TINY_RUN = {
+    "model.source": "tiny",
+    "num-server-rounds": 2,
+    "train.max-train-examples": 8,
+    "train.eval-examples": 2,
+    "train.max-seq-length": 128,
+    "train.sigma-steps": 1,
+    "train.shared-steps": 2,
+    "train.batch-size": 2,
+    "eval.every": 0,  # generation metrics have their own e2e test
+}

@@ -13,7 +13,7 @@ import pytest
 
 from server.run_dir import read_metrics
 from simulations.engine import simulate
-from tests.e2e import faulty_client_app
+from tests.e2e import TINY_RUN, faulty_client_app
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +21,10 @@ pytestmark = pytest.mark.slow
 def _run(tmp_path, data_root, name, min_train_nodes):
     simulate(
         {
-            "model.source": "tiny",
+            **TINY_RUN,
             "output-dir": str(tmp_path),
             "run-name": name,
-            "num-server-rounds": 2,
             "data.root": str(data_root),
-            "train.max-train-examples": 8,
-            "train.eval-examples": 2,
-            "train.max-seq-length": 128,
-            "train.sigma-steps": 1,
-            "train.shared-steps": 2,
-            "train.batch-size": 2,
-            "eval.every": 0,
             "strategy.min-train-nodes": min_train_nodes,
         },
         num_supernodes=3,

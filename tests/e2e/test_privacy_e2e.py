@@ -9,21 +9,11 @@ import pytest
 from runconfig.fields import ConfigError
 from server.run_dir import read_metrics
 from simulations.engine import simulate
+from tests.e2e import TINY_RUN
 
 pytestmark = pytest.mark.slow
 
-BASE = {
-    "model.source": "tiny",
-    "num-server-rounds": 2,
-    "train.max-train-examples": 8,
-    "train.eval-examples": 2,
-    "train.max-seq-length": 128,
-    "train.sigma-steps": 1,
-    "train.shared-steps": 2,
-    "train.batch-size": 2,
-    "eval.every": 0,
-    "strategy.min-train-nodes": 3,
-}
+BASE = {**TINY_RUN, "strategy.min-train-nodes": 3}
 
 
 def _run(tmp_path, data_root, name, **overrides):

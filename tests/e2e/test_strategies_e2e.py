@@ -9,6 +9,7 @@ import pytest
 from server.run_dir import read_metrics
 from simulations.engine import simulate
 from strategies.registry import STRATEGIES
+from tests.e2e import TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -66,17 +67,9 @@ CHECKS = {
 def test_strategy_runs_two_rounds_end_to_end(name, tmp_path, data_root):
     simulate(
         {
-            "model.source": "tiny",
+            **TINY_RUN,
             "output-dir": str(tmp_path),
             "run-name": name,
-            "num-server-rounds": 2,
-            "train.max-train-examples": 8,
-            "train.eval-examples": 2,
-            "train.max-seq-length": 128,
-            "train.sigma-steps": 1,
-            "train.shared-steps": 2,
-            "train.batch-size": 2,
-            "eval.every": 0,  # generation metrics have their own e2e test
             "data.root": str(data_root),
             "strategy.name": name,
             **VARIANTS.get(name, {}),
