@@ -97,8 +97,8 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             sent, replies = _exchange(grid, train_messages, timeout)
             accepted, rejected = screen_replies(sent, replies)
         # Floating-point sums depend on their order and replies arrive in any order; Adam then
-        # amplifies last-bit differences. Aggregating in client-id order makes a re-run round
-        # (after a resume) reproduce the uninterrupted run exactly.
+        # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
+        # (after a resume) bit-identical to the uninterrupted run.
         accepted = sorted(accepted, key=_client_order)
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:

@@ -31,8 +31,10 @@ def test_update_is_clipped_and_noised_with_that_sigma():
     noisy, norm = privatise(sent, {KEY: update}, privacy)
     assert norm == pytest.approx(30.0)
     noise = noisy[KEY] - np.where(update > 0, 1.0, 0.0)
-    assert noise.std() == pytest.approx(gaussian_sigma(privacy), rel=0.01)
-    assert abs(noise.mean()) < 0.01
+    sigma = gaussian_sigma(privacy)
+    # Fresh entropy every run, so the bounds are wide: 6 and 5 standard errors (p < 1e-6).
+    assert noise.std() == pytest.approx(sigma, rel=6 / math.sqrt(2 * noise.size))
+    assert abs(noise.mean()) < 5 * sigma / math.sqrt(noise.size)
     again, _ = privatise(sent, {KEY: update}, privacy)
     assert not np.array_equal(again[KEY], noisy[KEY])  # fresh entropy, never replayable
 
