@@ -2,7 +2,7 @@
 
 **Local DP** (``local_dp_mod``) follows the Gaussian mechanism of Dwork & Roth 2014 (Thm A.1) as
 Flower's ``LocalDpMod`` applies it: the shared update (reply minus the adapter that was sent) is
-clipped to L2 norm C with Flower's ``compute_clip_model_update`` and Gaussian noise of standard
+clipped to L2 norm C with Flower's ``clip_inputs_inplace`` and Gaussian noise of standard
 deviation σ = Δ·sqrt(2 ln(1.25/δ))/ε is added before the reply leaves the client. Δ = 2C: any
 two clipped updates differ by at most 2C, and local DP must hide the update itself, not just
 one example's part of it. ``LocalDpMod`` itself is not used because it insists on a single
@@ -31,7 +31,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
-from flwr.supercore.differential_privacy import compute_clip_model_update
+from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 
 from client.data import client_identity
 from runconfig import parse_run_config
@@ -67,23 +67,25 @@ def record_spend(
     return sum(e for e, _ in ledger.values()), sum(d for _, d in ledger.values())
 
 
-def privatise(sent: dict[str, np.ndarray], reply: dict[str, np.ndarray], privacy: PrivacySettings):
+def privatise(
+    sent: dict[str, np.ndarray], reply: dict[str, np.ndarray], privacy: PrivacySettings
+) -> tuple[dict[str, np.ndarray], float]:
     """Clip ``reply - sent`` to ``dp-clip-norm`` and add Gaussian noise; returns the new reply
     and the update's norm before clipping."""
     keys = list(reply)
     if reply and lora_rank(reply) != lora_rank(sent):  # HetLoRA: compare the first r_k ranks
         sent = truncate_rank(sent, lora_rank(reply))
-    params = [np.array(reply[k], dtype=np.float32) for k in keys]
     base = [np.asarray(sent[k], dtype=np.float32) for k in keys]
-    norm = math.sqrt(sum(float(np.sum((p - b) ** 2)) for p, b in zip(params, base, strict=True)))
-    compute_clip_model_update(params, base, privacy.dp_clip_norm)
+    update = [np.asarray(reply[k], dtype=np.float32) - b for k, b in zip(keys, base, strict=True)]
+    norm = get_norm(update)
+    clip_inputs_inplace(update, privacy.dp_clip_norm)
     # Fresh OS entropy on every call: noise from a seeded generator could be replayed and
     # subtracted by anyone who knows the seed.
     rng = np.random.default_rng()
     sigma = gaussian_sigma(privacy)
     noisy = {
-        k: p + rng.normal(0.0, sigma, p.shape).astype(np.float32)
-        for k, p in zip(keys, params, strict=True)
+        k: b + u + rng.normal(0.0, sigma, u.shape).astype(np.float32)
+        for k, b, u in zip(keys, base, update, strict=True)
     }
     return noisy, norm
 
@@ -99,6 +101,7 @@ def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
     if not arrays:  # nothing leaves this client (local-only): nothing to protect
         return reply
     noisy, norm = privatise(sent, arrays, cfg.privacy)
+    sigma = gaussian_sigma(cfg.privacy)
     metrics = reply.content["metrics"]
     server_round = int(msg.content["config"]["server-round"])
     state_dir = client_identity(dict(ctxt.node_config), cfg).state_dir
@@ -109,7 +112,7 @@ def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
             "dp-delta": cfg.privacy.dp_delta,
             "dp-epsilon-spent": eps_total,
             "dp-delta-spent": delta_total,
-            "dp-noise-std": gaussian_sigma(cfg.privacy),
+            "dp-noise-std": sigma,
             # Not the update's norm or whether it was clipped: both are functions of the raw
             # update, outside the mechanism's guarantee. They stay in this client's log.
         }
@@ -121,7 +124,7 @@ def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
         metrics["client-id"],
         norm,
         cfg.privacy.dp_clip_norm,
-        gaussian_sigma(cfg.privacy),
+        sigma,
         cfg.privacy.dp_epsilon,
         cfg.privacy.dp_delta,
         eps_total,

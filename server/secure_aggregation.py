@@ -108,8 +108,9 @@ def secure_round(
     if not sent:
         return sent, [], []
     relay = _Relay(grid, sent)
-    keys = list(sent[0].content["arrays"])
+    # Every node was sent the same adapter: only strategies that broadcast one run here.
     global_ = {k: a.numpy() for k, a in sent[0].content["arrays"].items()}
+    keys = list(global_)
     state = RecordDict(
         {
             MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: server_round}),

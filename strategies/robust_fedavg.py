@@ -101,7 +101,7 @@ class RobustFedAvg(flwr_strategy.FedAvg):
             raise RuntimeError("robust-fedavg: aggregate_train before configure_train")
         states = messages.states(replies)
         keys = sorted(set(self._global).intersection(*states))
-        deltas = _update_matrix(states, self._global, keys)
+        deltas, global_flat = _update_matrix(states, self._global, keys)
         aggregate, bound, clipped = robust_aggregate(
             deltas,
             self.config.robust_rule,
@@ -109,7 +109,7 @@ class RobustFedAvg(flwr_strategy.FedAvg):
             self.config.clip_norm,
             in_place=True,
         )
-        aggregate += flatten_state(self._global, keys)
+        aggregate += global_flat
         new = dict(self._global)  # keys some reply lacked keep the global value
         new.update(unflatten_state(aggregate, self._global, keys))
         self._log = (
@@ -138,8 +138,9 @@ def _float_copy(array: np.ndarray) -> np.ndarray:
 
 def _update_matrix(
     states: Sequence[dict[str, np.ndarray]], sent: dict[str, np.ndarray], keys: list[str]
-) -> np.ndarray:
-    """K x D matrix of reply - sent over ``keys``, filled row by row (no K x D temporaries)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K x D matrix of reply - sent over ``keys``, filled row by row with no K x D
+    temporaries; ``sent`` flattened over ``keys``)."""
     for key in keys:
         for index, state in enumerate(states):
             if state[key].shape != sent[key].shape:
@@ -154,4 +155,4 @@ def _update_matrix(
     for row, state in enumerate(states):
         deltas[row] = flatten_state(state, keys)
         deltas[row] -= sent_flat
-    return deltas
+    return deltas, sent_flat

@@ -99,8 +99,8 @@ def clip_updates(
     out = deltas if in_place else deltas.copy()
     clipped = 0
     for k, norm in enumerate(norms):
-        if norm > bound:
-            out[k] = clip_by_norm(out[k], bound) if bound > 0 else 0
+        if norm > bound:  # the norm is known: scale directly rather than via clip_by_norm
+            out[k] = out[k] * (bound / norm) if bound > 0 else 0
             clipped += 1
     return out, bound, clipped
 
