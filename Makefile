@@ -7,8 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-$(shell cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)
 DATA_ROOT ?= $(abspath $(CURDIR)/../shared/data)
+OUTPUT_DIR ?= $(CURDIR)/runs
 RUN_CONFIG ?=
-export FLWR_HOME := $(CURDIR)/.flwr
+FLWR_HOME ?= $(CURDIR)/.flwr
+export FLWR_HOME
+# Flower's managed local SuperLink would otherwise `uv sync` the app's dependencies into
+# $(FLWR_HOME)/runtime-envs for every run: the CUDA build of torch and ~15 nvidia-* wheels
+# (5.5 GB) on a CPU-only machine. .venv already holds them. The SuperLink inherits this from
+# `flwr run`; scripts/local_superlink.py stops one that was started without it.
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 # `flwr run . local` starts `flower-superlink` from PATH: use the venv's, activated or not.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -20,9 +27,14 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-run: $(STAMP)
+# Written once: deploy/ adds its own connections to the same file.
+$(FLWR_HOME)/config.toml:
+	mkdir -p $(@D) && cp scripts/flwr-local.toml $@
+
+run: $(STAMP) $(FLWR_HOME)/config.toml
+	$(BIN)/python scripts/local_superlink.py replace
 	$(BIN)/flwr run . local --stream --run-config \
-	  "output-dir='$(CURDIR)/runs' data.root='$(DATA_ROOT)' $(RUN_CONFIG)"
+	  "output-dir='$(OUTPUT_DIR)' data.root='$(DATA_ROOT)' $(RUN_CONFIG)"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

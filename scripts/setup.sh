@@ -5,11 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 
-# METEOR needs WordNet, which nltk cannot download offline; Debian ships it. Optional: without
-# it, summarization reports leave METEOR out.
-if [ ! -d /usr/share/wordnet ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get update -qq && apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null) \
-    || echo "note: WordNet not installed; METEOR will be skipped"
+# System packages from Debian, where apt is available and we are root. Each is optional for a
+# user (the feature that needs it says so when it is missing); CI installs them all.
+#   wordnet-base, wordnet-sense-index: METEOR needs WordNet, which nltk cannot download offline;
+#   chromium: the browser test of the HTML experiment report.
+apt_packages=()
+[ -d /usr/share/wordnet ] || apt_packages+=(wordnet-base wordnet-sense-index)
+command -v chromium >/dev/null || apt_packages+=(chromium)
+if [ "${#apt_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    "${apt_packages[@]}" >/dev/null) || echo "note: could not install ${apt_packages[*]}"
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -22,15 +27,6 @@ fi
 
 # Flower's local SuperLink for `flwr run . local`: 3 simulated SuperNodes, 1 CPU each.
 mkdir -p .flwr
-cat > .flwr/config.toml <<'TOML'
-[superlink]
-default = "local"
-
-[superlink.local]
-address = ":local:"
-options.num-supernodes = 3
-options.backend.client-resources.num-cpus = 1
-options.backend.client-resources.num-gpus = 0.0
-TOML
+cp scripts/flwr-local.toml .flwr/config.toml
 
 .venv/bin/python -m colora.prepare

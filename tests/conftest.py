@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,19 @@ def pyproject_defaults() -> dict:
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     return flatten_dict(project["tool"]["flwr"]["app"]["config"])
+
+
+def require_tool(available: bool, missing: str) -> None:
+    """Skip a test whose optional system package is missing, except under CI (``CI=true``).
+
+    ``scripts/setup.sh`` installs every such package where apt is available, so in CI a
+    missing one is a broken setup, and a skip would hide it: there it fails.
+    """
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{missing} (scripts/setup.sh installs it; CI must have it)")
+    pytest.skip(missing)
 
 
 @pytest.fixture(scope="session")

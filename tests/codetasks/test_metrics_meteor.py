@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
+
 # The package exports the function `meteor`, which hides the submodule of the same name.
 meteor_module = importlib.import_module("codetasks.metrics.meteor")
 
@@ -19,8 +21,10 @@ def wordnet_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     The loaded reader stays cached for later tests (loading WordNet takes seconds); the
     temporary directory lives until the session ends.
     """
-    if not meteor_module.meteor_available():
-        pytest.skip("no WordNet: apt-get install wordnet-base wordnet-sense-index")
+    require_tool(
+        meteor_module.meteor_available(),
+        "no WordNet: apt-get install wordnet-base wordnet-sense-index",
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         meteor_module._wordnet.cache_clear()

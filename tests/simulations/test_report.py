@@ -10,6 +10,7 @@ import pytest
 
 from simulations.report import write_report
 from simulations.results import load_runs, mean_std, series
+from tests.conftest import require_tool
 from tests.simulations.fake_experiment import CHROMIUM, EXPECTED
 
 
@@ -103,8 +104,7 @@ def test_report_backfills_tensorboard_once(fake_experiment):
 
 @pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(fake_experiment, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    require_tool(CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install -y chromium")
     from PIL import Image
 
     index = write_report(fake_experiment)

@@ -12,6 +12,7 @@ from server.run_dir import read_metrics
 from simulations.__main__ import main
 from simulations.experiment import APP_DIR, load_experiment
 from simulations.runner import DONE, RESUME, plan
+from tests.conftest import require_tool
 from tests.simulations.fake_experiment import CHROMIUM
 from tests.simulations.test_report import take_screenshot
 
@@ -75,6 +76,5 @@ def test_report_of_the_real_runs_renders(experiment_dir, tmp_path):
     md = (out / "report.md").read_text()
     assert "| fedavg | 1 |" in md and "| colora | 1 |" in md
     assert (out / "curve-eval-loss.png").stat().st_size > 2000
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
+    require_tool(CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install -y chromium")
     take_screenshot(out / "index.html", out / "screenshot.png", tmp_path / "profile")
