@@ -11,6 +11,7 @@ import logging
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.compression import codec_mod
 from client.privacy import local_dp_mod, secagg_mod
 from client.rounds import RoundPlan, evaluate_round, train_round
 from client.runtime import client_data, model_runtime
@@ -42,8 +43,9 @@ def _setup(msg: Message, context: Context):
     return cfg, runtime, data, to_torch(arrays), RoundPlan.from_config(config, to_torch(merge))
 
 
-# SecAgg+ outermost: it masks whatever the local-DP mod inside it has clipped and noised.
-@app.train(mods=[secagg_mod, local_dp_mod])
+# The codec outermost: everything inside sees float32 (comm.*; SecAgg+ runs lossless only).
+# SecAgg+ next: it masks whatever the local-DP mod inside it has clipped and noised.
+@app.train(mods=[codec_mod, secagg_mod, local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     cfg, runtime, data, shared, plan = _setup(msg, context)
     new_shared, metrics = train_round(cfg, runtime, data, shared, plan)
@@ -51,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.evaluate()
+@app.evaluate(mods=[codec_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     cfg, runtime, data, shared, plan = _setup(msg, context)
     metrics = evaluate_round(cfg, runtime, data, shared, plan)

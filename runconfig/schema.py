@@ -22,6 +22,7 @@ PERSONAL_MODES = ("sigma", "none")
 SCHEDULES = ("alternating", "joint")
 PARTITIONS = ("by-task", "dirichlet", "iid")
 QUANTIZATIONS = ("nf4", "none")
+CODECS = ("fp32", "bf16", "int8")  # colora.codec
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,32 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class CommSettings:
+    uplink: str = option(
+        "fp32",
+        "Codec of each client's upload: 'fp32', 'bf16' or 'int8' (blockwise scales); lossy "
+        "codecs send the update (trained - received), not the weights.",
+    )
+    downlink: str = option("fp32", "Codec of the adapter the server sends: 'fp32', 'bf16', 'int8'.")
+    block_size: int = option(64, "int8: values per scale (rows of the flattened tensor).")
+
+    def __post_init__(self) -> None:
+        one_of("comm", "uplink", self.uplink, CODECS)
+        one_of("comm", "downlink", self.downlink, CODECS)
+        require(
+            1 <= self.block_size <= 1 << 20,
+            "comm",
+            "block_size",
+            self.block_size,
+            "must be in [1, 1048576]",
+        )
+
+    @property
+    def lossless(self) -> bool:
+        return self.uplink == self.downlink == "fp32"
+
+
+@dataclass(frozen=True)
 class StrategySettings:
     name: str = option("fedavg", "Aggregation strategy; see strategies.registry for names.")
     fraction_train: float = option(1.0, "Fraction of connected nodes sampled per round.")
@@ -274,6 +301,7 @@ _SECTIONS: dict[str, type] = {
     "data": DataSettings,
     "eval": EvalScheduleSettings,
     "privacy": PrivacySettings,
+    "comm": CommSettings,
 }
 _STRATEGY_COMMON = {f.name.replace("_", "-") for f in dataclasses.fields(StrategySettings)} - {
     "params"
@@ -291,6 +319,7 @@ class RunConfig:
     data: DataSettings
     eval: EvalScheduleSettings
     privacy: PrivacySettings
+    comm: CommSettings
     strategy: StrategySettings
 
     def to_flat(self) -> dict[str, Any]:

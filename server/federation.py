@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from colora.wire import payload_bytes, to_numpy, to_record
+from colora.wire import to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.reports import log_round, round_record
 from server.screening import screen_replies
 from server.secure_aggregation import secure_round
+from server.wire_exchange import exchange, message_bytes
 from simulations.tensorboard import write_round
 from strategies.protocol import CLIENT_ID
 from strategies.registry import build_strategy
@@ -40,19 +40,8 @@ class FederationResult:
     rounds_completed: int
 
 
-def _bytes(message: Message) -> int:
-    """Tensor bytes of every ArrayRecord in ``message`` (adapter and any merged term)."""
-    return sum(payload_bytes(record) for record in message.content.array_records.values())
-
-
 def _client_order(reply: Message) -> tuple[float, int]:
     return float(reply.content["metrics"].get(CLIENT_ID, -1)), reply.metadata.src_node_id
-
-
-def _exchange(grid: Grid, messages: Iterable[Message], timeout: float):
-    sent = list(messages)
-    replies = list(grid.send_and_receive(sent, timeout=timeout)) if sent else []
-    return sent, replies
 
 
 def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0) -> None:
@@ -93,9 +82,14 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             sent, accepted, rejected = secure_round(
                 grid, train_messages, server_round, cfg.privacy, timeout
             )
+            bytes_down = sum(message_bytes(m) for m in sent)
+            bytes_up = sum(message_bytes(m) for m in accepted)
         else:
-            sent, replies = _exchange(grid, train_messages, timeout)
-            accepted, rejected = screen_replies(sent, replies)
+            train = exchange(grid, train_messages, timeout, cfg.comm)
+            sent = train.sent
+            accepted, rejected = screen_replies(sent, train.replies)
+            rejected = [*train.rejected, *rejected]
+            bytes_down, bytes_up = train.bytes_down, train.uploaded(accepted)
         # Floating-point sums depend on their order and replies arrive in any order; Adam then
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
@@ -105,9 +99,13 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)
             continue
         arrays = new_arrays
-        eval_sent, eval_replies = _exchange(
-            grid, strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid), timeout
+        evaluation = exchange(
+            grid,
+            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+            timeout,
+            cfg.comm,
         )
+        eval_replies = evaluation.replies
         strategy.aggregate_evaluate(server_round, [r for r in eval_replies if not r.has_error()])
         record = round_record(
             server_round,
@@ -115,8 +113,8 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             train_replies=accepted,
             rejected=rejected,
             eval_replies=eval_replies,
-            bytes_down=sum(_bytes(m) for m in [*sent, *eval_sent]),
-            bytes_up=sum(_bytes(m) for m in accepted),
+            bytes_down=bytes_down + evaluation.bytes_down,
+            bytes_up=bytes_up,
             extra=strategy.round_log(server_round),
         )
         rundir.append_metrics(run_dir, record)

@@ -50,13 +50,13 @@ def _reason(sent: Message | None, reply: Message) -> str | None:
     )
 
 
-def screen_replies(
+def pair_replies(
     sent: Sequence[Message], replies: Sequence[Message]
-) -> tuple[list[Message], list[Rejection]]:
-    """Split ``replies`` into accepted messages and logged rejections."""
+) -> list[tuple[Message | None, Message, int]]:
+    """(the message each reply answers or None, the reply, the node id) for every reply."""
     by_id = {m.metadata.message_id: m for m in sent if m.metadata.message_id}
     by_node = {message.metadata.dst_node_id: message for message in sent}
-    accepted, rejected = [], []
+    pairs = []
     for reply in replies:
         # Error replies made by the SuperLink for a dead node carry the SuperLink as source;
         # the message they answer names the node.
@@ -64,6 +64,16 @@ def screen_replies(
         if sent_msg is None:
             sent_msg = by_node.get(reply.metadata.src_node_id)
         node_id = sent_msg.metadata.dst_node_id if sent_msg else reply.metadata.src_node_id
+        pairs.append((sent_msg, reply, node_id))
+    return pairs
+
+
+def screen_replies(
+    sent: Sequence[Message], replies: Sequence[Message]
+) -> tuple[list[Message], list[Rejection]]:
+    """Split ``replies`` into accepted messages and logged rejections."""
+    accepted, rejected = [], []
+    for sent_msg, reply, node_id in pair_replies(sent, replies):
         reason = _reason(sent_msg, reply)
         if reason is None:
             accepted.append(reply)

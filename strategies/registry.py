@@ -96,6 +96,25 @@ def _check_secure_aggregation(entry: StrategyEntry, config: Any) -> None:
         )
 
 
+def _check_comm(cfg: RunConfig, config: Any) -> None:
+    """Lossy codecs run on plain rounds of equally shaped updates."""
+    comm = cfg.comm
+    if cfg.privacy.secure_aggregation and not comm.lossless:
+        raise ConfigError(
+            f"comm.uplink = {comm.uplink!r} / comm.downlink = {comm.downlink!r} cannot be "
+            "combined with privacy.secure-aggregation = true: SecAgg+ already quantises the "
+            "update to its own field (2^30 levels) and its rounds run Flower's own workflow, "
+            "which sends the adapter as it is. Use 'fp32' in both directions."
+        )
+    ranks = getattr(config, "client_ranks", "")
+    if ranks and comm.uplink != "fp32":
+        raise ConfigError(
+            f"comm.uplink = {comm.uplink!r} cannot be combined with strategy.client-ranks = "
+            f"{ranks!r}: a lossy uplink sends the update against what was received, and "
+            "HetLoRA replies have fewer ranks than were sent."
+        )
+
+
 def build_strategy(cfg: RunConfig) -> FederatedStrategy:
     """The configured strategy, built with its own checked ``strategy.*`` keys."""
     settings = cfg.strategy
@@ -108,6 +127,7 @@ def build_strategy(cfg: RunConfig) -> FederatedStrategy:
     config = build_section(entry.config, "strategy", _own_params(entry, dict(settings.params)))
     if cfg.privacy.secure_aggregation:
         _check_secure_aggregation(entry, config)
+    _check_comm(cfg, config)
     return entry.cls(
         config,
         fraction_train=settings.fraction_train,

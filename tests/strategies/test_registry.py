@@ -95,3 +95,22 @@ def test_secure_aggregation_refuses_heterogeneous_ranks():
     overrides = {**DEFAULTS, **SECAGG, "strategy.client-ranks": "8,4"}
     with pytest.raises(ConfigError, match=r"strategy\.client-ranks"):
         build_strategy(parse_run_config(overrides))
+
+
+@pytest.mark.parametrize("codecs", [{"comm.uplink": "int8"}, {"comm.downlink": "bf16"}])
+def test_lossy_codecs_are_refused_under_secure_aggregation(codecs):
+    with pytest.raises(ConfigError, match="SecAgg\\+ already quantises"):
+        build_strategy(parse_run_config({**DEFAULTS, **SECAGG, **codecs}))
+
+
+def test_a_lossy_uplink_is_refused_with_heterogeneous_ranks():
+    overrides = {**DEFAULTS, "comm.uplink": "bf16", "strategy.client-ranks": "8,4"}
+    with pytest.raises(ConfigError, match=r"comm\.uplink = 'bf16'.*strategy\.client-ranks"):
+        build_strategy(parse_run_config(overrides))
+    downlink_only = {**DEFAULTS, "comm.downlink": "int8", "strategy.client-ranks": "8,4"}
+    assert build_strategy(parse_run_config(downlink_only))
+
+
+def test_an_unknown_codec_names_the_key():
+    with pytest.raises(ConfigError, match=r"comm\.uplink"):
+        parse_run_config({**DEFAULTS, "comm.uplink": "zip"})
