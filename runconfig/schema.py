@@ -245,7 +245,11 @@ class CommSettings:
         "codecs send the update (trained - received), not the weights.",
     )
     downlink: str = option("fp32", "Codec of the adapter the server sends: 'fp32', 'bf16', 'int8'.")
-    block_size: int = option(64, "int8: values per scale (rows of the flattened tensor).")
+    block_size: int = option(
+        128,
+        "int8: values per float32 scale (rows of the flattened tensor); 128 keeps an int8 "
+        "upload of the bundled adapter under 2.7 MB with headers.",
+    )
 
     def __post_init__(self) -> None:
         one_of("comm", "uplink", self.uplink, CODECS)

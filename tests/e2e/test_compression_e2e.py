@@ -27,7 +27,7 @@ def test_int8_up_and_bf16_down_train_like_fp32_on_a_quarter_of_the_bytes(tmp_pat
     assert [r["round"] for r in packed] == [1, 2] and not any(r.get("failed") for r in packed)
     assert all(not r["rejected"] for r in packed)
     for fp32, lossy in zip(plain, packed, strict=True):
-        # int8 + one float32 scale per 64 values is 0.27 of float32's tensor bytes; the tiny
+        # int8 + one float32 scale per 128 values is 0.26 of float32's tensor bytes; the tiny
         # model's tensors are so small that .npy headers (and a scale array each) add a lot.
         assert 0.25 < lossy["bytes_up"] / fp32["bytes_up"] < 0.40
         # bfloat16 down (the train and evaluate messages): half, plus the headers.
