@@ -60,9 +60,10 @@ def _decode(exchange: Exchange, comm: Comm) -> None:
                 sent.content[ARRAYS],
                 comm,
             )
-        except CodecError as error:
-            log.warning("Rejected the reply of node %s: %s", node_id, error)
-            exchange.rejected.append(Rejection(node_id, f"payload: {error}"))
+        except (CodecError, ValueError, TypeError, KeyError) as error:  # client content only
+            reason = f"payload: {error}" if isinstance(error, CodecError) else repr(error)
+            log.warning("Rejected the reply of node %s: %s", node_id, reason)
+            exchange.rejected.append(Rejection(node_id, reason[:500]))
             continue
         kept.append(reply)
     exchange.replies = kept
