@@ -98,7 +98,9 @@ def test_unknown_strategy_name_fails_before_any_run():
         check_strategy_names(exp)
 
 
-@pytest.mark.parametrize("name", ["smoke", "scale100", "bundled_sweep"])
+@pytest.mark.parametrize(
+    "name", sorted(path.stem for path in (APP_DIR / "simulations").glob("*.toml"))
+)
 def test_shipped_experiment_files_are_valid(name):
     exp = load_experiment(APP_DIR / "simulations" / f"{name}.toml")
     assert exp.settings.name == name
