@@ -27,7 +27,7 @@ from server.reports import log_round, round_record
 from server.screening import screen_replies
 from server.secure_aggregation import secure_round
 from simulations.tensorboard import write_round
-from strategies.protocol import CLIENT_ID
+from strategies.ordering import by_client
 from strategies.registry import build_strategy
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ class FederationResult:
 def _bytes(message: Message) -> int:
     """Tensor bytes of every ArrayRecord in ``message`` (adapter and any merged term)."""
     return sum(payload_bytes(record) for record in message.content.array_records.values())
-
-
-def _client_order(reply: Message) -> tuple[float, int]:
-    return float(reply.content["metrics"].get(CLIENT_ID, -1)), reply.metadata.src_node_id
 
 
 def _exchange(grid: Grid, messages: Iterable[Message], timeout: float):
@@ -99,7 +95,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         # Floating-point sums depend on their order and replies arrive in any order; Adam then
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
-        accepted = sorted(accepted, key=_client_order)
+        accepted = by_client(accepted)
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:
             _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)
