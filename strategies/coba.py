@@ -124,7 +124,7 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
         """Append this round's example-weighted validation loss of every task."""
         sums: dict[str, float] = {}
         totals: dict[str, float] = {}
-        for reply in replies:
+        for reply in by_client(replies):  # float sums in a fixed order: reproducible bits
             metrics = reply.content["metrics"]
             n = float(metrics.get("num-examples", 1))
             for key, value in metrics.items():
