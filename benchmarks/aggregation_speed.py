@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import time
+import tracemalloc
 from collections.abc import Mapping
 
 import numpy as np
@@ -116,8 +118,22 @@ def client_reply(sent: Message, rng: np.random.Generator) -> Message:
     )
 
 
+def timed(call):
+    """(result, seconds, peak bytes allocated during the call above what was live before)."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    start = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] - before
+    tracemalloc.stop()
+    return result, seconds, peak
+
+
 def run_rounds(name: str, arrays: ArrayRecord, clients: int, seed: int = 0) -> dict[str, float]:
-    """Rounds 1 and 2 as the server loop runs them; returns the timed parts in seconds."""
+    """Rounds 1 and 2 as the server loop runs them; returns the timed parts in seconds and the
+    peak working memory of ``aggregate_train`` (tracemalloc: numpy reports its buffers)."""
     strategy = make_strategy(name, **{"min-train-nodes": 1})
     rng, grid = np.random.default_rng(seed), FakeGrid(clients)
     timings: dict[str, float] = {}
@@ -128,9 +144,9 @@ def run_rounds(name: str, arrays: ArrayRecord, clients: int, seed: int = 0) -> d
         replies = [client_reply(m, rng) for m in sent]
         del sent
         gc.collect()
-        start = time.perf_counter()
-        arrays, _ = strategy.aggregate_train(server_round, replies)
-        timings[label] = time.perf_counter() - start
+        (arrays, _), timings[label], timings[f"peak-{label}"] = timed(
+            lambda replies=replies, r=server_round: strategy.aggregate_train(r, replies)
+        )
         del replies
         gc.collect()
     return timings
@@ -166,6 +182,7 @@ def main() -> None:
         for name in names:
             timing = run_rounds(name, arrays, k)
             results[name, k] = {key: v * LAYERS / layers for key, v in timing.items()}
+            _print_json(name, k, layers, timing)
             print(
                 f"  measured {name:>20} K={k:<5} layers {layers:>2}: aggregate round 1 "
                 f"{timing['first']:.3f} s, round 2 {timing['steady']:.3f} s; configure round 2 "
@@ -174,6 +191,25 @@ def main() -> None:
             )
             gc.collect()
     _print_table(names, counts, results, args)
+
+
+def _print_json(name: str, clients: int, layers: int, timing: dict[str, float]) -> None:
+    """One JSON line per (strategy, clients, round): measured at ``layers`` of the adapter."""
+    size = sum(a * b for a, b in smollm2_shapes(layers).values())
+    for server_round, label in ((1, "first"), (2, "steady")):
+        line = {
+            "strategy": name,
+            "clients": clients,
+            "round": server_round,
+            "seconds": round(timing[label], 4),
+            "peak_bytes": int(timing[f"peak-{label}"]),
+            "input_bytes": 4 * size * clients,
+            "peak_over_input": round(timing[f"peak-{label}"] / (4 * size * clients), 3),
+            "adapter_values": size,
+            "layers": layers,
+            "configure_seconds": round(timing[f"configure-{label}"], 4),
+        }
+        print(json.dumps(line), flush=True)
 
 
 def _print_table(names, counts, results, args) -> None:
