@@ -153,6 +153,6 @@ def _update_matrix(
     deltas = np.empty((len(states), width), dtype=dtype)
     sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
     for row, state in enumerate(states):
-        deltas[row] = flatten_state(state, keys)
+        flatten_state(state, keys, out=deltas[row])
         deltas[row] -= sent_flat
     return deltas, sent_flat

@@ -109,7 +109,7 @@ class PersonalSender:
         for start in range(0, shape[0], _ROWS_PER_SKETCH):
             chunk = replies[start : start + _ROWS_PER_SKETCH]
             for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
-                thetas[row] = flatten_state(messages.arrays_of(reply.content["arrays"]), keys)
+                flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
                 sent = self.sent[reply.metadata.src_node_id]
                 np.subtract(thetas[row], sent, out=deltas[row - start])
             sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
