@@ -74,6 +74,41 @@ def mixing_weights(S: np.ndarray, tau: float = 0.5) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def peer_weights(S: np.ndarray, self_weight: float, tau: float = 1.0) -> np.ndarray:
+    """W with W_ii = β and W_ij = (1 − β)·softmax_{j≠i}(z_ij / τ) over the peers j ≠ i.
+
+    ALGORITHMS.md (task-similarity-aware aggregation, steps 2–3; issue 11): S_ii = 1 inside the
+    softmax swamps every peer, so the self weight β is its own parameter, and each row's peer
+    similarities are standardised first, z_ij = (S_ij − μ_i) / σ_i with the mean and
+    (population) standard deviation over j ≠ i, so τ is in units of that row's spread: the rule
+    adapts to how different the tasks are (the same τ separates 0.6 from 0.1 as well as 0.30
+    from 0.25). A row whose peers are all equally similar (σ_i = 0) spreads 1 − β evenly; a
+    lone client (K = 1) gets W = [[1]]. Every row sums to 1.
+    """
+    if not 0.0 <= self_weight <= 1.0:
+        raise ValueError(f"self_weight must be in [0, 1], got {self_weight}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    S = _square(S)
+    K = S.shape[0]
+    if K == 1:
+        return np.ones((1, 1))
+    peers = ~np.eye(K, dtype=bool)
+    off = S[peers].reshape(K, K - 1)  # row i: S_ij for j ≠ i, in j order
+    spread = off.std(axis=1, keepdims=True)
+    z = np.divide(
+        off - off.mean(axis=1, keepdims=True),
+        spread,
+        out=np.zeros_like(off),
+        where=spread > 0,
+    )
+    logits = z / tau
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    W = np.diag(np.full(K, float(self_weight)))
+    W[peers] = ((1.0 - self_weight) * e / e.sum(axis=1, keepdims=True)).ravel()
+    return W
+
+
 def personalized_mixtures(
     thetas: np.ndarray, W: np.ndarray, p: np.ndarray, lam: float
 ) -> np.ndarray:
