@@ -22,14 +22,21 @@ step is linear in the adapter size except the clustering itself (O(K^3) at most)
 estimate is an upper bound. The table marks the scaled column.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/aggregation_speed.py [--clients 10,100,1000]
+        [--memory]
+
+Each (strategy, clients, round) is also printed as one JSON line: seconds, peak_bytes (the
+peak of tracemalloc during ``aggregate_train`` above what was live before it, with --memory;
+-1 otherwise), input_bytes (K x D x 4, the replies' tensors) and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import time
+import tracemalloc
 from collections.abc import Mapping
 
 import numpy as np
@@ -116,8 +123,28 @@ def client_reply(sent: Message, rng: np.random.Generator) -> Message:
     )
 
 
-def run_rounds(name: str, arrays: ArrayRecord, clients: int, seed: int = 0) -> dict[str, float]:
-    """Rounds 1 and 2 as the server loop runs them; returns the timed parts in seconds."""
+def timed(call, memory: bool):
+    """(result, seconds, peak bytes allocated during the call above what was live before, or
+    -1 when ``memory`` is off). tracemalloc sees numpy's buffers but slows Python-heavy code,
+    so seconds and memory come from separate runs."""
+    if memory:
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0] if memory else 0
+    start = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] - before if memory else -1
+    if memory:
+        tracemalloc.stop()
+    return result, seconds, peak
+
+
+def run_rounds(
+    name: str, arrays: ArrayRecord, clients: int, seed: int = 0, memory: bool = False
+) -> dict[str, float]:
+    """Rounds 1 and 2 as the server loop runs them; returns the timed parts in seconds and,
+    with ``memory``, the peak working memory of ``aggregate_train`` (tracemalloc)."""
     strategy = make_strategy(name, **{"min-train-nodes": 1})
     rng, grid = np.random.default_rng(seed), FakeGrid(clients)
     timings: dict[str, float] = {}
@@ -128,9 +155,9 @@ def run_rounds(name: str, arrays: ArrayRecord, clients: int, seed: int = 0) -> d
         replies = [client_reply(m, rng) for m in sent]
         del sent
         gc.collect()
-        start = time.perf_counter()
-        arrays, _ = strategy.aggregate_train(server_round, replies)
-        timings[label] = time.perf_counter() - start
+        (arrays, _), timings[label], timings[f"peak-{label}"] = timed(
+            lambda replies=replies, r=server_round: strategy.aggregate_train(r, replies), memory
+        )
         del replies
         gc.collect()
     return timings
@@ -147,6 +174,11 @@ def main() -> None:
         help="above this K, measure on --subset-layers layers and scale",
     )
     parser.add_argument("--subset-layers", type=int, default=3)
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="trace aggregate_train's peak memory (tracemalloc; slows the timings)",
+    )
     args = parser.parse_args()
     set_task_identity()
     counts = [int(k) for k in args.clients.split(",")]
@@ -164,8 +196,9 @@ def main() -> None:
         layers = LAYERS if k <= args.full_size_max_clients else args.subset_layers
         arrays = to_record(random_state(smollm2_shapes(layers), np.random.default_rng(1)))
         for name in names:
-            timing = run_rounds(name, arrays, k)
+            timing = run_rounds(name, arrays, k, memory=args.memory)
             results[name, k] = {key: v * LAYERS / layers for key, v in timing.items()}
+            _print_json(name, k, layers, timing)
             print(
                 f"  measured {name:>20} K={k:<5} layers {layers:>2}: aggregate round 1 "
                 f"{timing['first']:.3f} s, round 2 {timing['steady']:.3f} s; configure round 2 "
@@ -174,6 +207,25 @@ def main() -> None:
             )
             gc.collect()
     _print_table(names, counts, results, args)
+
+
+def _print_json(name: str, clients: int, layers: int, timing: dict[str, float]) -> None:
+    """One JSON line per (strategy, clients, round): measured at ``layers`` of the adapter."""
+    size = sum(a * b for a, b in smollm2_shapes(layers).values())
+    for server_round, label in ((1, "first"), (2, "steady")):
+        line = {
+            "strategy": name,
+            "clients": clients,
+            "round": server_round,
+            "seconds": round(timing[label], 4),
+            "peak_bytes": int(timing[f"peak-{label}"]),  # -1: not traced (no --memory)
+            "input_bytes": 4 * size * clients,
+            "peak_over_input": round(max(timing[f"peak-{label}"], 0) / (4 * size * clients), 3),
+            "adapter_values": size,
+            "layers": layers,
+            "configure_seconds": round(timing[f"configure-{label}"], 4),
+        }
+        print(json.dumps(line), flush=True)
 
 
 def _print_table(names, counts, results, args) -> None:

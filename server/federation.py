@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from colora.wire import to_numpy, to_record
@@ -27,7 +27,7 @@ from server.screening import screen_replies
 from server.secure_aggregation import secure_round
 from server.wire_exchange import exchange, message_bytes
 from simulations.tensorboard import write_round
-from strategies.protocol import CLIENT_ID
+from strategies.ordering import by_client
 from strategies.registry import build_strategy
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ class FederationResult:
     run_dir: Path
     arrays: ArrayRecord
     rounds_completed: int
-
-
-def _client_order(reply: Message) -> tuple[float, int]:
-    return float(reply.content["metrics"].get(CLIENT_ID, -1)), reply.metadata.src_node_id
 
 
 def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0) -> None:
@@ -93,7 +89,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         # Floating-point sums depend on their order and replies arrive in any order; Adam then
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
-        accepted = sorted(accepted, key=_client_order)
+        accepted = by_client(accepted)
         new_arrays, _ = strategy.aggregate_train(server_round, accepted)
         if new_arrays is None:
             _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)

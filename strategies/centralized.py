@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from strategies import protocol
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -80,5 +81,5 @@ class Centralized(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         return (replies[0].content["arrays"] if replies else None), None

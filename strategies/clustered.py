@@ -13,6 +13,9 @@ distance 1 - S (``strategies.maths.similarity``).
 - Membership is sticky: a client keeps its cluster; a client first seen after the split joins
   the cluster whose mean update is most cosine-similar to its own.
 - Assignments (keyed by client id), cluster sizes and S are logged every round.
+- S and the cluster directions live in the space of count sketches of the updates
+  (``strategies.maths.sketch``: O(K D) instead of O(K^2 D); exact for adapters of at most
+  8192 values), so the directions kept in the state are k-vectors, not adapters.
 
 Privacy: this needs individual updates, so it cannot run under secure aggregation; a warning
 says so at start.
@@ -32,12 +35,14 @@ from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages, updates
 from strategies.maths.averaging import normalized_weights
+from strategies.maths.reproducible import weighted_row_sum
 from strategies.maths.similarity import (
     assign_to_nearest,
     complete_linkage,
     cosine_matrix,
     spectral_clusters,
 )
+from strategies.ordering import by_client
 
 METHODS = ("spectral", "linkage")
 _ADAPTER, _DIRECTION, _ASSIGNMENT = "cluster-adapter/", "cluster-direction/", "cluster-assignment"
@@ -115,10 +120,10 @@ class Clustered(flwr_strategy.FedAvg):
             labels = complete_linkage(S, threshold=self.config.cluster_threshold)
         self.assignment = {c: int(label) for c, label in zip(clients, labels, strict=True)}
 
-    def _join(self, clients: list[int], deltas: np.ndarray) -> None:
+    def _join(self, clients: list[int], sketches: np.ndarray) -> None:
         """Sticky membership: only clients never assigned get a cluster, the nearest one."""
         ids = sorted(self.directions)
-        for client, delta in zip(clients, deltas, strict=True):
+        for client, delta in zip(clients, sketches, strict=True):
             if client not in self.assignment and ids:
                 nearest = assign_to_nearest(delta, np.stack([self.directions[i] for i in ids]))
                 self.assignment[client] = ids[nearest]
@@ -126,25 +131,24 @@ class Clustered(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
-        clients, thetas, deltas = self.sender.updates(replies)
+        clients, thetas, sketches = self.sender.updates(replies)
         p = np.asarray(messages.example_counts(replies))
-        S = cosine_matrix(deltas)
+        S = cosine_matrix(sketches)
         self.similarity = (server_round, clients, S)
         if not self.assignment and server_round >= max(self.config.warmup_rounds, 1):
             self._split(clients, S)
         else:
-            self._join(clients, deltas)
+            self._join(clients, sketches)
         labels = np.array([self.assignment.get(c, -1) for c in clients])
-        ids = sorted(set(labels.tolist()) - {-1})
-        # Row c of P holds cluster c's FedAvg weights (zero outside it): one GEMM gives every
-        # cluster's mean, without copying each cluster's rows out of the K x D matrices.
-        P = np.array([normalized_weights(np.where(labels == c, p, 0.0)) for c in ids])
-        P = P.reshape(len(ids), len(p)).astype(thetas.dtype)
-        for cluster, adapter, direction in zip(ids, P @ thetas, P @ deltas, strict=True):
-            self.adapters[cluster], self.directions[cluster] = adapter, direction
+        for cluster in sorted(set(labels.tolist()) - {-1}):
+            # The cluster's FedAvg weights, zero outside it: the sum reads its members' rows
+            # only, in place (no copies out of the K x D matrix), in float64 and row order.
+            weights = normalized_weights(np.where(labels == cluster, p, 0.0))
+            self.adapters[cluster] = weighted_row_sum(thetas, weights)
+            self.directions[cluster] = weighted_row_sum(sketches, weights)
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:

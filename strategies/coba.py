@@ -28,6 +28,7 @@ from runconfig.fields import option, require
 from strategies import messages
 from strategies.maths.averaging import weighted_average
 from strategies.maths.coba import client_weights, coba_terms
+from strategies.ordering import by_client
 
 _HISTORY = "coba-history/"  # state key per task: its validation-loss history
 
@@ -104,7 +105,7 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
         counts = [task_counts(r) for r in replies]
@@ -123,7 +124,7 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
         """Append this round's example-weighted validation loss of every task."""
         sums: dict[str, float] = {}
         totals: dict[str, float] = {}
-        for reply in replies:
+        for reply in by_client(replies):  # float sums in a fixed order: reproducible bits
             metrics = reply.content["metrics"]
             n = float(metrics.get("num-examples", 1))
             for key, value in metrics.items():

@@ -21,6 +21,7 @@ from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, protocol
 from strategies.maths.server_opt import OptimizerState, fedadam_step
+from strategies.ordering import by_client
 
 _OPT = "opt/"  # prefix of the optimiser's arrays in the checkpoint
 
@@ -57,7 +58,7 @@ class FedOptConfig:
 
 def server_step(strategy, replies: Iterable[Message], step: Callable) -> ArrayRecord | None:
     """Average the replies and take one adaptive step from ``strategy.current_arrays``."""
-    replies = list(replies)
+    replies = by_client(replies)
     if len(replies) < strategy.min_train_nodes:
         return None
     x = strategy.current_arrays  # what configure_train sent (Flower's FedOpt keeps it)

@@ -17,6 +17,7 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option
 from strategies import messages, protocol
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -44,4 +45,4 @@ class FedAvg(messages.AnnouncesRanks, flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return messages.average_record(replies, self.min_train_nodes, self.rank)
+        return messages.average_record(by_client(replies), self.min_train_nodes, self.rank)

@@ -23,6 +23,7 @@ from strategies import messages
 from strategies.maths.averaging import weighted_average
 from strategies.maths.lora_products import lora_pairs
 from strategies.merged_term import Factors, MergedTerm, stacked_factors
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class FedExLora(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
         self.term.learn(replies)

@@ -16,6 +16,7 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option, require
 from strategies import messages, protocol
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -45,4 +46,4 @@ class FedProx(messages.AnnouncesRanks, flwr_strategy.FedProx):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return messages.average_record(replies, self.min_train_nodes, self.rank)
+        return messages.average_record(by_client(replies), self.min_train_nodes, self.rank)

@@ -18,6 +18,7 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_numpy, to_record
 from strategies import messages, protocol
+from strategies.ordering import by_client
 
 SENT = ("B",)
 
@@ -59,7 +60,7 @@ class FfaLora(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes or self.full is None:
             return None, None
         return to_record({**to_numpy(self.full), **messages.average(replies)}), None

@@ -23,6 +23,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from runconfig.fields import option
 from strategies import messages
 from strategies.merged_term import MergedTerm, stacked_factors
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Flora(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
         self.term.learn(replies)

@@ -24,6 +24,7 @@ from colora.wire import to_record
 from strategies import messages
 from strategies import protocol as keys
 from strategies.maths.lora_products import flora_stack, lora_pairs
+from strategies.maths.reproducible import aligned_matmul
 
 Factors = tuple[np.ndarray, np.ndarray]  # (B_inc d_out x q, A_inc q x d_in)
 _TOTAL, _ROUND = "merged/", "merged-round"
@@ -47,7 +48,9 @@ class MergedTerm:
     def add(self, server_round: int, increment: Mapping[str, Factors]) -> None:
         """D += B_inc @ A_inc per layer; ``increment`` becomes what up-to-date nodes get."""
         for layer, (b, a) in increment.items():
-            update = b @ a  # d_out x q @ q x d_in, float32 GEMM
+            # d_out x q @ q x d_in: a GEMM on aligned operands, so its bits do not depend on
+            # where the factors happen to sit in memory (maths.reproducible).
+            update = aligned_matmul(b, a, np.result_type(b, a))
             if layer in self.total:
                 self.total[layer] += update
             else:

@@ -36,6 +36,7 @@ from runconfig.fields import one_of, option, require
 from strategies import messages, protocol
 from strategies.maths.averaging import flatten_state, unflatten_state
 from strategies.maths.robust import RULES, robust_aggregate
+from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class RobustFedAvg(flwr_strategy.FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
+        replies = by_client(replies)
         if len(replies) < self.min_train_nodes:
             return None, None
         if not self._global:
@@ -107,7 +108,6 @@ class RobustFedAvg(flwr_strategy.FedAvg):
             self.config.robust_rule,
             self.config.trim_fraction,
             self.config.clip_norm,
-            in_place=True,
         )
         aggregate += global_flat
         new = dict(self._global)  # keys some reply lacked keep the global value
@@ -153,6 +153,6 @@ def _update_matrix(
     deltas = np.empty((len(states), width), dtype=dtype)
     sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
     for row, state in enumerate(states):
-        deltas[row] = flatten_state(state, keys)
+        flatten_state(state, keys, out=deltas[row])
         deltas[row] -= sent_flat
     return deltas, sent_flat

@@ -3,7 +3,8 @@
 ``similarity-weighted`` and ``clustered`` compare individual updates Delta_k = theta_k - sent_k
 (flattened over the shared adapter, keys sorted) and send each node its own adapter. This
 module keeps what each node was sent, maps nodes to stable client ids, and builds the K x D
-matrices of parameters and updates the maths in ``strategies.maths.similarity`` works on.
+matrix of parameters and the K x k count sketches of the updates (``strategies.maths.sketch``)
+that the maths in ``strategies.maths.similarity`` works on.
 
 Privacy: these strategies need every client's individual update in the clear, so they cannot
 run under secure aggregation (or any scheme that only reveals the sum).
@@ -20,8 +21,11 @@ from flwr.app import ArrayRecord, Message
 from colora.wire import to_numpy, to_record
 from strategies import messages
 from strategies.maths.averaging import flatten_state, normalized_weights, unflatten_state
+from strategies.maths.reproducible import aligned_empty, weighted_row_sum
+from strategies.maths.sketch import DEFAULT_WIDTH, count_sketch, sketch_rows
 
 log = logging.getLogger(__name__)
+_ROWS_PER_SKETCH = 8  # updates formed at once for the sketch (8 x D float32 of scratch)
 
 PRIVACY_NOTE = (
     "strategy %s compares individual client updates, so it cannot run under "
@@ -39,18 +43,20 @@ def templates(arrays: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def weighted_mean(rows: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """sum_k p_k row_k with p = normalised ``weights`` (FedAvg of flattened states)."""
-    return normalized_weights(weights).astype(rows.dtype) @ rows
+    """sum_k p_k row_k with p = normalised ``weights`` (FedAvg of flattened states), summed in
+    float64 in row order so that it is bit-reproducible (``maths.reproducible``)."""
+    return weighted_row_sum(rows, normalized_weights(weights), rows.dtype)
 
 
 class PersonalSender:
     """Sends each node its own flat adapter and remembers it, so Delta can be formed later."""
 
-    def __init__(self) -> None:
+    def __init__(self, sketch_width: int = DEFAULT_WIDTH) -> None:
+        self.sketch_width = sketch_width
         self.nodes = messages.NodeClients()
         self.sent: dict[int, np.ndarray] = {}  # node id -> flat adapter of its train message
         self.like: dict[str, np.ndarray] = {}  # layout of the shared adapter
-        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # theta, Delta (K x D)
+        self._thetas: np.ndarray | None = None  # K x D, reused from round to round
 
     def address(
         self,
@@ -83,24 +89,32 @@ class PersonalSender:
         return out
 
     def updates(self, replies: Sequence[Message]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(client ids, theta K x D, Delta K x D) of the replies, in reply order.
+        """(client ids, theta K x D, sketched Delta K x k) of the replies, in reply order.
 
-        The two K x D matrices are buffers reused from round to round (valid until the next
-        call): at K = 100 they are 2 GB, and faulting in fresh memory every round costs
-        seconds. What was sent is forgotten here, so its arrays can be freed.
+        theta is a 64-byte-aligned buffer reused from round to round (valid until the next
+        call): at K = 100 it is 1 GB, and faulting in fresh memory every round costs seconds.
+        Delta is never held whole: a few rows at a time are formed and count-sketched
+        (``maths.sketch``; exact when D <= the sketch width), so the working memory is theta
+        plus K x k. What was sent is forgotten here, so its arrays can be freed.
         """
         self.nodes.learn(replies)
         keys = sorted(self.like)
         shape = (len(replies), sum(int(np.size(self.like[key])) for key in keys))
-        if self._buffers is None or self._buffers[0].shape != shape:
-            self._buffers = None
-            self._buffers = (np.empty(shape, np.float32), np.empty(shape, np.float32))
-        thetas, deltas = self._buffers
-        for row, reply in enumerate(replies):  # row by row: no K x D temporaries
-            thetas[row] = flatten_state(messages.arrays_of(reply.content["arrays"]), keys)
-            np.subtract(thetas[row], self.sent[reply.metadata.src_node_id], out=deltas[row])
+        if self._thetas is None or self._thetas.shape != shape:
+            self._thetas = None
+            self._thetas = aligned_empty(shape, np.float32)
+        thetas, sketch = self._thetas, count_sketch(shape[1], self.sketch_width)
+        sketches = np.empty((shape[0], sketch.out_width), np.float64)
+        deltas = np.empty((min(_ROWS_PER_SKETCH, shape[0]), shape[1]), np.float32)
+        for start in range(0, shape[0], _ROWS_PER_SKETCH):
+            chunk = replies[start : start + _ROWS_PER_SKETCH]
+            for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
+                flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
+                sent = self.sent[reply.metadata.src_node_id]
+                np.subtract(thetas[row], sent, out=deltas[row - start])
+            sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
         self.sent = {}
-        return [messages.client_id(r) for r in replies], thetas, deltas
+        return [messages.client_id(r) for r in replies], thetas, sketches
 
     def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         return unflatten_state(vector, self.like, sorted(self.like))

@@ -85,12 +85,15 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[
     return averaged
 
 
-def flatten_state(state: State, keys: Sequence[str] | None = None) -> np.ndarray:
-    """Concatenate the raveled arrays of ``keys`` (default: sorted keys) into one vector."""
+def flatten_state(
+    state: State, keys: Sequence[str] | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Concatenate the raveled arrays of ``keys`` (default: sorted keys) into one vector,
+    written into ``out`` when given (a row of a K x D buffer: no temporary vector)."""
     keys = sorted(state) if keys is None else list(keys)
     if not keys:
-        return np.zeros(0)
-    return np.concatenate([np.ravel(state[key]) for key in keys])
+        return np.zeros(0) if out is None else out
+    return np.concatenate([np.ravel(state[key]) for key in keys], out=out)
 
 
 def unflatten_state(

@@ -69,7 +69,8 @@ def slope(values: Sequence[float]) -> float:
     if y.ndim != 1 or y.size < 2:
         raise ValueError(f"a slope needs at least 2 points, got {y.size}")
     x = np.arange(y.size) - (y.size - 1) / 2
-    return float(x @ (y - y.mean()) / (x @ x))
+    # Element-wise products and numpy's index-ordered sum: reproducible bits (BLAS ddot may not be).
+    return float(np.sum(x * (y - y.mean())) / np.sum(x * x))
 
 
 def _loss_matrix(histories: Mapping[str, Sequence[float]]) -> tuple[tuple[str, ...], np.ndarray]:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from strategies.maths.averaging import State, normalized_weights, split_lora_key, weighted_average
+from strategies.maths.reproducible import aligned_matmul, weighted_row_sum
 
 
 def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
@@ -65,12 +66,17 @@ def _prepare(
     return a64, b64, weights, dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
+def _product(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """B @ A on aligned operands in their common dtype (``maths.reproducible``)."""
+    return aligned_matmul(b, a, np.result_type(b, a))
+
+
 def product_average(
     As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
 ) -> np.ndarray:
     """The exact average Σ_k p_k B_k A_k (d_out×d_in); ranks may differ per client."""
     a64, b64, weights, dtype = _prepare(As, Bs, p)
-    total = sum(w * (b @ a) for w, a, b in zip(weights, a64, b64, strict=True))
+    total = sum(w * _product(b, a) for w, a, b in zip(weights, a64, b64, strict=True))
     return np.asarray(total).astype(dtype)
 
 
@@ -79,8 +85,8 @@ def _factor_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     if len({a.shape for a in a64}) > 1:
         raise ValueError("averaging factors needs one rank for all clients; zero_pad_rank first")
-    a_bar = np.tensordot(weights, np.stack(a64), axes=1)
-    b_bar = np.tensordot(weights, np.stack(b64), axes=1)
+    a_bar = weighted_row_sum([a.ravel() for a in a64], weights).reshape(a64[0].shape)
+    b_bar = weighted_row_sum([b.ravel() for b in b64], weights).reshape(b64[0].shape)
     return a_bar, b_bar
 
 
@@ -91,7 +97,7 @@ def _covariance(
     a_bar: np.ndarray,
     b_bar: np.ndarray,
 ) -> np.ndarray:
-    terms = (w * ((b - b_bar) @ (a - a_bar)) for w, a, b in zip(weights, a64, b64, strict=True))
+    terms = (w * _product(b - b_bar, a - a_bar) for w, a, b in zip(weights, a64, b64, strict=True))
     return np.asarray(sum(terms))
 
 
@@ -171,5 +177,5 @@ def flora_merge(states: Sequence[State], p: Sequence[float], scale: float) -> di
     merged: dict[str, np.ndarray] = {}
     for prefix, (As, Bs) in _module_factors(states).items():
         a_stacked, b_stacked = flora_stack(As, Bs, p)
-        merged[prefix] = scale * (b_stacked @ a_stacked)
+        merged[prefix] = scale * _product(b_stacked, a_stacked)
     return merged

@@ -11,12 +11,18 @@
 
 ``deltas`` is K×D: one flattened update per client (see ``averaging.flatten_state``). Results keep
 the input's floating dtype. ``robust_aggregate`` chains the two steps: clip every row, then take
-the coordinate-wise median or trimmed mean.
+the coordinate-wise median or trimmed mean, one column chunk at a time: no K×D copy is made, and
+the norms are float64 sums in index order, so the result is bit-reproducible. Each chunk is
+transposed (clients along rows) and sorted row by row: numpy's vectorised sort (x86-simd-sort)
+of 100 values is about 6 times faster here than ``np.partition``'s introselect, and the trimmed
+mean then sums its values in sorted order, whatever order the clients came in.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from strategies.maths.reproducible import sum_of_squares
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
@@ -36,16 +42,67 @@ def clip_by_norm(delta: np.ndarray, max_norm: float) -> np.ndarray:
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm}")
     delta = _as_float(delta)
-    norm = float(np.linalg.norm(delta.ravel().astype(np.float64)))
+    norm = float(np.sqrt(sum_of_squares(delta)))
     if norm <= max_norm:
         return delta.copy()
     return (delta * (max_norm / norm)).astype(delta.dtype)
 
 
+def _chunk_columns(clients: int) -> int:
+    # About 4 MiB of float32 per transposed chunk: in cache, and a few thousand chunks at most.
+    return max(256, (1 << 20) // max(clients, 1))
+
+
+def _clipped_columns(deltas: np.ndarray, scales: np.ndarray | None):
+    """Yield (start, stop, chunk): columns start:stop as a (stop − start)×K C-ordered copy, each
+    client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix."""
+    K, D = deltas.shape
+    step = _chunk_columns(K)
+    for start in range(0, D, step):
+        stop = min(start + step, D)
+        chunk = np.array(deltas[:, start:stop].T, order="C")
+        if scales is not None:
+            chunk *= scales  # the same float32 product as scaling the row itself
+            chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
+        yield start, stop, chunk
+
+
+def _median_rows(chunk: np.ndarray) -> np.ndarray:
+    """Median of every row of ``chunk`` (c×K, sorted in place) in float64; even K averages the
+    middle two."""
+    K = chunk.shape[1]
+    middle = K // 2
+    chunk.sort(axis=1)
+    if K % 2:
+        return chunk[:, middle].astype(np.float64)
+    return (chunk[:, middle - 1].astype(np.float64) + chunk[:, middle]) / 2
+
+
+def _trimmed_rows(chunk: np.ndarray, cut: int) -> np.ndarray:
+    """Mean of every row of ``chunk`` (sorted in place) without its ``cut`` smallest and
+    largest values. Summing the sorted values makes the mean independent of the client order."""
+    K = chunk.shape[1]
+    chunk.sort(axis=1)
+    return chunk[:, cut : K - cut].mean(axis=1, dtype=np.float64)
+
+
+def _columnwise(deltas: np.ndarray, scales: np.ndarray | None, reduce) -> np.ndarray:
+    """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks."""
+    out = np.empty(deltas.shape[1], dtype=deltas.dtype)
+    for start, stop, chunk in _clipped_columns(deltas, scales):
+        out[start:stop] = reduce(chunk)
+    return out
+
+
 def coordinate_median(deltas: np.ndarray) -> np.ndarray:
     """The median of every coordinate over the K clients (D,); even K averages the middle two."""
-    deltas = _check_stack(deltas)
-    return np.median(deltas, axis=0).astype(deltas.dtype)
+    return _columnwise(_check_stack(deltas), None, _median_rows)
+
+
+def _trim_count(trim_fraction: float, clients: int) -> int:
+    if not 0.0 <= trim_fraction < 0.5:
+        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    return int(np.floor(trim_fraction * clients))
 
 
 def trimmed_mean(deltas: np.ndarray, trim_fraction: float) -> np.ndarray:
@@ -53,26 +110,35 @@ def trimmed_mean(deltas: np.ndarray, trim_fraction: float) -> np.ndarray:
 
     β = ``trim_fraction`` ∈ [0, 0.5); β = 0 is the plain mean.
     """
-    if not 0.0 <= trim_fraction < 0.5:
-        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+    cut = _trim_count(trim_fraction, np.shape(deltas)[0] if np.ndim(deltas) == 2 else 0)
     deltas = _check_stack(deltas)
-    K = deltas.shape[0]
-    cut = int(np.floor(trim_fraction * K))
-    if cut == 0:
-        return deltas.mean(axis=0, dtype=np.float64).astype(deltas.dtype)
-    # partition (O(K·D)) puts the `cut` smallest first and the `cut` largest last per column.
-    ordered = np.partition(deltas, (cut, K - cut - 1), axis=0)
-    kept = ordered[cut : K - cut]
-    return kept.mean(axis=0, dtype=np.float64).astype(deltas.dtype)
+    return _columnwise(deltas, None, lambda chunk: _trimmed_rows(chunk, cut))
 
 
 RULES = ("median", "trimmed-mean")
 
 
 def row_norms(deltas: np.ndarray) -> np.ndarray:
-    """‖deltas[k]‖₂ for every row, accumulated in float64 (K,); one row is upcast at a time."""
+    """‖deltas[k]‖₂ for every row, accumulated in float64 in index order (K,)."""
     deltas = _check_stack(deltas)
-    return np.array([np.linalg.norm(row.astype(np.float64)) for row in deltas])
+    return np.sqrt([sum_of_squares(row) for row in deltas])
+
+
+def _clip_scales(deltas: np.ndarray, clip_norm: float) -> tuple[np.ndarray, float, int]:
+    """(per-row factor in the rows' dtype, 1 where unclipped; the bound M; rows clipped)."""
+    if not clip_norm >= 0:
+        raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
+    norms = row_norms(deltas)
+    bound = float(clip_norm) if clip_norm > 0 else float(np.median(norms))
+    clipped = norms > bound
+    factors = np.ones(len(norms), dtype=deltas.dtype)
+    if bound > 0:
+        for k in np.flatnonzero(clipped):
+            # A Python float times a float32 row is a float32 product by float32(bound / norm).
+            factors[k] = bound / norms[k]
+    else:
+        factors[clipped] = 0
+    return factors, bound, int(clipped.sum())
 
 
 def clip_updates(
@@ -91,38 +157,30 @@ def clip_updates(
     ``in_place`` clips the rows of ``deltas`` itself (when it is already floating) instead of a
     copy, which saves a K×D buffer.
     """
-    if not clip_norm >= 0:
-        raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
     deltas = _check_stack(deltas)
-    norms = row_norms(deltas)
-    bound = float(clip_norm) if clip_norm > 0 else float(np.median(norms))
+    factors, bound, count = _clip_scales(deltas, clip_norm)
     out = deltas if in_place else deltas.copy()
-    clipped = 0
-    for k, norm in enumerate(norms):
-        if norm > bound:  # the norm is known: scale directly rather than via clip_by_norm
-            out[k] = out[k] * (bound / norm) if bound > 0 else 0
-            clipped += 1
-    return out, bound, clipped
+    for k in np.flatnonzero(factors != 1):
+        out[k] = out[k] * factors[k] if factors[k] else 0
+    return out, bound, count
 
 
 def robust_aggregate(
-    deltas: np.ndarray,
-    rule: str,
-    trim_fraction: float = 0.0,
-    clip_norm: float = 0.0,
-    *,
-    in_place: bool = False,
+    deltas: np.ndarray, rule: str, trim_fraction: float = 0.0, clip_norm: float = 0.0
 ) -> tuple[np.ndarray, float, int]:
     """``clip_updates`` then ``coordinate_median`` or ``trimmed_mean`` (``rule`` ∈ ``RULES``).
 
     Returns (aggregate (D,), the clip bound M used, number of clipped rows). Rows are unweighted:
     weighting by a client's reported example count would let one client buy influence.
+    ``deltas`` is never modified and never copied whole: clipping is applied to one column
+    chunk at a time as the chunk is copied for the median or trimmed mean.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    if not 0.0 <= trim_fraction < 0.5:  # checked before ``in_place`` touches anything
-        raise ValueError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
-    clipped, bound, count = clip_updates(deltas, clip_norm, in_place=in_place)
+    deltas = _check_stack(deltas)
+    cut = _trim_count(trim_fraction, deltas.shape[0])
+    factors, bound, count = _clip_scales(deltas, clip_norm)
+    scales = factors if count else None
     if rule == "median":
-        return coordinate_median(clipped), bound, count
-    return trimmed_mean(clipped, trim_fraction), bound, count
+        return _columnwise(deltas, scales, _median_rows), bound, count
+    return _columnwise(deltas, scales, lambda chunk: _trimmed_rows(chunk, cut)), bound, count

@@ -10,7 +10,8 @@ updates point in different directions). Δ_k is client k's flattened update of t
     θ'_i = (1 − λ)·Σ_j p_j θ_j + λ·Σ_j W_ij θ_j   (λ = 0 is fedavg)
 
 Clusters come from complete linkage on 1 − S, or spectral clustering with k from the eigengap.
-Both need individual updates, so neither can run under secure aggregation.
+Both need individual updates, so neither can run under secure aggregation. Every reduction is
+bit-reproducible for rows in a fixed order (``strategies.maths.reproducible``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ import numpy as np
 
 from strategies.maths.averaging import normalized_weights
 from strategies.maths.cluster_tools import farthest_point_kmeans, max_overlap_assignment
+from strategies.maths.reproducible import (
+    aligned_copy,
+    aligned_matmul,
+    sum_of_squares,
+    weighted_row_sum,
+)
 
 
 def _compute_dtype(x: np.ndarray) -> np.dtype:
-    # float32 (and half, upcast) stay float32: the Gram matrix costs K²·D flops, which for
+    # float32 (and half, upcast) stay float32: the mixtures cost K²·D flops, which for
     # K=100 clients and D=2.4M parameters is 4.8e10 and twice as fast in single precision.
     return np.dtype(np.float32) if x.dtype.itemsize <= 4 and x.dtype.kind == "f" else np.float64
 
@@ -37,12 +44,17 @@ def _square(S: np.ndarray) -> np.ndarray:
 
 
 def cosine_matrix(deltas: np.ndarray) -> np.ndarray:
-    """K×D updates -> K×K cosines (float64); a zero row gets 0 with others and 1 with itself."""
+    """K×D updates -> K×K cosines (float64); a zero row gets 0 with others and 1 with itself.
+
+    The rows may be count sketches of the updates (``strategies.maths.sketch``), which gives
+    the sketch's cosines. The Gram matrix is a float64 product of aligned copies, so the same
+    rows give the same bits in any memory layout (``maths.reproducible``).
+    """
     x = np.asarray(deltas)
     if x.ndim != 2:
         raise ValueError(f"deltas must be K×D, got shape {x.shape}")
-    x = x.astype(_compute_dtype(x), copy=False)
-    gram = (x @ x.T).astype(np.float64)
+    x = aligned_copy(x, np.float64)
+    gram = aligned_matmul(x, x.T, np.float64)
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     denominator = np.outer(norms, norms)
     S = np.divide(gram, denominator, out=np.zeros_like(gram), where=denominator > 0)
@@ -60,6 +72,41 @@ def mixing_weights(S: np.ndarray, tau: float = 0.5) -> np.ndarray:
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def peer_weights(S: np.ndarray, self_weight: float, tau: float = 1.0) -> np.ndarray:
+    """W with W_ii = β and W_ij = (1 − β)·softmax_{j≠i}(z_ij / τ) over the peers j ≠ i.
+
+    ALGORITHMS.md (task-similarity-aware aggregation, steps 2–3; issue 11): S_ii = 1 inside the
+    softmax swamps every peer, so the self weight β is its own parameter, and each row's peer
+    similarities are standardised first, z_ij = (S_ij − μ_i) / σ_i with the mean and
+    (population) standard deviation over j ≠ i, so τ is in units of that row's spread: the rule
+    adapts to how different the tasks are (the same τ separates 0.6 from 0.1 as well as 0.30
+    from 0.25). A row whose peers are all equally similar (σ_i = 0) spreads 1 − β evenly; a
+    lone client (K = 1) gets W = [[1]]. Every row sums to 1.
+    """
+    if not 0.0 <= self_weight <= 1.0:
+        raise ValueError(f"self_weight must be in [0, 1], got {self_weight}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    S = _square(S)
+    K = S.shape[0]
+    if K == 1:
+        return np.ones((1, 1))
+    peers = ~np.eye(K, dtype=bool)
+    off = S[peers].reshape(K, K - 1)  # row i: S_ij for j ≠ i, in j order
+    spread = off.std(axis=1, keepdims=True)
+    z = np.divide(
+        off - off.mean(axis=1, keepdims=True),
+        spread,
+        out=np.zeros_like(off),
+        where=spread > 0,
+    )
+    logits = z / tau
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    W = np.diag(np.full(K, float(self_weight)))
+    W[peers] = ((1.0 - self_weight) * e / e.sum(axis=1, keepdims=True)).ravel()
+    return W
 
 
 def personalized_mixtures(
@@ -81,12 +128,12 @@ def personalized_mixtures(
         raise ValueError(f"got {len(p)} weights for {K} clients")
     weights = normalized_weights(p)
     dtype = _compute_dtype(thetas)
-    thetas = thetas.astype(dtype, copy=False)
     if lam == 0.0:
         # Exactly fedavg: one global mean repeated, not K matmul rows that could round apart.
-        return np.repeat((weights.astype(dtype) @ thetas)[None, :], K, axis=0)
+        return np.repeat(weighted_row_sum(thetas, weights, dtype)[None, :], K, axis=0)
     mix = (1.0 - lam) * weights[None, :] + lam * W  # K×K: the coefficients of every mixture
-    return mix.astype(dtype) @ thetas
+    # K²·D flops rule out element-wise sums; aligned operands fix the BLAS kernel instead.
+    return aligned_matmul(mix, thetas, dtype)
 
 
 def assign_to_nearest(delta: np.ndarray, centroids: np.ndarray) -> int:
@@ -95,11 +142,15 @@ def assign_to_nearest(delta: np.ndarray, centroids: np.ndarray) -> int:
     centroids = np.atleast_2d(centroids)
     if centroids.shape[1] != delta.size or centroids.shape[0] == 0:
         raise ValueError(f"centroids {centroids.shape} do not match a delta of size {delta.size}")
-    dtype = _compute_dtype(np.asarray(centroids))
-    dots = (centroids.astype(dtype, copy=False) @ delta.astype(dtype, copy=False)).astype(float)
-    norms = np.linalg.norm(centroids, axis=1) * np.linalg.norm(delta)
+    dots = np.array([_dot(centroid, delta) for centroid in centroids])
+    norms = np.sqrt([sum_of_squares(c) for c in centroids]) * np.sqrt(sum_of_squares(delta))
     sims = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
     return int(np.argmax(sims))
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """⟨x, y⟩ in float64 by numpy's index-ordered pairwise sum (BLAS ddot may not be)."""
+    return float(np.sum(np.asarray(x, np.float64) * np.asarray(y, np.float64)))
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:
@@ -164,7 +215,7 @@ def spectral_clusters(S: np.ndarray, max_k: int | None = None) -> np.ndarray:
     # A client with no positive affinity at all would divide by zero; the floor isolates it.
     inv_sqrt_degree = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-12))
     laplacian = np.eye(K) - inv_sqrt_degree[:, None] * affinity * inv_sqrt_degree[None, :]
-    eigenvalues, eigenvectors = np.linalg.eigh(laplacian)
+    eigenvalues, eigenvectors = np.linalg.eigh(aligned_copy(laplacian))
     gaps = np.diff(eigenvalues)[: min(max_k, K - 1)]
     k = int(np.argmax(gaps)) + 1
     embedding = eigenvectors[:, :k]

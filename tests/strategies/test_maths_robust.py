@@ -109,5 +109,6 @@ def test_robust_aggregate_rejects_bad_arguments_before_touching_the_input():
     with pytest.raises(ValueError, match="rule"):
         robust_aggregate(deltas, "mean")
     with pytest.raises(ValueError, match="trim_fraction"):
-        robust_aggregate(deltas, "trimmed-mean", 0.5, in_place=True)
+        robust_aggregate(deltas, "trimmed-mean", 0.5)
+    robust_aggregate(deltas, "median", clip_norm=1.0)  # clipping works on copies of chunks
     np.testing.assert_array_equal(deltas, HAND)

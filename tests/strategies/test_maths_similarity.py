@@ -11,6 +11,7 @@ from strategies.maths.similarity import (
     complete_linkage,
     cosine_matrix,
     mixing_weights,
+    peer_weights,
     personalized_mixtures,
     spectral_clusters,
     sticky_relabel,
@@ -158,3 +159,40 @@ def test_sticky_relabel_is_optimal_not_greedy():
     np.testing.assert_array_equal(sticky_relabel(previous, new), [9, 9, 9, 9, 9, 7, 7])
     with pytest.raises(ValueError, match="equal 1-D shapes"):
         sticky_relabel(previous, new[:3])
+
+
+def test_peer_weights_by_hand():
+    # Client 0's peers: 0.6 (same task) and four at 0.1. Mean 0.2, population std
+    # sqrt((0.4² + 4·0.1²)/5) = 0.2, so z = [2, −0.5, −0.5, −0.5, −0.5]. τ = 1:
+    # softmax = [e², e^−0.5 ×4] / (7.389056 + 4·0.606531) = [0.752820, 0.061795 ×4]; β = 0.5
+    # halves it.
+    S = np.full((6, 6), 0.1)
+    np.fill_diagonal(S, 1.0)
+    S[0, 1] = S[1, 0] = 0.6
+    W = peer_weights(S, self_weight=0.5, tau=1.0)
+    np.testing.assert_allclose(
+        W[0], [0.5, 0.376410, 0.030898, 0.030898, 0.030898, 0.030898], atol=1e-6
+    )
+    # The same-task peer gets e^2.5 = 12.18 times any other-task client, and the rule is
+    # scale-free: the same spread around another mean gives the same weights.
+    assert W[0, 1] / W[0, 2] == pytest.approx(math.exp(2.5))
+    np.testing.assert_allclose(peer_weights(0.5 * S + 0.2, 0.5)[0], W[0], atol=1e-12)
+    np.testing.assert_allclose(W.sum(axis=1), 1.0)
+    # Every peer of client 2 is at 0.1 (σ = 0), so its 1 − β = 0.5 is spread evenly.
+    np.testing.assert_allclose(W[2], [0.1, 0.1, 0.5, 0.1, 0.1, 0.1])
+
+
+def test_peer_weights_edges():
+    np.testing.assert_array_equal(peer_weights(np.ones((1, 1)), 0.3), [[1.0]])
+    # Two clients: the one peer takes all of 1 − β.
+    np.testing.assert_allclose(
+        peer_weights(np.array([[1, 0.2], [0.2, 1]]), 0.25), [[0.25, 0.75], [0.75, 0.25]]
+    )
+    # β = 1 is local training; β = 0 gives no self weight at all.
+    S = np.array([[1, 0.9, 0.1], [0.9, 1, 0.2], [0.1, 0.2, 1]])
+    np.testing.assert_array_equal(np.diag(peer_weights(S, 1.0)), [1, 1, 1])
+    assert np.all(np.diag(peer_weights(S, 0.0)) == 0)
+    with pytest.raises(ValueError, match="self_weight"):
+        peer_weights(S, 1.5)
+    with pytest.raises(ValueError, match="tau"):
+        peer_weights(S, 0.5, tau=0)

@@ -1,0 +1,110 @@
+"""Bit-reproducible reductions: the same rows give the same bits in any memory layout.
+
+A float sum depends on its order, and a BLAS kernel may pick its blocking, FMA use and
+head/tail handling from the operands' alignment (issue 10: two aggregates of the same replies
+differed by one float32 ulp). The aggregation maths therefore uses only two kinds of reduction:
+
+- **Element-wise accumulation in float64, rows in a fixed order** (``weighted_row_sum``,
+  ``sum_of_squares``). Each output element is a sequence of IEEE-754 multiplies and adds whose
+  order is the row order, so the result does not depend on alignment, strides, SIMD width or
+  threads. Work is cut into column chunks that stay in cache, so no K×D temporary is made.
+- **BLAS products on operands copied to 64-byte-aligned C-contiguous buffers**
+  (``aligned_matmul``), for the few products whose cost rules out element-wise loops (the
+  personalised mixtures, K²·D). The kernel OpenBLAS picks then depends on the shapes only.
+
+The row order itself is fixed by the strategies, which sort replies by client id
+(``strategies.ordering``) before any of this runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD load (AVX-512)
+CHUNK = 1 << 15  # columns per chunk: 32 768 float64 = 256 KiB, inside L2
+
+
+def aligned_empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary.
+
+    ``np.empty`` only promises 16 bytes, so the start is chosen inside a slightly larger
+    byte buffer (which the returned view keeps alive).
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(array: np.ndarray) -> bool:
+    return array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0
+
+
+def aligned_copy(array: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
+    """``array`` as an aligned C-contiguous array of ``dtype``; no copy if it already is one."""
+    array = np.asarray(array)
+    dtype = array.dtype if dtype is None else np.dtype(dtype)
+    if array.dtype == dtype and is_aligned(array):
+        return array
+    out = aligned_empty(array.shape, dtype)
+    out[...] = array
+    return out
+
+
+def aligned_matmul(a: np.ndarray, b: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+    """a @ b in ``dtype`` with both operands and the result aligned (kernel fixed by shape)."""
+    a, b = aligned_copy(a, dtype), aligned_copy(b, dtype)
+    out = aligned_empty((a.shape[0], b.shape[1]), dtype)
+    return np.matmul(a, b, out=out)
+
+
+def _column_chunks(width: int, chunk: int = CHUNK):
+    for start in range(0, width, chunk):
+        yield start, min(start + chunk, width)
+
+
+def weighted_row_sum(
+    rows: np.ndarray | Sequence[np.ndarray],
+    weights: Sequence[float],
+    dtype: np.dtype | type | None = None,
+) -> np.ndarray:
+    """Σ_k w_k·rows[k] (D,), accumulated in float64 in row order, then cast to ``dtype``.
+
+    ``rows`` is a K×D matrix or a sequence of K equally long 1-D arrays (views are fine: a row
+    is read, never copied whole). Rows with weight 0 are skipped, so a cluster's mean over a
+    matrix of all clients costs only its members. ``dtype`` defaults to the rows' dtype.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(rows) != weights.size:
+        raise ValueError(f"got {len(rows)} rows but {weights.size} weights")
+    if weights.size == 0:
+        raise ValueError("no rows to sum")
+    width = int(np.shape(rows[0])[-1])
+    dtype = np.dtype(np.asarray(rows[0]).dtype if dtype is None else dtype)
+    out = aligned_empty(width, dtype)
+    total = np.empty(min(CHUNK, width), dtype=np.float64)
+    term = np.empty_like(total)
+    used = [(float(weights[k]), rows[k]) for k in np.flatnonzero(weights)]
+    for start, stop in _column_chunks(width):
+        acc, tmp = total[: stop - start], term[: stop - start]
+        acc[...] = 0.0
+        for w, row in used:
+            np.multiply(row[start:stop], w, out=tmp)  # float64: the cast of the row is exact
+            acc += tmp
+        out[start:stop] = acc
+    return out
+
+
+def sum_of_squares(vector: np.ndarray) -> float:
+    """Σ_i x_i² in float64, chunk by chunk in index order (``np.linalg.norm`` calls BLAS)."""
+    vector = np.ravel(vector)
+    total = 0.0
+    for start, stop in _column_chunks(vector.size):
+        part = vector[start:stop].astype(np.float64)
+        # numpy's pairwise sum adds by index (8 running sums), whatever the alignment.
+        total += float(np.sum(np.square(part, out=part)))
+    return total
