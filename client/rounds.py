@@ -238,7 +238,11 @@ def train_round(
     result = train(
         runtime.model,
         batch_stream(
-            data.train, cfg.train.batch_size, pad_id, seed=cfg.run.seed + plan.server_round
+            data.train,
+            cfg.train.batch_size,
+            pad_id,
+            seed=cfg.run.seed + plan.server_round,
+            group_by_length=cfg.train.group_by_length,
         ),
         _phases(cfg, runtime, plan),
         grad_accum=cfg.train.grad_accum,

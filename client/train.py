@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from client.batching import IGNORE, Batch
+from colora import precision
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +45,34 @@ class TrainResult:
         return sum(self.step_losses) / max(len(self.step_losses), 1)
 
 
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers ``*ForCausalLM`` under a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if get_base is not None else model
+
+
 def per_example_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean next-token loss over each example's response tokens -> [B]."""
+    """Mean next-token loss over each example's response tokens -> [B].
+
+    The LM head (a 49,152-word vocabulary for SmolLM2) and the cross-entropy run only at the
+    positions whose next token is labelled, not over the whole padded sequence: the decoder's
+    hidden states are gathered there first. The loss is the same as with full logits (tested);
+    the head's matmul, the fp32 logits and their gradient shrink to the response tokens.
+    """
     device = next(p for p in model.parameters()).device
-    logits = (
-        model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
-        .logits[:, :-1]
-        .float()
-    )
-    labels = batch.labels[:, 1:].to(device)
-    token_loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="none",
-    ).view(labels.shape)
+    causal_lm = _causal_lm(model)
+    labels = batch.labels[:, 1:].to(device)  # label of the token after each position
+    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)  # [N] each, row-major
+    with precision.autocast(model):
+        hidden = causal_lm.get_decoder()(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+        ).last_hidden_state  # [B, T, H]
+        logits = causal_lm.get_output_embeddings()(hidden[rows, cols])  # [N, V]
+    token_loss = nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+    # Scattered back to [B, T] (unique indices, so deterministic on CUDA too) and summed per row.
+    per_token = torch.zeros(labels.shape, device=device).index_put((rows, cols), token_loss)
     counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
-    return token_loss.sum(dim=1) / counts
+    return per_token.sum(dim=1) / counts
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:

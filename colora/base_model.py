@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
 
+from colora import precision
 from runconfig.schema import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,15 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def compute_dtype() -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA."""
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+def checkpointing(setting: str, where: torch.device) -> bool:
+    """Whether ``train.gradient-checkpointing = setting`` recomputes activations on ``where``.
+
+    ``auto`` is on only where it cuts the peak memory at <= 15% extra step time; the README's
+    client-step benchmark measured that trade (CUDA: memory is the binding limit there).
+    """
+    if setting == "auto":
+        return where.type == "cuda"
+    return setting == "on"
 
 
 def _atomic_dir(target: Path, build) -> Path:
@@ -153,27 +160,49 @@ def keep_4bit_differentiable(model) -> None:
 
 
 def load_base_model(
-    spec: ModelSettings, *, quantization: str | None = None, inference_only: bool = False
+    spec: ModelSettings,
+    *,
+    quantization: str | None = None,
+    inference_only: bool = False,
+    compute_dtype: str = "auto",
+    gradient_checkpointing: bool = False,
 ):
-    """Load the frozen base model on :func:`device`, in NF4 or in the compute dtype.
+    """Load the frozen base model on :func:`device`, in NF4 or as floats, for ``compute_dtype``.
+
+    ``compute_dtype`` is a ``train.compute-dtype`` setting (see :mod:`colora.precision`); the
+    model remembers the resolved dtype, and :func:`colora.precision.autocast` computes in it.
+    An NF4 base dequantises straight to the compute dtype; its other weights (embeddings, the
+    tied LM head, norms) are kept in fp32 as QLoRA does (PEFT's
+    ``prepare_model_for_kbit_training``), so the residual stream and the loss stay fp32. A
+    float base is fp32 on the CPU and in the compute dtype on CUDA, where memory is tighter.
+    ``gradient_checkpointing`` recomputes each decoder layer in the backward pass instead of
+    keeping its activations (Chen et al. 2016, arXiv 1604.06174).
 
     ``inference_only`` lets bitsandbytes use its faster packed CPU kernel, which breaks
     training (see :func:`keep_4bit_differentiable`); only evaluation and benchmarks that never
     train pass it.
     """
     quant = quantization or spec.quantization
-    kwargs: dict = {"dtype": compute_dtype(), "device_map": {"": device()}}
+    where = device()
+    dtype = precision.resolve(compute_dtype, where)
+    storage = dtype if quant == "nf4" or where.type == "cuda" else torch.float32
+    kwargs: dict = {"dtype": storage, "device_map": {"": where}}
     if quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=compute_dtype(),
+            bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True,
         )
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), **kwargs)
     model.config.use_cache = False
     for param in model.parameters():
         param.requires_grad_(False)
+        if quant == "nf4" and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    setattr(model, precision.ATTRIBUTE, dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not inference_only:
         keep_4bit_differentiable(model)
     return model
