@@ -21,6 +21,7 @@ from torch import nn
 
 from client.batching import IGNORE, Batch
 from colora import precision
+from colora.base_model import dense_4bit_weights
 
 log = logging.getLogger(__name__)
 
@@ -106,40 +107,41 @@ def train(
     trainable = [p for phase in phases for p in phase.params]
     result, by_task = TrainResult(), defaultdict(list)
     start = time.perf_counter()
-    for phase in phases:
-        if phase.steps == 0:
-            continue
-        _set_trainable(trainable, phase.params)
-        optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
-        )
-        for step in range(phase.steps):
-            step_loss = 0.0
-            for _ in range(grad_accum):
-                batch = next(batches)
-                losses = per_example_loss(model, batch)
-                loss = losses.mean()
-                if proximal is not None and proximal[0] > 0:
-                    mu, params, anchors = proximal
-                    loss = loss + 0.5 * mu * sum(
-                        (p - a.to(p.device)).pow(2).sum()
-                        for p, a in zip(params, anchors, strict=True)
-                    )
-                (loss / grad_accum).backward()
-                step_loss += loss.item() / grad_accum
-                for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
-                    by_task[task].append(value)
-                result.examples_seen += len(batch.tasks)
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
-            torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.step_losses.append(step_loss)
-            if on_step is not None:
-                on_step(phase.name, step + 1, phase.steps, step_loss)
+    with dense_4bit_weights(model):  # dequantised once per round, not at every product
+        for phase in phases:
+            if phase.steps == 0:
+                continue
+            _set_trainable(trainable, phase.params)
+            optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
+            )
+            for step in range(phase.steps):
+                step_loss = 0.0
+                for _ in range(grad_accum):
+                    batch = next(batches)
+                    losses = per_example_loss(model, batch)
+                    loss = losses.mean()
+                    if proximal is not None and proximal[0] > 0:
+                        mu, params, anchors = proximal
+                        loss = loss + 0.5 * mu * sum(
+                            (p - a.to(p.device)).pow(2).sum()
+                            for p, a in zip(params, anchors, strict=True)
+                        )
+                    (loss / grad_accum).backward()
+                    step_loss += loss.item() / grad_accum
+                    for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
+                        by_task[task].append(value)
+                    result.examples_seen += len(batch.tasks)
+                if not math.isfinite(step_loss):
+                    raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
+                torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.step_losses.append(step_loss)
+                if on_step is not None:
+                    on_step(phase.name, step + 1, phase.steps, step_loss)
     _set_trainable(trainable, [])
     result.task_losses = {task: sum(v) / len(v) for task, v in by_task.items()}
     result.seconds = time.perf_counter() - start
@@ -151,7 +153,9 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float
     """Mean per-example response loss for each task present in ``batches``."""
     model.eval()
     by_task: dict[str, list[float]] = defaultdict(list)
-    for batch in batches:
-        for task, value in zip(batch.tasks, per_example_loss(model, batch).tolist(), strict=True):
-            by_task[task].append(value)
+    with dense_4bit_weights(model):
+        for batch in batches:
+            losses = per_example_loss(model, batch).tolist()
+            for task, value in zip(batch.tasks, losses, strict=True):
+                by_task[task].append(value)
     return {task: sum(v) / len(v) for task, v in by_task.items()}

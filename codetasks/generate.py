@@ -25,6 +25,7 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 from codetasks.examples import Example
 from codetasks.prompts import answer_is_final, to_messages
 from colora import precision
+from colora.base_model import dense_4bit_weights
 
 # Reply budgets, in SmolLM2 tokens, from the reference replies: MBPP functions p95 125, max 221
 # (a model that restates a HumanEval docstring needs more); CodeXGLUE valid C# p95 211, max 347;
@@ -111,7 +112,10 @@ def generate_with_stats(
     model.eval()
     start = time.perf_counter()
     try:
-        with tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar:
+        with (
+            dense_4bit_weights(model),
+            tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar,
+        ):
             for rows in _batches(examples, lengths, batch_size):
                 limit = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[examples[rows[0]].task]
                 sampling = {"temperature": temperature, "top_p": top_p}
