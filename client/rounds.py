@@ -259,6 +259,7 @@ def train_round(
         "train-loss-last": result.step_losses[-1],
         "train-seconds": result.seconds,
         "train-steps": len(result.step_losses),
+        "train-on-gpu": int(next(runtime.model.parameters()).is_cuda),
         "personal-loaded-round": personal_round,
         "shared-in-fingerprint": start_print,
         **_merge_metric(plan),
