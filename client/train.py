@@ -4,7 +4,9 @@ CoLoRA (arXiv 2602.07218) alternates: e1 steps on the private Sigma_k with A, B 
 e2 steps on the shared A, B with Sigma_k frozen; the analysis covers this alternating scheme,
 and ``schedule = "joint"`` trains everything together instead. FedProx (Li et al. 2020,
 arXiv 1812.06127) is available by a positive ``proximal_mu`` on the shared parameters.
-Each phase has linear warm-up then cosine decay.
+Each phase has linear warm-up then cosine decay. Forward passes run in the model's compute
+dtype (:mod:`colora.precision`), the LM head only where there are labels, and an NF4 base is
+dequantised once per round (:func:`colora.base_model.dense_4bit_weights`).
 """
 
 from __future__ import annotations
