@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-$(mktemp -d)}
+DATA_ROOT=${DATA_ROOT:-$PWD/../shared/data}  # the offline data, as for `make run`
 
 "$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; \
 print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
@@ -25,7 +26,7 @@ echo "== generation speed"
 "$PY" benchmarks/generation_speed.py --quantizations nf4,none --batch-sizes 1,16
 
 echo "== 4 clients x 3 rounds on one GPU, bundled model"
-"$PY" - "$OUT" <<'PY'
+"$PY" - "$OUT" "$DATA_ROOT" <<'PY'
 import json, sys, time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ out = Path(sys.argv[1])
 start = time.perf_counter()
 simulate(
     {"output-dir": str(out), "run-name": "gpu4", "num-server-rounds": 3,
-     "data.root": str(Path.cwd().parent / "shared" / "data"), "data.partition": "iid",
+     "data.root": sys.argv[2], "data.partition": "iid",
      "strategy.min-train-nodes": 4, "strategy.min-available-nodes": 4},
     num_supernodes=4, gpus_per_client=0.25, ray_init_args={"num_gpus": 1},
 )
