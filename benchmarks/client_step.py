@@ -1,10 +1,26 @@
-"""Benchmark one client's local training step on the bundled model: NF4 against fp32.
+"""Benchmark one client's local training step on the bundled model against a plain PEFT loop.
 
-Each configuration runs in a fresh subprocess so peak RSS (``ru_maxrss``) belongs to that
-configuration alone. Prints seconds per optimizer step (batch x tokens as configured), peak
-memory, and the size of what travels (shared parameters) against the base model.
+Prints one JSON line per configuration run: ``config``, ``s_per_step``, ``tokens_per_s``,
+``peak_rss_mb`` (the process's ``ru_maxrss``, loading included), ``rss_after_load_mb``,
+``loss_first`` and ``loss_last`` (and every step's loss with ``--trajectory``). A configuration
+is ``kind:dtype[:ckpt]``:
 
-    .venv/bin/python benchmarks/client_step.py [--steps 4] [--batch-size 4] [--seq-len 256]
+- ``client``: the project's :func:`client.train.train` on the CoLoRA model (shared LoRA + Sigma_k
+  hooks), response-only LM head, one Sigma_k step then ``--steps`` shared steps;
+- ``peft``: a plain PEFT LoRA loop with identical settings (same base, quantization, LoRA r/alpha/
+  targets, compute dtype, checkpointing, AdamW, clipping): ``model(..., labels=...).loss``;
+- ``dtype``: ``fp32``, ``bf16`` or ``auto`` (``train.compute-dtype``); ``ckpt``: activation
+  checkpointing on.
+
+Each run is a fresh subprocess (so peak RSS is its own), and ``--repeats`` rounds run every
+configuration once each in turn, so a slow spell on a shared machine hits all of them alike.
+The first step of each run is a warm-up and is not timed.
+
+    .venv/bin/python benchmarks/client_step.py [--steps 4] [--repeats 2] [--batch-size 4] \
+        [--seq-len 256] [--configs client:fp32,client:bf16,peft:fp32,peft:bf16]
+    # loss trajectories on real data (same seed and batches), fp32 against bf16:
+    .venv/bin/python benchmarks/client_step.py --data real --steps 30 --repeats 1 \
+        --configs client:fp32,client:bf16 --trajectory
 """
 
 from __future__ import annotations
@@ -15,100 +31,137 @@ import resource
 import subprocess
 import sys
 import time
+from itertools import islice
+
+DEFAULT_CONFIGS = "client:fp32,client:bf16,peft:fp32,peft:bf16"
+LEARNING_RATE = 3e-4
 
 
-def _one(quantization: str, steps: int, batch_size: int, seq_len: int) -> dict:
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batches(args, tokenizer):
+    """Synthetic 4 x 256 batches (the response half labelled), or real shuffled task data."""
     import torch
 
-    from client.batching import Batch
-    from client.train import Phase, train
-    from colora.adapter import attach_adapters, personal_parameters, shared_parameters
-    from colora.base_model import load_base_model
-    from runconfig.schema import AdapterSettings, ModelSettings
+    from client.batching import Batch, batch_stream, encode_all
+    from codetasks.examples import TASK_NAMES
+    from codetasks.loading import load_task
 
-    torch.manual_seed(0)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    settings = AdapterSettings()
-    base = load_base_model(ModelSettings(source="bundled", quantization=quantization))
-    base_params = sum(p.numel() for p in base.parameters())
-    weights_mb = base.get_memory_footprint() / 2**20
-    model = attach_adapters(base, settings, seed=0)
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ids = torch.randint(100, 40000, (batch_size, seq_len))
+    if args.data == "real":
+        examples = [e for task in TASK_NAMES for e in load_task(task, "train", limit=64)]
+        items = encode_all(tokenizer, examples, args.seq_len)
+        return batch_stream(items, args.batch_size, tokenizer.pad_token_id, seed=args.seed)
+    ids = torch.randint(100, 40000, (args.batch_size, args.seq_len),
+                        generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
     labels = ids.clone()
-    labels[:, : seq_len // 2] = -100
-    batch = Batch(ids, torch.ones_like(ids), labels, ("generation",) * batch_size)
-    shared = shared_parameters(model)
+    labels[:, : args.seq_len // 2] = -100
+    batch = Batch(ids, torch.ones_like(ids), labels, ("generation",) * args.batch_size)
+    return iter(lambda: batch, None)
+
+
+def _client_losses(model, batches, steps: int, stamps: list[float]) -> list[float]:
+    from client.train import Phase, train
+    from colora.adapter import personal_parameters, shared_parameters
+
     phases = [
         Phase("sigma", personal_parameters(model), 1, 1e-3),
-        Phase("shared", shared, steps, 3e-4),
+        Phase("shared", shared_parameters(model), steps, LEARNING_RATE),
     ]
-    start = time.perf_counter()
-    result = train(model, iter(lambda: batch, None), phases)
-    seconds = time.perf_counter() - start
-    return {
-        "quantization": quantization,
-        "s_per_step": seconds / (steps + 1),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_after_load_mb": rss_loaded / 1024,
-        "rss_before_load_mb": rss_before / 1024,
-        "base_params": base_params,
-        "weights_mb": weights_mb,
-        "shared_params": sum(p.numel() for p in shared),
-        "personal_params": sum(p.numel() for p in personal_parameters(model)),
-        "loss_first_last": [result.step_losses[0], result.step_losses[-1]],
+    result = train(model, batches, phases, on_step=lambda *_: stamps.append(time.perf_counter()))
+    return result.step_losses
+
+
+def _peft_losses(model, batches, steps: int, stamps: list[float]) -> list[float]:
+    """The plain loop a PEFT user writes: HF's own loss over the full logits, AdamW."""
+    import torch
+
+    from colora import precision
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=0.0)
+    model.train()
+    losses = []
+    for batch in islice(batches, steps + 1):
+        with precision.autocast(model):
+            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         labels=batch.labels).loss  # fmt: skip
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        stamps.append(time.perf_counter())
+    return losses
+
+
+def _one(config: str, args) -> dict:
+    import torch
+    from peft import get_peft_model
+
+    from colora import precision
+    from colora.adapter import attach_adapters, lora_config
+    from colora.base_model import load_base_model, load_tokenizer
+    from runconfig.schema import AdapterSettings, ModelSettings
+
+    kind, dtype, *flags = config.split(":")
+    torch.manual_seed(args.seed)
+    spec = ModelSettings(source="bundled", quantization=args.quantization)
+    base = load_base_model(spec, compute_dtype=dtype, gradient_checkpointing="ckpt" in flags)
+    settings = AdapterSettings()
+    if kind == "client":
+        model = attach_adapters(base, settings, seed=args.seed)
+    else:
+        model = get_peft_model(base, lora_config(settings))
+    rss_loaded = _rss_mb()
+    batches = _batches(args, load_tokenizer(spec))
+    stamps: list[float] = []
+    run = _client_losses if kind == "client" else _peft_losses
+    losses = run(model, batches, args.steps, stamps)
+    seconds = (stamps[-1] - stamps[0]) / args.steps  # the first step is the untimed warm-up
+    row = {
+        "config": config,
+        "quantization": args.quantization,
+        "compute_dtype": str(precision.of(base)).removeprefix("torch."),
+        "data": args.data,
+        "s_per_step": seconds,
+        "tokens_per_s": args.batch_size * args.seq_len / seconds,
+        "peak_rss_mb": _rss_mb(),
+        "rss_after_load_mb": rss_loaded,
+        "loss_first": losses[1],
+        "loss_last": losses[-1],
+        "threads": torch.get_num_threads(),
     }
+    if args.trajectory:
+        row["losses"] = losses[1:]
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up")
+    parser.add_argument("--repeats", type=int, default=2, help="round-robin rounds")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--one", choices=["nf4", "none"], help=argparse.SUPPRESS)
+    parser.add_argument("--quantization", choices=["nf4", "none"], default="nf4")
+    parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated")
+    parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trajectory", action="store_true", help="print every step's loss")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(_one(args.one, args.steps, args.batch_size, args.seq_len)))
+        print(json.dumps(_one(args.one, args)))
         return
-    rows = []
-    for quant in ("nf4", "none"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--one",
-            quant,
-            "--steps",
-            str(args.steps),
-            "--batch-size",
-            str(args.batch_size),
-            "--seq-len",
-            str(args.seq_len),
-        ]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(
-        f"bundled SmolLM2-135M-Instruct, batch {args.batch_size} x {args.seq_len} tokens, "
-        f"{args.steps} shared steps + 1 sigma step, torch threads {_threads()}"
-    )
-    print(f"{'base':>6} {'s/step':>8} {'peak RSS MB':>12} {'RSS after load MB':>18}")
-    for row in rows:
-        print(
-            f"{row['quantization']:>6} {row['s_per_step']:>8.2f} {row['peak_rss_mb']:>12.0f} "
-            f"{row['rss_after_load_mb']:>18.0f}"
-        )
-    row = rows[1]  # NF4 packs two weights per element, so count parameters on fp32
-    print(
-        f"base parameters {row['base_params']:,}; shared (A,B) {row['shared_params']:,} "
-        f"({100 * row['shared_params'] / row['base_params']:.2f}%, "
-        f"{4 * row['shared_params'] / 1e6:.2f} MB fp32 per direction per client); "
-        f"private Sigma_k {row['personal_params']:,}"
-    )
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+    forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                 if k not in ("one", "configs", "repeats", "trajectory")]  # fmt: skip
+    forwarded += ["--trajectory"] if args.trajectory else []
+    for _ in range(args.repeats):
+        for config in args.configs.split(","):
+            cmd = [sys.executable, __file__, *forwarded, "--one", config]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            print(out.strip().splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ generated, up to each reply's stop token, divided by wall time) for each base-mo
 quantization and batch size. Each configuration first runs one untimed warm-up batch.
 
     .venv/bin/python benchmarks/generation_speed.py [--batches 2] [--max-new-tokens 64] \
-        [--quantizations none,nf4] [--batch-sizes 1,16] [--threads N]
+        [--quantizations none,nf4] [--batch-sizes 1,16] [--threads N] [--compute-dtype auto]
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from colora.base_model import load_base_model, load_tokenizer
 from runconfig.schema import ModelSettings
 
 
-def measure(quantization: str, batch_sizes: list[int], batches: int, max_new: int) -> list[dict]:
+def measure(
+    quantization: str, batch_sizes: list[int], batches: int, max_new: int, dtype: str = "auto"
+) -> list[dict]:
     """One row per batch size for the bundled model in ``quantization``."""
     settings = ModelSettings(source="bundled", quantization=quantization)
-    model, tokenizer = load_base_model(settings, inference_only=True), load_tokenizer(settings)
+    model = load_base_model(settings, inference_only=True, compute_dtype=dtype)
+    tokenizer = load_tokenizer(settings)
     problems = load_task("generation", "valid")
     rows = []
     for batch_size in batch_sizes:
@@ -61,15 +64,17 @@ def main() -> None:
     parser.add_argument("--quantizations", default="none,nf4", help="comma-separated")
     parser.add_argument("--batch-sizes", default="1,16", help="comma-separated")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--compute-dtype", default="auto", choices=["auto", "fp32", "bf16"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
-    print(f"torch threads: {torch.get_num_threads()}; bundled SmolLM2-135M-Instruct, greedy")
+    print(f"torch threads: {torch.get_num_threads()}; bundled SmolLM2-135M-Instruct, greedy, "
+          f"compute dtype {args.compute_dtype}")  # fmt: skip
     print("| quant | batch | prompts | new tokens | seconds | tokens/s |")
     print("|---|---|---|---|---|---|")
     for quantization in args.quantizations.split(","):
-        measure(quantization, batch_sizes, args.batches, args.max_new_tokens)
+        measure(quantization, batch_sizes, args.batches, args.max_new_tokens, args.compute_dtype)
 
 
 if __name__ == "__main__":

@@ -74,23 +74,65 @@ def collate(items: Sequence[Encoded], pad_id: int) -> Batch:
     return Batch(ids, mask, labels, tuple(item.task for item in items))
 
 
+# Batches per length-sorted group: a group of GROUP_BATCHES * batch_size shuffled examples is
+# sorted by length and cut into batches, as in HF transformers' LengthGroupedSampler (which
+# uses 50). Small enough that the order stays random across a client's few hundred examples.
+GROUP_BATCHES = 8
+
+
+def grouped_by_length(
+    order: Sequence[int], lengths: Sequence[int], batch_size: int, rng: random.Random
+) -> list[int]:
+    """``order`` rearranged so consecutive ``batch_size`` runs hold examples of similar length.
+
+    Each group of ``GROUP_BATCHES`` batches is sorted by length (longest first, ties by
+    position), cut into batches, and the batches are shuffled with ``rng``: a batch pads to
+    its longest member, so similar lengths waste fewer padded positions. Every index stays
+    exactly once, and the result depends only on the inputs and the ``rng`` state.
+    """
+    span = GROUP_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), span):
+        group = sorted(order[start : start + span], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    rng.shuffle(full)
+    return [i for batch in full for i in batch] + [
+        i for b in batches if len(b) < batch_size for i in b
+    ]
+
+
 def batch_stream(
-    items: Sequence[Encoded], batch_size: int, pad_id: int, *, seed: int
+    items: Sequence[Encoded],
+    batch_size: int,
+    pad_id: int,
+    *,
+    seed: int,
+    group_by_length: bool = True,
 ) -> Iterator[Batch]:
-    """Endless shuffled batches; each pass over the data is reshuffled from ``seed``."""
+    """Endless shuffled batches; each pass over the data is reshuffled from ``seed``.
+
+    With ``group_by_length`` each pass is arranged by :func:`grouped_by_length`.
+    """
     if not items:
         raise ValueError("no training examples fit max-seq-length; raise train.max-seq-length")
     rng = random.Random(seed)
+    lengths = [len(item.input_ids) for item in items]
     order: list[int] = []
     while True:
         if len(order) < batch_size:
             fresh = list(range(len(items)))
             rng.shuffle(fresh)
+            if group_by_length:
+                fresh = grouped_by_length(fresh, lengths, batch_size, rng)
             order.extend(fresh)
         chunk, order = order[:batch_size], order[batch_size:]
         yield collate([items[i] for i in chunk], pad_id)
 
 
 def eval_batches(items: Sequence[Encoded], batch_size: int, pad_id: int) -> Iterator[Batch]:
-    for start in range(0, len(items), batch_size):
-        yield collate(items[start : start + batch_size], pad_id)
+    """Batches in order of length (longest first), so each pads little (a deterministic order:
+    the per-task means are the same up to rounding whatever the order)."""
+    order = sorted(range(len(items)), key=lambda i: (-len(items[i].input_ids), i))
+    for start in range(0, len(order), batch_size):
+        yield collate([items[i] for i in order[start : start + batch_size]], pad_id)

@@ -238,7 +238,11 @@ def train_round(
     result = train(
         runtime.model,
         batch_stream(
-            data.train, cfg.train.batch_size, pad_id, seed=cfg.run.seed + plan.server_round
+            data.train,
+            cfg.train.batch_size,
+            pad_id,
+            seed=cfg.run.seed + plan.server_round,
+            group_by_length=cfg.train.group_by_length,
         ),
         _phases(cfg, runtime, plan),
         grad_accum=cfg.train.grad_accum,
@@ -255,6 +259,7 @@ def train_round(
         "train-loss-last": result.step_losses[-1],
         "train-seconds": result.seconds,
         "train-steps": len(result.step_losses),
+        "train-on-gpu": int(next(runtime.model.parameters()).is_cuda),
         "personal-loaded-round": personal_round,
         "shared-in-fingerprint": start_print,
         **_merge_metric(plan),

@@ -20,7 +20,13 @@ from client.batching import Encoded, encode_all
 from client.data import ClientIdentity, client_examples, client_identity
 from codetasks.examples import Example
 from colora.adapter import attach_adapters
-from colora.base_model import load_base_model, load_tokenizer, resolve_model_path
+from colora.base_model import (
+    checkpointing,
+    device,
+    load_base_model,
+    load_tokenizer,
+    resolve_model_path,
+)
 from runconfig.schema import RunConfig
 
 log = logging.getLogger(__name__)
@@ -49,12 +55,18 @@ _MAX_CLIENTS_CACHED = 256  # a worker may serve thousands of simulated clients
 
 
 def model_runtime(cfg: RunConfig) -> ModelRuntime:
-    key = (cfg.model, cfg.adapter, cfg.run.seed)
+    t = cfg.train
+    key = (cfg.model, cfg.adapter, cfg.run.seed, t.compute_dtype, t.gradient_checkpointing)
     if key not in _MODELS:
         _MODELS.clear()  # one model per process: a new config replaces the old one
         spec = cfg.model
         torch.manual_seed(cfg.run.seed)
-        model = attach_adapters(load_base_model(spec), cfg.adapter, seed=cfg.run.seed)
+        base = load_base_model(
+            spec,
+            compute_dtype=t.compute_dtype,
+            gradient_checkpointing=checkpointing(t.gradient_checkpointing, device()),
+        )
+        model = attach_adapters(base, cfg.adapter, seed=cfg.run.seed)
         _MODELS[key] = ModelRuntime(model, load_tokenizer(spec), resolve_model_path(spec))
         log.info("Loaded base model %s (%s) in this worker", spec.source, spec.quantization)
     return _MODELS[key]

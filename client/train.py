@@ -4,7 +4,9 @@ CoLoRA (arXiv 2602.07218) alternates: e1 steps on the private Sigma_k with A, B 
 e2 steps on the shared A, B with Sigma_k frozen; the analysis covers this alternating scheme,
 and ``schedule = "joint"`` trains everything together instead. FedProx (Li et al. 2020,
 arXiv 1812.06127) is available by a positive ``proximal_mu`` on the shared parameters.
-Each phase has linear warm-up then cosine decay.
+Each phase has linear warm-up then cosine decay. Forward passes run in the model's compute
+dtype (:mod:`colora.precision`), the LM head only where there are labels, and an NF4 base is
+dequantised once per round (:func:`colora.base_model.dense_4bit_weights`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from torch import nn
 
 from client.batching import IGNORE, Batch
+from colora import precision
+from colora.base_model import dense_4bit_weights
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +48,34 @@ class TrainResult:
         return sum(self.step_losses) / max(len(self.step_losses), 1)
 
 
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers ``*ForCausalLM`` under a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if get_base is not None else model
+
+
 def per_example_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Mean next-token loss over each example's response tokens -> [B]."""
+    """Mean next-token loss over each example's response tokens -> [B].
+
+    The LM head (a 49,152-word vocabulary for SmolLM2) and the cross-entropy run only at the
+    positions whose next token is labelled, not over the whole padded sequence: the decoder's
+    hidden states are gathered there first. The loss is the same as with full logits (tested);
+    the head's matmul, the fp32 logits and their gradient shrink to the response tokens.
+    """
     device = next(p for p in model.parameters()).device
-    logits = (
-        model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device))
-        .logits[:, :-1]
-        .float()
-    )
-    labels = batch.labels[:, 1:].to(device)
-    token_loss = nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="none",
-    ).view(labels.shape)
+    causal_lm = _causal_lm(model)
+    labels = batch.labels[:, 1:].to(device)  # label of the token after each position
+    rows, cols = (labels != IGNORE).nonzero(as_tuple=True)  # [N] each, row-major
+    with precision.autocast(model):
+        hidden = causal_lm.get_decoder()(
+            input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)
+        ).last_hidden_state  # [B, T, H]
+        logits = causal_lm.get_output_embeddings()(hidden[rows, cols])  # [N, V]
+    token_loss = nn.functional.cross_entropy(logits.float(), labels[rows, cols], reduction="none")
+    # Scattered back to [B, T] (unique indices, so deterministic on CUDA too) and summed per row.
+    per_token = torch.zeros(labels.shape, device=device).index_put((rows, cols), token_loss)
     counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
-    return token_loss.sum(dim=1) / counts
+    return per_token.sum(dim=1) / counts
 
 
 def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
@@ -94,40 +109,41 @@ def train(
     trainable = [p for phase in phases for p in phase.params]
     result, by_task = TrainResult(), defaultdict(list)
     start = time.perf_counter()
-    for phase in phases:
-        if phase.steps == 0:
-            continue
-        _set_trainable(trainable, phase.params)
-        optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
-        )
-        for step in range(phase.steps):
-            step_loss = 0.0
-            for _ in range(grad_accum):
-                batch = next(batches)
-                losses = per_example_loss(model, batch)
-                loss = losses.mean()
-                if proximal is not None and proximal[0] > 0:
-                    mu, params, anchors = proximal
-                    loss = loss + 0.5 * mu * sum(
-                        (p - a.to(p.device)).pow(2).sum()
-                        for p, a in zip(params, anchors, strict=True)
-                    )
-                (loss / grad_accum).backward()
-                step_loss += loss.item() / grad_accum
-                for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
-                    by_task[task].append(value)
-                result.examples_seen += len(batch.tasks)
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
-            torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.step_losses.append(step_loss)
-            if on_step is not None:
-                on_step(phase.name, step + 1, phase.steps, step_loss)
+    with dense_4bit_weights(model):  # dequantised once per round, not at every product
+        for phase in phases:
+            if phase.steps == 0:
+                continue
+            _set_trainable(trainable, phase.params)
+            optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
+            )
+            for step in range(phase.steps):
+                step_loss = 0.0
+                for _ in range(grad_accum):
+                    batch = next(batches)
+                    losses = per_example_loss(model, batch)
+                    loss = losses.mean()
+                    if proximal is not None and proximal[0] > 0:
+                        mu, params, anchors = proximal
+                        loss = loss + 0.5 * mu * sum(
+                            (p - a.to(p.device)).pow(2).sum()
+                            for p, a in zip(params, anchors, strict=True)
+                        )
+                    (loss / grad_accum).backward()
+                    step_loss += loss.item() / grad_accum
+                    for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
+                        by_task[task].append(value)
+                    result.examples_seen += len(batch.tasks)
+                if not math.isfinite(step_loss):
+                    raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
+                torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.step_losses.append(step_loss)
+                if on_step is not None:
+                    on_step(phase.name, step + 1, phase.steps, step_loss)
     _set_trainable(trainable, [])
     result.task_losses = {task: sum(v) / len(v) for task, v in by_task.items()}
     result.seconds = time.perf_counter() - start
@@ -139,7 +155,9 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float
     """Mean per-example response loss for each task present in ``batches``."""
     model.eval()
     by_task: dict[str, list[float]] = defaultdict(list)
-    for batch in batches:
-        for task, value in zip(batch.tasks, per_example_loss(model, batch).tolist(), strict=True):
-            by_task[task].append(value)
+    with dense_4bit_weights(model):
+        for batch in batches:
+            losses = per_example_loss(model, batch).tolist()
+            for task, value in zip(batch.tasks, losses, strict=True):
+                by_task[task].append(value)
     return {task: sum(v) / len(v) for task, v in by_task.items()}

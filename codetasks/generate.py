@@ -7,20 +7,25 @@ the same position and new tokens are appended right after it, and decodes with t
 for pass@1 in HumanEval (Chen et al. 2021, arXiv 2107.03374) and in the multi-task code study
 (arXiv 2601.15094); a temperature > 0 samples instead (FlowerTune's code challenge uses
 temperature 0.2, top-p 0.95). Examples are sorted by prompt length so a batch holds prompts of
-similar length (less padding), and the replies are returned in the input order.
+similar length (less padding), and the replies are returned in the input order. A row leaves
+its batch as soon as it is finished, at a stop token or once its answer can no longer change
+(a closed code block, a finished first line; :func:`codetasks.prompts.answer_is_final`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
 from codetasks.examples import Example
-from codetasks.prompts import to_messages
+from codetasks.prompts import answer_is_final, to_messages
+from colora import precision
+from colora.base_model import dense_4bit_weights
 
 # Reply budgets, in SmolLM2 tokens, from the reference replies: MBPP functions p95 125, max 221
 # (a model that restates a HumanEval docstring needs more); CodeXGLUE valid C# p95 211, max 347;
@@ -107,13 +112,17 @@ def generate_with_stats(
     model.eval()
     start = time.perf_counter()
     try:
-        with tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar:
+        with (
+            dense_4bit_weights(model),
+            tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar,
+        ):
             for rows in _batches(examples, lengths, batch_size):
                 limit = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[examples[rows[0]].task]
                 sampling = {"temperature": temperature, "top_p": top_p}
                 replies, count = _generate_batch(
-                    model, tokenizer, [prompts[i] for i in rows], limit, sampling
-                )
+                    model, tokenizer, [prompts[i] for i in rows], examples[rows[0]].task, limit,
+                    sampling,
+                )  # fmt: skip
                 for row, reply in zip(rows, replies, strict=True):
                     texts[row] = reply
                 new_tokens += count
@@ -144,29 +153,84 @@ def _batches(
 
 @torch.inference_mode()
 def _generate_batch(
-    model, tokenizer, prompts: list[str], max_new_tokens: int, sampling: dict[str, float]
+    model, tokenizer, prompts: list[str], task: str, max_new_tokens: int, sampling: dict
 ) -> tuple[list[str], int]:
     """Generate for one left-padded batch; return the decoded replies and new-token count."""
     # padding_side as a call argument leaves the tokenizer (shared with training) untouched.
     inputs = tokenizer(
         prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
     ).to(_input_device(model))
-    stops = stop_token_ids(tokenizer)
-    options: dict = {"do_sample": False}
-    if sampling["temperature"] > 0:
-        options = {"do_sample": True, **sampling}
-    output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, use_cache=True, eos_token_id=stops,
-        pad_token_id=tokenizer.pad_token_id, **options,
-    )  # fmt: skip
-    generated = output[:, inputs["input_ids"].shape[1] :]  # [batch, new tokens]
-    replies, count = [], 0
-    for row in generated.tolist():
-        ends = [position for position, token in enumerate(row) if token in stops]
-        kept = row[: ends[0]] if ends else row
-        count += len(kept) + (1 if ends else 0)  # the stop token was generated too
-        replies.append(tokenizer.decode(kept, skip_special_tokens=True))
-    return replies, count
+    stops = set(stop_token_ids(tokenizer))
+
+    def finished(tokens: list[int]) -> bool:
+        return tokens[-1] in stops or answer_is_final(
+            task, tokenizer.decode(tokens, skip_special_tokens=True)
+        )
+
+    rows = decode(model, inputs["input_ids"], inputs["attention_mask"], max_new_tokens,
+                  _picker(sampling), finished)  # fmt: skip
+    replies = [tokenizer.decode([t for t in row if t not in stops], skip_special_tokens=True)
+               for row in rows]  # fmt: skip
+    return replies, sum(len(row) for row in rows)
+
+
+def _picker(sampling: dict[str, float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Next token per row from fp32 logits [b, V]: argmax, or a temperature / top-p draw."""
+    if sampling["temperature"] <= 0:
+        return lambda logits: logits.argmax(dim=-1)
+    warpers = [TemperatureLogitsWarper(sampling["temperature"])]
+    if sampling["top_p"] < 1:
+        warpers.append(TopPLogitsWarper(sampling["top_p"]))
+
+    def draw(logits: torch.Tensor) -> torch.Tensor:
+        for warp in warpers:
+            logits = warp(None, logits)
+        return torch.multinomial(logits.softmax(dim=-1), 1).squeeze(1)
+
+    return draw
+
+
+def decode(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    pick: Callable[[torch.Tensor], torch.Tensor],
+    finished: Callable[[list[int]], bool],
+) -> list[list[int]]:
+    """Decode a left-padded batch with the KV cache; each row's new tokens, in row order.
+
+    A row leaves the batch once ``finished`` says so (a stop token, or an answer that can no
+    longer change), and its entries leave the cache: the remaining rows no longer pay for it,
+    so one rambling reply does not hold the whole batch at full width. Positions count real
+    tokens only (left padding shifts none), as in transformers' ``generate``; only the last
+    position's logits are computed.
+    """
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [b, T]
+    active = list(range(input_ids.shape[0]))  # the original row of each live row
+    out: list[list[int]] = [[] for _ in active]
+    ids, cache = input_ids, None
+    for _ in range(max_new_tokens):
+        with precision.autocast(model):
+            step = model(input_ids=ids, attention_mask=attention_mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        cache, tokens = step.past_key_values, pick(step.logits[:, -1].float()).tolist()
+        keep = []
+        for k, (row, token) in enumerate(zip(active, tokens, strict=True)):
+            out[row].append(token)
+            if not finished(out[row]):
+                keep.append(k)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=input_ids.device)
+            cache.batch_select_indices(index)
+            attention_mask, positions = attention_mask[index], positions[index]
+            active = [active[k] for k in keep]
+        ids = torch.tensor([[tokens[k]] for k in keep], device=input_ids.device)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(keep), 1))], 1)
+        positions = positions[:, -1:] + 1
+    return out
 
 
 def _input_device(model) -> torch.device:

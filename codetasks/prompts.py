@@ -121,3 +121,20 @@ def parse_answer(task: str, text: str) -> str:
     if not lines:
         return ""
     return _strip_quotes(first_sentence(_strip_quotes(lines[0])))
+
+
+def answer_is_final(task: str, text: str) -> bool:
+    """Whether no continuation of ``text`` can change :func:`parse_answer` of it.
+
+    generation/translation: the first fenced code block is closed. summarization: the first
+    non-empty line has ended. Generation stops a reply here (a stop string), so one rambling
+    reply does not hold its whole batch.
+    """
+    _check_task(task)
+    if task != "summarization":
+        match = _FENCED_BLOCK.search(text)
+        return match is not None and match.group(0).endswith("```")
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            return line.splitlines()[0] != line  # it ends with a line break
+    return False

@@ -8,16 +8,21 @@ convert it once into a cached safetensors directory that NF4 loading can start f
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig
 
+from colora import precision
 from runconfig.schema import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -37,9 +42,15 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def compute_dtype() -> torch.dtype:
-    """fp32 on CPU (bf16 matmuls are slow there), bf16 on CUDA."""
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+def checkpointing(setting: str, where: torch.device) -> bool:
+    """Whether ``train.gradient-checkpointing = setting`` recomputes activations on ``where``.
+
+    ``auto`` is on only where it cuts the peak memory at <= 15% extra step time; the README's
+    client-step benchmark measured that trade (CUDA: memory is the binding limit there).
+    """
+    if setting == "auto":
+        return where.type == "cuda"
+    return setting == "on"
 
 
 def _atomic_dir(target: Path, build) -> Path:
@@ -152,28 +163,91 @@ def keep_4bit_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def _dense_forward(module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s product with its dequantised weight, in the weight's (compute) dtype."""
+    bias = None if module.bias is None else module.bias.to(weight.dtype)
+    return F.linear(x.to(weight.dtype), weight, bias)
+
+
+@contextlib.contextmanager
+def dense_4bit_weights(model) -> Iterator[None]:
+    """Dequantise every NF4 weight once for the enclosed passes, instead of at every product.
+
+    bitsandbytes dequantises a ``Linear4bit`` weight to the compute dtype in each forward and
+    again in each backward; on the CPU that cost more than the matrix products themselves
+    (about 16 ms per 576 x 1536 weight, about 4 s of a 4 x 256 training step of the bundled
+    model). Inside this context each layer multiplies by its weight dequantised once, to the
+    same values bitsandbytes would compute, so the numbers are those of QLoRA, and gradients
+    flow to the input as they do through ``MatMul4Bit``. The output stays in the compute dtype,
+    as an ``nn.Linear`` under autocast does. The dense copies (2 bytes per weight in bf16)
+    exist only inside the context; at rest the base stays 4-bit. Layers that bitsandbytes has
+    repacked for its CPU inference kernel are left alone.
+    """
+    import bitsandbytes as bnb
+
+    patched = []
+    for module in model.modules():
+        state = getattr(module, "weight", None)
+        state = getattr(state, "quant_state", None)
+        if not isinstance(module, bnb.nn.Linear4bit) or state is None:
+            continue
+        if getattr(state, "packing_format_for_cpu", False):
+            continue
+        dtype = module.compute_dtype or state.dtype
+        weight = bnb.functional.dequantize_4bit(module.weight.data, state).to(dtype)
+        module.forward = functools.partial(_dense_forward, module, weight)
+        patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward  # back to the class's forward
+
+
 def load_base_model(
-    spec: ModelSettings, *, quantization: str | None = None, inference_only: bool = False
+    spec: ModelSettings,
+    *,
+    quantization: str | None = None,
+    inference_only: bool = False,
+    compute_dtype: str = "auto",
+    gradient_checkpointing: bool = False,
 ):
-    """Load the frozen base model on :func:`device`, in NF4 or in the compute dtype.
+    """Load the frozen base model on :func:`device`, in NF4 or as floats, for ``compute_dtype``.
+
+    ``compute_dtype`` is a ``train.compute-dtype`` setting (see :mod:`colora.precision`); the
+    model remembers the resolved dtype, and :func:`colora.precision.autocast` computes in it.
+    An NF4 base dequantises straight to the compute dtype; its other weights (embeddings, the
+    tied LM head, norms) are kept in fp32 as QLoRA does (PEFT's
+    ``prepare_model_for_kbit_training``), so the residual stream and the loss stay fp32. A
+    float base is fp32 on the CPU and in the compute dtype on CUDA, where memory is tighter.
+    ``gradient_checkpointing`` recomputes each decoder layer in the backward pass instead of
+    keeping its activations (Chen et al. 2016, arXiv 1604.06174).
 
     ``inference_only`` lets bitsandbytes use its faster packed CPU kernel, which breaks
     training (see :func:`keep_4bit_differentiable`); only evaluation and benchmarks that never
     train pass it.
     """
     quant = quantization or spec.quantization
-    kwargs: dict = {"dtype": compute_dtype(), "device_map": {"": device()}}
+    where = device()
+    dtype = precision.resolve(compute_dtype, where)
+    storage = dtype if quant == "nf4" or where.type == "cuda" else torch.float32
+    kwargs: dict = {"dtype": storage, "device_map": {"": where}}
     if quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=compute_dtype(),
+            bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=True,
         )
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), **kwargs)
     model.config.use_cache = False
     for param in model.parameters():
         param.requires_grad_(False)
+        if quant == "nf4" and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+    setattr(model, precision.ATTRIBUTE, dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not inference_only:
         keep_4bit_differentiable(model)
     return model

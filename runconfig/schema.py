@@ -23,6 +23,8 @@ SCHEDULES = ("alternating", "joint")
 PARTITIONS = ("by-task", "dirichlet", "iid")
 QUANTIZATIONS = ("nf4", "none")
 CODECS = ("fp32", "bf16", "int8")  # colora.codec
+COMPUTE_DTYPES = ("auto", "fp32", "bf16")  # colora.precision resolves "auto" per device
+CHECKPOINTING = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,25 @@ class TrainSettings:
     max_train_examples: int = option(
         64, "Cap on training examples per task before partitioning; 0 = all."
     )
+    compute_dtype: str = option(
+        "auto",
+        "'bf16' mixed precision (matmuls in bf16, weights being trained and the loss in fp32), "
+        "'fp32', or 'auto': bf16 on CUDA and on CPUs with AVX512-BF16 or AMX, else fp32. "
+        "Covers the NF4 compute dtype, training, evaluation and generation.",
+    )
+    gradient_checkpointing: str = option(
+        "auto",
+        "Recompute each decoder layer's activations in the backward pass: 'on', 'off', or "
+        "'auto' (on where it cuts peak memory for little time; see the README).",
+    )
+    group_by_length: bool = option(
+        True, "Batch training examples of similar length together (less padding)."
+    )
 
     def __post_init__(self) -> None:
         one_of("train", "schedule", self.schedule, SCHEDULES)
+        one_of("train", "compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        one_of("train", "gradient_checkpointing", self.gradient_checkpointing, CHECKPOINTING)
         for name in ("sigma_steps", "warmup_steps", "max_train_examples"):
             require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.batching import IGNORE, batch_stream, collate, encode
+from client.batching import IGNORE, Encoded, batch_stream, collate, encode
 from codetasks.examples import Example
 from codetasks.prompts import to_response
 
@@ -63,3 +63,37 @@ def test_batch_stream_is_seeded(tiny_tokenizer):
     a = [next(batch_stream(items, 2, 0, seed=7)).input_ids.tolist() for _ in range(2)]
     b = next(batch_stream(items, 2, 0, seed=7)).input_ids.tolist()
     assert a[0] == a[1] == b
+
+
+def _padding(order, lengths, batch_size):
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+
+def test_length_grouping_keeps_every_example_once_and_pads_less():
+    import random
+
+    from client.batching import grouped_by_length
+
+    lengths = [(7 * i * i) % 230 + 20 for i in range(50)]
+    order = list(range(50))
+    random.Random(1).shuffle(order)
+    grouped = grouped_by_length(order, lengths, 4, random.Random(2))
+    assert sorted(grouped) == list(range(50))
+    assert grouped == grouped_by_length(order, lengths, 4, random.Random(2))
+    assert _padding(grouped, lengths, 4) < _padding(order, lengths, 4) / 3
+    # A batch holds neighbours in length order within its group of 8 batches (32 examples).
+    first_group = sorted(order[:32], key=lambda i: -lengths[i])
+    batches = [first_group[i : i + 4] for i in range(0, 32, 4)]
+    assert all(b in [grouped[i : i + 4] for i in range(0, 48, 4)] for b in batches)
+
+
+def test_batch_stream_groups_by_length_unless_told_not_to():
+    items = [Encoded("generation", tuple(range(5, 5 + n)), tuple(range(5, 5 + n)))
+             for n in (10, 80, 12, 78, 11, 79, 13, 81)]  # fmt: skip
+    grouped = batch_stream(items, 2, 0, seed=3)
+    plain = batch_stream(items, 2, 0, seed=3, group_by_length=False)
+    widths = [next(grouped).input_ids.shape[1] for _ in range(4)]
+    plain_widths = [next(plain).input_ids.shape[1] for _ in range(4)]
+    assert sorted(widths) == [11, 13, 79, 81]  # pairs of neighbours in length order
+    assert sum(plain_widths) >= sum(widths)

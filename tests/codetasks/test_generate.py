@@ -12,11 +12,13 @@ from codetasks.generate import (
     DEFAULT_MAX_NEW_TOKENS,
     _batches,
     chat_prompt,
+    decode,
     generate,
     generate_with_stats,
     stop_token_ids,
 )
 from codetasks.loading import load_task
+from colora import precision
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,48 @@ def test_a_fresh_colora_model_generates_like_its_base(varied_model, tiny_tokeniz
     colora = attach_adapters(copy.deepcopy(varied_model), settings, seed=0)
     expected = generate(varied_model, tiny_tokenizer, mbpp[:2], max_new_tokens=3, progress=False)
     assert generate(colora, tiny_tokenizer, mbpp[:2], max_new_tokens=3, progress=False) == expected
+
+
+def _left_padded(tokenizer, examples):
+    prompts = [chat_prompt(tokenizer, example) for example in examples]
+    return tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
+                     add_special_tokens=False)  # fmt: skip
+
+
+def test_decode_matches_transformers_generate(varied_model, tiny_tokenizer, mbpp):
+    inputs = _left_padded(tiny_tokenizer, mbpp[:3])
+    rows = decode(varied_model, inputs.input_ids, inputs.attention_mask, 5,
+                  lambda logits: logits.argmax(-1), lambda tokens: False)  # fmt: skip
+    with torch.inference_mode(), precision.autocast(varied_model):
+        expected = varied_model.generate(**inputs, max_new_tokens=5, do_sample=False,
+                                         use_cache=True, eos_token_id=None,
+                                         pad_token_id=tiny_tokenizer.pad_token_id)  # fmt: skip
+    assert rows == expected[:, inputs.input_ids.shape[1] :].tolist()
+
+
+def test_a_finished_row_leaves_the_batch_without_changing_the_others(
+    varied_model, tiny_tokenizer, mbpp
+):
+    inputs = _left_padded(tiny_tokenizer, mbpp[:3])
+    greedy = lambda logits: logits.argmax(-1)  # noqa: E731
+    full = decode(varied_model, inputs.input_ids, inputs.attention_mask, 6, greedy,
+                  lambda tokens: False)  # fmt: skip
+    assert full[1][:2] not in (full[0][:2], full[2][:2])  # only the middle row stops early
+    widths = []
+
+    def finished(tokens):
+        widths.append(tokens)
+        return tokens == full[1][:2]
+
+    early = decode(varied_model, inputs.input_ids, inputs.attention_mask, 6, greedy, finished)
+    assert early == [full[0], full[1][:2], full[2]]
+    assert len(widths) == 3 + 3 + 4 * 2  # 3 rows for two steps, then 2 rows for four
+
+
+def test_replies_stop_once_the_answer_is_final(varied_model, tiny_tokenizer, mbpp, monkeypatch):
+    import codetasks.generate as generate_module
+
+    monkeypatch.setattr(generate_module, "answer_is_final", lambda task, text: True)
+    result = generate_with_stats(varied_model, tiny_tokenizer, mbpp[:3], batch_size=3,
+                                 max_new_tokens=8, progress=False)  # fmt: skip
+    assert result.new_tokens == 3  # one token each, then the answer was final

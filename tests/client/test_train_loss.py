@@ -1,0 +1,96 @@
+"""The response-only LM head gives the loss of the full logits, in fp32 and in bf16 compute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from client.batching import IGNORE, collate, encode_all
+from client.train import per_example_loss
+from codetasks.loading import load_task
+from colora import precision
+from colora.adapter import attach_adapters
+from colora.base_model import load_base_model
+from runconfig.schema import AdapterSettings, ModelSettings
+
+SETTINGS = AdapterSettings(dropout=0.0)
+
+
+def _model(quantization: str = "none", compute_dtype: str = "fp32"):
+    base = load_base_model(
+        ModelSettings(source="tiny", quantization=quantization), compute_dtype=compute_dtype
+    )
+    model = attach_adapters(base, SETTINGS, seed=0)
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B = 0 would hide the adapter path
+            torch.nn.init.normal_(param, std=0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_tokenizer, data_root):
+    examples = load_task("generation", "train", data_root=data_root, limit=8)
+    items = encode_all(tiny_tokenizer, examples, 512)[:3]
+    return collate(items, tiny_tokenizer.pad_token_id)  # rows of different lengths: padding
+
+
+def _full_logits_loss(model, batch) -> torch.Tensor:
+    """The previous implementation: the LM head over every position, then masked."""
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    labels = batch.labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    ).view(labels.shape)
+    return token_loss.sum(dim=1) / (labels != IGNORE).sum(dim=1)
+
+
+def _loss_and_grads(loss_fn, model, batch):
+    model.zero_grad(set_to_none=True)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name or "personal_sigma" in name)
+    losses = loss_fn(model, batch)
+    losses.mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return losses.detach(), grads
+
+
+def test_batch_has_padding_and_prompt_positions(batch):
+    assert (batch.attention_mask == 0).any() and (batch.labels == IGNORE).any()
+
+
+def test_response_only_head_matches_full_logits_loss_and_gradients(batch):
+    model = _model()
+    model.train()
+    losses, grads = _loss_and_grads(per_example_loss, model, batch)
+    expected, expected_grads = _loss_and_grads(_full_logits_loss, model, batch)
+    assert losses.shape == (3,) and (losses > 0).all()
+    torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == expected_grads.keys() and len(grads) > 0
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_row_without_labels_has_zero_loss(batch):
+    labels = batch.labels.clone()
+    labels[1] = IGNORE
+    empty = type(batch)(batch.input_ids, batch.attention_mask, labels, batch.tasks)
+    model = _model()
+    with torch.no_grad():
+        losses = per_example_loss(model, empty)
+        full = per_example_loss(model, batch)
+    assert losses[1] == 0
+    torch.testing.assert_close(losses[[0, 2]], full[[0, 2]])
+
+
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_bf16_compute_is_close_to_fp32(batch, quantization):
+    fp32, bf16 = _model(quantization, "fp32"), _model(quantization, "bf16")
+    assert precision.of(fp32) == torch.float32 and precision.of(bf16) == torch.bfloat16
+    with torch.no_grad():
+        reference, mixed = per_example_loss(fp32, batch), per_example_loss(bf16, batch)
+    assert mixed.dtype == torch.float32  # the loss itself stays fp32
+    torch.testing.assert_close(mixed, reference, rtol=2e-2, atol=0)

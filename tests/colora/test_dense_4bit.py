@@ -1,0 +1,69 @@
+"""NF4 weights dequantised once give bitsandbytes' own results, and leave no trace after."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from colora.adapter import attach_adapters
+from colora.base_model import dense_4bit_weights, load_base_model
+from runconfig.schema import AdapterSettings, ModelSettings
+
+NF4_TINY = ModelSettings(source="tiny", quantization="nf4")
+
+
+def _model(compute_dtype: str):
+    model = attach_adapters(
+        load_base_model(NF4_TINY, compute_dtype=compute_dtype), AdapterSettings(dropout=0.0), 0
+    )
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+            param.requires_grad_(True)
+    return model
+
+
+def _logits_and_grads(model):
+    from colora import precision
+
+    model.zero_grad(set_to_none=True)
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(3))
+    with precision.autocast(model):
+        logits = model(input_ids=ids).logits.float()
+    logits.square().mean().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logits.detach(), grads
+
+
+def test_fp32_results_are_bit_identical():
+    model = _model("fp32")
+    logits, grads = _logits_and_grads(model)
+    with dense_4bit_weights(model):
+        dense_logits, dense_grads = _logits_and_grads(model)
+    torch.testing.assert_close(dense_logits, logits, rtol=0, atol=0)
+    assert dense_grads.keys() == grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(dense_grads[name], grads[name], rtol=0, atol=0, msg=name)
+
+
+def test_bf16_results_are_close():
+    model = _model("bf16")
+    logits, _ = _logits_and_grads(model)
+    with dense_4bit_weights(model):
+        dense_logits, _ = _logits_and_grads(model)
+    torch.testing.assert_close(dense_logits, logits, rtol=0.05, atol=0.05)
+
+
+def test_the_layers_get_their_own_forward_back():
+    import bitsandbytes as bnb
+
+    model = _model("fp32")
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers
+    with dense_4bit_weights(model):
+        assert all("forward" in vars(layer) for layer in layers)
+    assert not any("forward" in vars(layer) for layer in layers)
+    with pytest.raises(RuntimeError), dense_4bit_weights(model):
+        raise RuntimeError("an error inside still restores the layers")
+    assert not any("forward" in vars(layer) for layer in layers)
