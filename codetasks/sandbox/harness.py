@@ -1,0 +1,180 @@
+"""Child side of the sandbox: runs inside the sandboxed interpreter (``python -I -S -c``).
+
+Stdlib only, and it must run on the system interpreter too. It reads one job, a JSON object
+``{"program", "calls", "asserts", "entry_point", "channel_fd"}``, from stdin; lowers HumanEval's
+``reliability_guard``-style defences (Chen et al., 2021, arXiv 2107.03374) onto the program;
+runs the program; evaluates each test call and writes its output, encoded as plain data, as
+one JSON line to the file descriptor named in the job; runs any tests that could not be split in-process; and
+ends with a ``{"done": true}`` line.
+
+The expected values never enter the sandbox: the parent compares the outputs (the
+differential testing of EvalPlus, Liu et al. 2023, arXiv 2305.01210), so a program that
+rewrites this harness, reads its frames or writes its own lines to the channel still has to
+produce the right outputs. Only builtin types (exactly, never subclasses) encode, so an object
+whose ``__eq__`` is always true cannot pass.
+"""
+
+import builtins, contextlib, faulthandler, io, json, os, posix, shutil, signal, subprocess, sys  # noqa: E401, I001
+import _imp, _io, _posixsubprocess  # noqa: E401
+
+_MAX_NODES, _MAX_DEPTH, _MAX_RECORD = 200_000, 100, 1 << 20
+_PROCESS = """system popen kill killpg fork forkpty posix_spawn posix_spawnp
+    spawnl spawnle spawnlp spawnlpe spawnv spawnve spawnvp spawnvpe execl execle execlp execlpe
+    execv execve execvp execvpe setsid setpgid setpgrp setuid setgid setreuid setresuid putenv
+    unsetenv chroot chdir fchdir""".split()
+_FILES = """remove unlink rmdir removedirs rename renames replace truncate ftruncate chmod fchmod
+    lchmod chown fchown lchown lchflags link symlink mkfifo mknod""".split()
+_BLOCKED = {
+    os: _PROCESS + _FILES,
+    posix: _PROCESS + _FILES,
+    shutil: ["rmtree", "move", "chown"],
+    subprocess: "Popen run call check_call check_output getoutput getstatusoutput".split(),
+    signal: ["pthread_kill", "pidfd_send_signal"],
+    _posixsubprocess: ["fork_exec"],
+}
+# Builtin modules whose fresh copy (`del sys.modules["posix"]; import posix`) would bring the
+# real functions back: creating them again is refused.
+_NO_RELOAD = frozenset({"posix", "_posixsubprocess", "_signal", "_io", "_imp"})
+_NO_IMPORT = ("ctypes", "_ctypes", "resource", "psutil", "ipdb", "joblib", "tkinter")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+def _refuse(name):
+    def refused(*args, **kwargs):
+        raise PermissionError(f"sandbox: {name} is disabled")
+
+    return refused
+
+
+def _inside(path, root):
+    try:
+        target = os.path.realpath(os.fsdecode(path))
+    except (TypeError, ValueError):
+        return False
+    return target == root or target.startswith(root + os.sep)
+
+
+def _guard_open(real, root, writes):
+    def guarded(file, *args, **kwargs):
+        spec = args[0] if args else kwargs.get("mode", kwargs.get("flags", "r"))
+        relative = kwargs.get("dir_fd") is not None or (len(args) > 2 and args[2] is not None)
+        if not isinstance(file, int) and writes(spec) and (relative or not _inside(file, root)):
+            raise PermissionError(f"sandbox: writing {file!r} is disabled")
+        return real(file, *args, **kwargs)
+
+    return guarded
+
+
+def _guard_mkdir(real, root):
+    def guarded(path, *args, **kwargs):
+        if kwargs.get("dir_fd") is not None or len(args) > 1 or not _inside(path, root):
+            raise PermissionError(f"sandbox: creating {path!r} is disabled")
+        return real(path, *args, **kwargs)
+
+    return guarded
+
+
+def _no_reload(real):
+    def guarded(spec_or_module):
+        if getattr(spec_or_module, "name", getattr(spec_or_module, "__name__", "")) in _NO_RELOAD:
+            raise ImportError("sandbox: re-importing a guarded builtin module is disabled")
+        return real(spec_or_module)
+
+    return guarded
+
+
+def lock_down(root):
+    """Disable what destroys files, spawns or signals processes (no boundary on its own)."""
+    faulthandler.disable()
+    for module, names in _BLOCKED.items():
+        for name in names:
+            if hasattr(module, name):
+                setattr(module, name, _refuse(f"{module.__name__}.{name}"))
+    builtins.open = io.open = _io.open = _guard_open(_io.open, root, lambda m: set(m) & set("wax+"))
+    os.open = posix.open = _guard_open(posix.open, root, lambda flags: flags & _WRITE_FLAGS)
+    os.mkdir = posix.mkdir = _guard_mkdir(posix.mkdir, root)
+    _imp.create_builtin = _no_reload(_imp.create_builtin)
+    _imp.exec_builtin = _no_reload(_imp.exec_builtin)
+    builtins.help = None
+    for name in _NO_IMPORT:
+        sys.modules[name] = None
+
+
+class NotPlain(TypeError):
+    """An output that is not builtin data (a user-defined class, too large, too deep)."""
+
+
+def encode(value, budget=None, depth=0):
+    """``value`` as JSON-ready tagged plain data; only exact builtin types are accepted."""
+    budget = budget if budget is not None else [_MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0 or depth > _MAX_DEPTH:
+        raise NotPlain("output too large or too deeply nested")
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value
+    if kind is int:
+        return {"int": format(value, "x")}  # hex: no 4300-digit str() limit
+    if kind is float:
+        return {"float": value.hex()}
+    if kind is complex:
+        return {"complex": [value.real.hex(), value.imag.hex()]}
+    if kind is bytes:
+        return {"bytes": value.hex()}
+    tag = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}.get(kind)
+    if tag:
+        return {tag: [encode(item, budget, depth + 1) for item in value]}
+    if kind is dict:
+        pairs = [[encode(k, budget, depth + 1), encode(v, budget, depth + 1)] for k, v in value.items()]
+        return {"dict": pairs}
+    raise NotPlain(f"returned a {kind.__name__!s} object, not plain data")
+
+
+def _describe(error):
+    try:
+        return f"{type(error).__name__}: {error}"[:2000]
+    except BaseException:  # noqa: BLE001 - a hostile __str__ may raise anything
+        return "exception with an unprintable message"
+
+
+def _outcome(index, call, scope):
+    """The JSON record of one test call's output."""
+    try:
+        value = eval(call, scope)  # noqa: S307 - the sandbox is what makes this safe
+    except BaseException as error:  # noqa: BLE001 - the program may raise SystemExit too
+        return {"i": index, "raised": _describe(error)}
+    try:
+        line = json.dumps({"i": index, "value": encode(value)})
+    except NotPlain as error:
+        return {"i": index, "not_plain": str(error)}
+    except BaseException as error:  # noqa: BLE001
+        return {"i": index, "not_plain": _describe(error)}
+    return line if len(line) < _MAX_RECORD else {"i": index, "not_plain": "output too large"}
+
+
+def main():
+    job = json.loads(sys.stdin.read())
+    sys.stdin = open(os.devnull)
+    write, channel = os.write, job["channel_fd"]
+    with open("program.py", "w", encoding="utf-8") as handle:  # for traceback source lines
+        handle.write(job["program"])
+    code = compile(job["program"], "program.py", "exec")
+    checks = [compile(test, "test.py", "exec") for test in job["asserts"]]
+    lock_down(os.getcwd())
+    scope = {"__name__": "__main__", "__builtins__": builtins}
+    exec(code, scope)  # noqa: S102
+    if job["entry_point"] and job["calls"]:
+        scope = {**scope, "candidate": scope.get(job["entry_point"])}
+    for index, call in enumerate(job["calls"]):
+        record = _outcome(index, call, scope)
+        line = record if isinstance(record, str) else json.dumps(record)
+        write(channel, line.encode() + b"\n")
+    for check in checks:
+        exec(check, scope)  # noqa: S102
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()  # the program may have closed or replaced it
+    write(channel, b'{"done": true}\n')
+
+
+if __name__ == "__main__":
+    main()
