@@ -9,7 +9,7 @@ calls run inside, their outputs come back as plain data, the expected values sta
 
 from __future__ import annotations
 
-from codetasks.examples import Example
+from codetasks.examples import Example, example_problem
 from codetasks.sandbox import isolation
 from codetasks.sandbox.judge import STATUSES, SandboxResult, judge
 from codetasks.sandbox.runner import execute
@@ -49,7 +49,7 @@ def run_program(
     if mode == isolation.BUBBLEWRAP and sandbox_mode() != isolation.BUBBLEWRAP:
         raise RuntimeError("sandbox: bubblewrap does not work on this machine")
     plan = plan or TestPlan((), (), 0)
-    job = {"program": program, "calls": [test.call for test in plan.split],
+    job = {"program": program, "calls": [test.sandbox_call for test in plan.split],
            "asserts": list(plan.in_sandbox), "entry_point": plan.entry_point}  # fmt: skip
     cpu_limit = cpu_s if cpu_s is not None else int(timeout_s) + 2
     raw = execute(job, mode=mode, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_limit)
@@ -66,21 +66,6 @@ def build_program(example: Example, code: str) -> str:
         # HumanEval: `tests` holds `def check(candidate): ...`, called on the entry point.
         parts.append(f"check({example.entry_point})")
     return "\n\n".join(part for part in parts if part) + "\n"
-
-
-def example_problem(example: Example) -> str | None:
-    """Why ``example`` cannot be scored (no tests, unencodable text), or None if it can."""
-    if not example.tests:
-        return f"{example.uid}: no tests to execute"
-    fields = {"source": example.source, "test_setup": example.test_setup,
-              **{f"test {n}": test for n, test in enumerate(example.tests, start=1)}}  # fmt: skip
-    for name, text in fields.items():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            char = f"U+{ord(text[error.start]):04X}"
-            return f"{example.uid}: {name} holds a lone surrogate ({char}) at character {error.start}"
-    return None
 
 
 def check_generation(

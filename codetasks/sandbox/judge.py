@@ -118,7 +118,10 @@ def _problem(index: int, test: SplitTest, record: dict) -> tuple[str, str] | Non
         return "error", f"{TAMPERED}: {error}"
     if test.holds(value):
         return None
-    return "failed", f"AssertionError: {where} gave {_short(value)}, expected {_short(test.expected)}"
+    return (
+        "failed",
+        f"AssertionError: {where} gave {_short(value)}, expected {_short(test.expected)}",
+    )
 
 
 def _ending(run: RawRun, done: bool) -> tuple[str, str]:

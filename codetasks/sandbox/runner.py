@@ -71,7 +71,7 @@ def _host_workdir(ids: tuple[int, int] | None) -> str:
     return workdir
 
 
-def _run(cmd, cwd, env, job, mode, preexec, timeout_s) -> RawRun:  # noqa: ANN001
+def _run(cmd, cwd, env, job, mode, preexec, timeout_s) -> RawRun:
     with tempfile.TemporaryFile() as channel, tempfile.TemporaryFile() as err:
         payload = json.dumps(job | {"channel_fd": channel.fileno()}).encode()
         start = time.monotonic()
@@ -90,7 +90,7 @@ def _run(cmd, cwd, env, job, mode, preexec, timeout_s) -> RawRun:  # noqa: ANN00
     return RawRun(mode, proc.returncode, timed_out, seconds, records, stderr)
 
 
-def _spawn(cmd, channel: IO[bytes], err: IO[bytes], cwd, env, preexec, deadline: float):  # noqa: ANN001
+def _spawn(cmd, channel: IO[bytes], err: IO[bytes], cwd, env, preexec, deadline: float):
     # The process cap is per user: a concurrent run's fork bomb (or its not-yet-collected
     # zombies) can make our exec fail with EAGAIN for a moment, so retry until the deadline.
     while True:

@@ -35,10 +35,16 @@ class SplitTest:
     rel_tol: float = 1e-9
     abs_tol: float = 0.0
 
+    @property
+    def sandbox_call(self) -> str:
+        """What the sandbox evaluates: a truth test's value may be any object, so the
+        sandbox takes its truth (``not`` always gives a real bool; the polarity stays here)."""
+        return f"not not ({self.call})" if self.compare == TRUTH else self.call
+
     def holds(self, value: Any) -> bool:
         """Whether the decoded plain ``value`` satisfies the test."""
         if self.compare == TRUTH:
-            return bool(value) is self.expected
+            return value is self.expected
         if self.compare == ISCLOSE:
             try:
                 return math.isclose(value, self.expected, rel_tol=self.rel_tol,
