@@ -58,6 +58,8 @@ class SplitTest:
 class TestPlan:
     """The split tests, and the test sources that must run as in-sandbox asserts."""
 
+    __test__ = False  # not a pytest class, despite its name
+
     split: tuple[SplitTest, ...]
     in_sandbox: tuple[str, ...]
     in_sandbox_tests: int  # assert statements among ``in_sandbox``
