@@ -58,8 +58,8 @@ _BLOCKED = {
     socket: ["socket", "SocketType", "socketpair", "fromfd", "create_connection", "create_server"],
     _socket: ["socket", "SocketType", "socketpair"],
 }
-# Builtin and extension modules whose fresh copy (`del sys.modules["posix"]; import posix`) would bring the
-# real functions back: creating them again is refused.
+# Builtin and extension modules whose fresh copy (`del sys.modules["posix"]; import posix`)
+# would bring the real functions back: creating them again is refused.
 _NO_RELOAD = frozenset(
     {"posix", "_posixsubprocess", "_posixshmem", "_signal", "_socket", "_io", "_imp"}
 )
