@@ -63,9 +63,14 @@ def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable
     return apply
 
 
-def bwrap_command(interpreter: str, workdir_size: int = TMPFS_BYTES) -> list[str]:
-    """The bubblewrap prefix that runs ``interpreter`` in fresh namespaces (see module doc)."""
+def bwrap_command(
+    interpreter: str, *, info_fd: int | None = None, workdir_size: int = TMPFS_BYTES
+) -> list[str]:
+    """The bubblewrap prefix that runs ``interpreter`` in fresh namespaces (see module doc);
+    bwrap writes the sandbox init's host PID as JSON to ``info_fd``."""
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    if info_fd is not None:
+        cmd += ["--info-fd", str(info_fd)]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):  # merged /usr: /bin -> usr/bin
             cmd += ["--symlink", os.readlink(path), path]

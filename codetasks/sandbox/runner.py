@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,17 +52,28 @@ def execute(
     interpreter, ids = isolation.launch_config()
     workdir = None if mode == isolation.BUBBLEWRAP else _host_workdir(ids)
     try:
-        if workdir is None:
-            cmd, cwd = isolation.bwrap_command(interpreter), "/"
-            env = dict(isolation.ENV)
-        else:
-            cmd, cwd = [interpreter], workdir
-            env = isolation.ENV | {"HOME": workdir, "TMPDIR": workdir}
-        cmd = [*cmd, "-I", "-S", "-c", HARNESS]
-        return _run(cmd, cwd, env, job, mode, isolation.preexec(memory_mb, cpu_s, ids), timeout_s)
+        with tempfile.TemporaryFile() as info:  # bwrap's --info-fd: the sandbox init's PID
+            if workdir is None:
+                cmd, cwd = isolation.bwrap_command(interpreter, info_fd=info.fileno()), "/"
+                env = dict(isolation.ENV)
+            else:
+                cmd, cwd = [interpreter], workdir
+                env = isolation.ENV | {"HOME": workdir, "TMPDIR": workdir}
+            launch = _Launch([*cmd, "-I", "-S", "-c", HARNESS], cwd, env, info,
+                             isolation.preexec(memory_mb, cpu_s, ids))  # fmt: skip
+            return _run(launch, job, mode, timeout_s)
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _Launch:
+    cmd: list[str]
+    cwd: str
+    env: dict[str, str]
+    info: IO[bytes]
+    preexec: Callable[[], None]
 
 
 def _host_workdir(ids: tuple[int, int] | None) -> str:
@@ -71,11 +83,11 @@ def _host_workdir(ids: tuple[int, int] | None) -> str:
     return workdir
 
 
-def _run(cmd, cwd, env, job, mode, preexec, timeout_s) -> RawRun:
+def _run(launch: _Launch, job: dict[str, Any], mode: str, timeout_s: float) -> RawRun:
     with tempfile.TemporaryFile() as channel, tempfile.TemporaryFile() as err:
         payload = json.dumps(job | {"channel_fd": channel.fileno()}).encode()
         start = time.monotonic()
-        proc = _spawn(cmd, channel, err, cwd, env, preexec, start + timeout_s)
+        proc = _spawn(launch, channel, err, start + timeout_s)
         if proc is None:
             return RawRun(mode, None, False, time.monotonic() - start, [], "")
         try:
@@ -83,27 +95,62 @@ def _run(cmd, cwd, env, job, mode, preexec, timeout_s) -> RawRun:
             timed_out = False
         except subprocess.TimeoutExpired:
             timed_out = True
+            if mode == isolation.BUBBLEWRAP:
+                _kill_namespace(proc, launch.info)
         seconds = time.monotonic() - start
         _kill_group(proc)
         records = _records(channel)
         stderr = _tail(err, _STDERR_BYTES).decode("utf-8", errors="replace")
-    return RawRun(mode, proc.returncode, timed_out, seconds, records, stderr)
+    return RawRun(mode, _returncode(proc.returncode, mode), timed_out, seconds, records, stderr)
 
 
-def _spawn(cmd, channel: IO[bytes], err: IO[bytes], cwd, env, preexec, deadline: float):
+def _returncode(code: int, mode: str) -> int:
+    """bwrap exits with 128 + N when its child died of signal N; report that as ``-N``."""
+    return -(code - 128) if mode == isolation.BUBBLEWRAP and code > 128 else code
+
+
+def _spawn(launch: _Launch, channel: IO[bytes], err: IO[bytes], deadline: float):
     # The process cap is per user: a concurrent run's fork bomb (or its not-yet-collected
     # zombies) can make our exec fail with EAGAIN for a moment, so retry until the deadline.
     while True:
         try:
             return subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd=cwd,
-                env=env, preexec_fn=preexec, start_new_session=True, close_fds=True,
-                pass_fds=(channel.fileno(),),
+                launch.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                cwd=launch.cwd, env=launch.env, preexec_fn=launch.preexec,
+                start_new_session=True, close_fds=True,
+                pass_fds=(channel.fileno(), launch.info.fileno()),
             )  # fmt: skip
         except BlockingIOError:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.1)
+
+
+def _kill_namespace(proc: subprocess.Popen[bytes], info: IO[bytes]) -> None:
+    """SIGKILL the sandbox's PID-namespace init, then wait for bwrap: the kernel lets init
+    finish dying only once every process in its namespace is gone, and bwrap exits only
+    after reaping init, so nothing of the run is left when this returns."""
+    info.seek(0)
+    try:
+        child = int(json.loads(info.read(4096))["child-pid"])
+        pidfd = os.pidfd_open(child)
+    except (ValueError, KeyError, TypeError, OSError):
+        return  # bwrap never started its child, or the child is already gone
+    try:
+        # The PID is init's, not a reused one, while its parent is still our bwrap.
+        if _parent_pid(child) == proc.pid:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            proc.wait()
+    finally:
+        os.close(pidfd)
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
