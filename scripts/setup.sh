@@ -12,6 +12,13 @@ if [ ! -d /usr/share/wordnet ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev
     || echo "note: WordNet not installed; METEOR will be skipped"
 fi
 
+# The code sandbox isolates each generated program with bubblewrap (namespaces, read-only root,
+# private tmpfs). Without it, evaluation falls back to the in-process guard and says so.
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "note: bubblewrap not installed; the sandbox falls back to its in-process guard"
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first and exactly pinned: a range would pull a newer CUDA build (gigabytes).
