@@ -16,11 +16,13 @@ Both keep the guard and the rlimits as defence in depth.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import pwd
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -36,11 +38,15 @@ _VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group")
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
 
 
 def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable[[], None]:
-    """Set the rlimits and drop to ``ids`` in the child, before it executes anything."""
+    """Set the rlimits, drop to ``ids`` and ask for SIGKILL when the parent dies, in the
+    child before it executes anything."""
     memory = memory_mb * 1024 * 1024
+    parent = os.getpid()
     limits = (
         (resource.RLIMIT_AS, memory, memory),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU first, SIGKILL a second later
@@ -59,6 +65,11 @@ def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable
             os.setgroups([])
             os.setgid(ids[1])
             os.setuid(ids[0])
+        # After setuid, which clears it. bwrap adds the same for its sandbox
+        # (--die-with-parent); under the guard this is what ends a run whose evaluator died.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
 
     return apply
 

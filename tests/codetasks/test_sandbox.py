@@ -305,3 +305,62 @@ def test_parent_survives_a_ctypes_kill_that_bypasses_the_guard(mode: str) -> Non
     # bubblewrap that PID is not in the namespace at all. Either way the kill fails.
     program = CTYPES_KILL.replace("os.getppid()", "HELPER_PID")
     assert _status_seen_by_a_sacrificial_parent(program, mode) == "failed"
+
+
+def _live_parents() -> dict[int, int]:
+    """{pid: parent pid} of every live (non-zombie) process."""
+    parents = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(pid)] = int(fields[1])
+    return parents
+
+
+def _descendants(root: int) -> set[int]:
+    """Live processes below ``root``, by walking parent links in /proc."""
+    parents = _live_parents()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running_harness(pids: set[int]) -> bool:
+    for pid in pids:
+        try:
+            if b"-I\0-S\0-c\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+        except OSError:
+            continue
+    return False
+
+
+def _wait_until(condition, safety_s: float = 30.0) -> bool:
+    """Poll ``condition``; the limit is a safety net, never what a test asserts on."""
+    deadline = time.monotonic() + safety_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_run_dies_with_the_process_that_started_it(mode: str) -> None:
+    helper = (
+        "from codetasks.sandbox import run_program\n"
+        f"run_program('import time\\ntime.sleep(120)', timeout_s=120, mode={mode!r})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", helper], cwd=REPO_ROOT)
+    try:
+        assert _wait_until(lambda: _running_harness(_descendants(proc.pid)))
+        sandboxed = _descendants(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sandboxed
+    assert _wait_until(lambda: not sandboxed & set(_live_parents()))
