@@ -85,7 +85,7 @@ def _inside(path, root):
 def _guard_open(real, root, writes):
     def guarded(file, *args, **kwargs):
         spec = args[0] if args else kwargs.get("mode", kwargs.get("flags", "r"))
-        relative = kwargs.get("dir_fd") is not None or (len(args) > 2 and args[2] is not None)
+        relative = kwargs.get("dir_fd") is not None  # keyword-only in os.open
         if not isinstance(file, int) and writes(spec) and (relative or not _inside(file, root)):
             raise PermissionError(f"sandbox: writing {file!r} is disabled")
         return real(file, *args, **kwargs)
@@ -95,7 +95,7 @@ def _guard_open(real, root, writes):
 
 def _guard_mkdir(real, root):
     def guarded(path, *args, **kwargs):
-        if kwargs.get("dir_fd") is not None or len(args) > 1 or not _inside(path, root):
+        if kwargs.get("dir_fd") is not None or not _inside(path, root):
             raise PermissionError(f"sandbox: creating {path!r} is disabled")
         return real(path, *args, **kwargs)
 
@@ -104,7 +104,9 @@ def _guard_mkdir(real, root):
 
 def _no_reload(real):
     def guarded(spec_or_module):
-        if getattr(spec_or_module, "name", getattr(spec_or_module, "__name__", "")) in _NO_RELOAD:
+        is_module = isinstance(spec_or_module, type(sys))
+        name = spec_or_module.__name__ if is_module else getattr(spec_or_module, "name", "")
+        if name in _NO_RELOAD:
             raise ImportError("sandbox: re-importing a guarded module is disabled")
         return real(spec_or_module)
 

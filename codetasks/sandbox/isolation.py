@@ -95,7 +95,7 @@ def bwrap_command(
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
     cmd += ["--size", str(workdir_size), "--tmpfs", SANDBOX_HOME, "--chdir", SANDBOX_HOME]
     cmd += ["--hostname", "sandbox"]
-    env = ENV | {"HOME": SANDBOX_HOME, "TMPDIR": "/tmp"}
+    env = ENV | {"HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_HOME}  # where the guard allows writes
     for key, value in env.items():
         cmd += ["--setenv", key, value]
     return [*cmd, "--", interpreter]

@@ -131,6 +131,16 @@ def test_program_may_write_in_its_own_directory_which_is_deleted(mode: str) -> N
         assert "fedcolora-sbx-" in workdir and not os.path.exists(workdir)
 
 
+def test_ordinary_file_work_in_the_work_dir_is_allowed(mode: str) -> None:
+    program = (
+        "import os\nos.mkdir('d', 0o755)\nos.makedirs('d/e/f', exist_ok=True)\n"
+        "fd = os.open('d/e/f/x', os.O_CREAT | os.O_WRONLY, 0o644)\nos.write(fd, b'hi')\n"
+        "os.close(fd)\nassert open('d/e/f/x', 'r', -1).read() == 'hi'\n"
+    )
+    result = run_program(program, mode=mode)
+    assert result.passed, result.detail
+
+
 def test_a_later_run_does_not_see_an_earlier_runs_files(mode: str) -> None:
     leave = "open('left.txt', 'w').write('x')\nopen('/tmp/left.txt', 'w').write('x')"
     run_program(leave, mode=mode)
