@@ -135,5 +135,8 @@ def _ending(run: RawRun, done: bool) -> tuple[str, str]:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # ints past 4300 digits, very deep nesting
+        return f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= 120 else text[:117] + "..."

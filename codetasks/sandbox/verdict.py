@@ -49,7 +49,7 @@ class SplitTest:
             try:
                 return math.isclose(value, self.expected, rel_tol=self.rel_tol,
                                     abs_tol=self.abs_tol)  # fmt: skip
-            except TypeError:
+            except (TypeError, OverflowError):  # not a number, or an int past float range
                 return False
         return bool(value == self.expected)
 

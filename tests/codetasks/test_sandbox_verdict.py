@@ -170,6 +170,15 @@ def test_records_the_harness_cannot_have_written_never_pass(records, status, rea
     assert result.status == status and reason in result.detail
 
 
+def test_outputs_too_large_to_print_or_compare_still_get_a_verdict() -> None:
+    huge = 10**5000
+    result = judge(PLAN, _run([_value(0, huge), {"done": True}]))
+    assert result.status == "failed" and "<a int too large to show>" in result.detail
+    close = TestPlan((SplitTest("area(1)", 3.14, ISCLOSE, rel_tol=0.01),), (), 0)
+    assert judge(close, _run([_value(0, huge), {"done": True}])).status == "failed"
+    assert judge(close, _run([_value(0, 3.141), {"done": True}])).status == "passed"
+
+
 def test_a_mismatch_before_a_hang_is_a_failure_and_a_bare_hang_a_timeout() -> None:
     assert judge(PLAN, _run([_value(0, 5)], returncode=-9, timed_out=True)).status == "failed"
     assert judge(PLAN, _run([_value(0, 2)], returncode=-9, timed_out=True)).status == "timeout"
