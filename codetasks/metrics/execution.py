@@ -19,6 +19,7 @@ from codetasks.examples import Example
 from codetasks.metrics.pass_at_k import mean_pass_at_1
 from codetasks.prompts import COMPLETION_FORMAT
 from codetasks.sandbox import (
+    SKIPPED,
     STATUSES,
     TESTS_IN_SANDBOX,
     TESTS_SPLIT,
@@ -28,7 +29,6 @@ from codetasks.sandbox import (
 
 DEFAULT_WORKERS = 2  # the evaluation machines have two cores
 PASS_AT_1 = "pass@1"
-SKIPPED = "skipped"
 
 
 def candidate_program(example: Example, prediction: str) -> str:

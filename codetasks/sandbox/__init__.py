@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from codetasks.examples import Example, example_problem
 from codetasks.sandbox import isolation
-from codetasks.sandbox.judge import STATUSES, SandboxResult, judge
+from codetasks.sandbox.judge import SKIPPED, STATUSES, SandboxResult, judge
 from codetasks.sandbox.runner import execute
 from codetasks.sandbox.verdict import TestPlan, plan_tests
 
 __all__ = [
-    "STATUSES", "SandboxResult", "TestPlan", "build_program", "check_generation",
+    "SKIPPED", "STATUSES", "SandboxResult", "TestPlan", "build_program", "check_generation",
     "example_problem", "plan_tests", "privilege_drop_active", "run_program", "sandbox_mode",
 ]  # fmt: skip
 # Report fields (constants, spelled once): which isolation ran and how tests were judged.
@@ -75,7 +75,7 @@ def check_generation(
     that cannot be scored is ``"skipped"`` with the reason as its detail."""
     problem = example_problem(example)
     if problem is not None:
-        return SandboxResult("skipped", False, 0.0, problem, mode or sandbox_mode())
+        return SandboxResult(SKIPPED, False, 0.0, problem, mode or sandbox_mode())
     program = "\n\n".join(part for part in (example.test_setup, code) if part) + "\n"
     plan = plan_tests(example.tests, example.entry_point)
     return run_program(program, timeout_s=timeout_s, mode=mode, plan=plan)

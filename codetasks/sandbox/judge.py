@@ -18,7 +18,8 @@ from typing import Any
 from codetasks.sandbox.runner import RawRun
 from codetasks.sandbox.verdict import SplitTest, TestPlan
 
-STATUSES: tuple[str, ...] = ("passed", "failed", "timeout", "error", "skipped")
+SKIPPED = "skipped"  # an example that cannot be scored (no tests, unencodable text)
+STATUSES: tuple[str, ...] = ("passed", "failed", "timeout", "error", SKIPPED)
 SPAWN_FAILED = "sandbox: could not start the program (process cap reached)"
 EARLY_EXIT = "sandbox: the program exited before its tests finished"
 TAMPERED = "sandbox: the results channel was tampered with"
