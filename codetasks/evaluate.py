@@ -29,10 +29,10 @@ from codetasks.loading import load_task
 from codetasks.metrics import TASK_METRICS, CodeBLEUUnavailable, corpus_bleu4, exact_match
 from codetasks.metrics.bleu import smoothed_bleu4
 from codetasks.metrics.code_quality import aggregate_quality, quality_report
-from codetasks.metrics.execution import SKIPPED, candidate_program, run_generation, summarize
+from codetasks.metrics.execution import candidate_program, run_generation, summarize
 from codetasks.metrics.rouge import rouge_l
 from codetasks.prompts import COMPLETION_FORMAT, parse_answer, user_prompt
-from codetasks.sandbox import SANDBOX_MODE, sandbox_mode
+from codetasks.sandbox import SANDBOX_MODE, SKIPPED, sandbox_mode
 from runconfig.schema import ModelSettings
 
 log = logging.getLogger(__name__)
