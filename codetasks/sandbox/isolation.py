@@ -32,7 +32,7 @@ BUBBLEWRAP, GUARD = "bubblewrap", "guard"
 MODES: tuple[str, ...] = (BUBBLEWRAP, GUARD)
 SANDBOX_HOME = "/sandbox"  # the work directory inside bubblewrap
 FSIZE_BYTES = 64 * 1024 * 1024  # bounds each file the child writes, its stderr included
-TMPFS_BYTES = 128 * 1024 * 1024  # bounds all files in one tmpfs (they live in host memory)
+TMPFS_BYTES = 64 * 1024 * 1024  # bounds all files in each tmpfs (they live in host memory)
 MAX_TASKS = 64  # per-uid process/thread cap once the child runs as `nobody`
 _VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")
@@ -75,7 +75,7 @@ def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable
 
 
 def bwrap_command(
-    interpreter: str, *, info_fd: int | None = None, workdir_size: int = TMPFS_BYTES
+    interpreter: str, *, info_fd: int | None = None, tmpfs_size: int = TMPFS_BYTES
 ) -> list[str]:
     """The bubblewrap prefix that runs ``interpreter`` in fresh namespaces (see module doc);
     bwrap writes the sandbox init's host PID as JSON to ``info_fd``."""
@@ -92,9 +92,10 @@ def bwrap_command(
         cmd += ["--ro-bind", prefix, prefix]  # e.g. a pyenv or /opt Python
     for path in _SYSTEM_FILES:
         cmd += ["--ro-bind-try", path, path]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp"]
-    cmd += ["--size", str(workdir_size), "--tmpfs", SANDBOX_HOME, "--chdir", SANDBOX_HOME]
-    cmd += ["--hostname", "sandbox"]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for path in ("/dev/shm", "/tmp", SANDBOX_HOME):  # private, size-capped, gone with the run
+        cmd += ["--size", str(tmpfs_size), "--tmpfs", path]
+    cmd += ["--remount-ro", "/", "--chdir", SANDBOX_HOME, "--hostname", "sandbox"]
     env = ENV | {"HOME": SANDBOX_HOME, "TMPDIR": SANDBOX_HOME}  # where the guard allows writes
     for key, value in env.items():
         cmd += ["--setenv", key, value]

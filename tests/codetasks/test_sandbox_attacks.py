@@ -285,3 +285,24 @@ def test_sysv_shared_memory_does_not_outlive_the_run() -> None:
     assert result.passed, result.detail  # it could make one, in its own IPC namespace
     keys = [line.split()[0] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
     assert str(key) not in keys
+
+
+@BWRAP_ONLY
+def test_the_root_is_read_only_and_each_tmpfs_is_capped() -> None:
+    fill = """
+import errno
+from _io import FileIO  # the guard's open() would refuse /tmp and /dev/shm
+assert libc.open(b"/planted", 0o101, 0o644) < 0 and ctypes.get_errno() == errno.EROFS
+for where in ("/sandbox", "/tmp", "/dev/shm"):
+    written, chunk = 0, b"x" * (1 << 20)
+    try:
+        for n in range(200):
+            with FileIO(f"{where}/fill{n}", "w") as out:
+                for _ in range(16):
+                    written += out.write(chunk)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC, error
+    assert written <= 64 << 20, (where, written)
+"""
+    result = run_program(CTYPES + fill, mode="bubblewrap", timeout_s=30)
+    assert result.passed, result.detail
