@@ -17,6 +17,7 @@ from codetasks.sandbox import (
     SandboxResult,
     build_program,
     check_generation,
+    isolation,
     privilege_drop_active,
     run_program,
     sandbox_mode,
@@ -65,6 +66,20 @@ def test_bubblewrap_is_used_where_it_works() -> None:
     assert sandbox_mode() == ("bubblewrap" if BWRAP_WORKS else "guard")
     with pytest.raises(ValueError, match="unknown sandbox mode"):
         run_program("pass", mode="chroot")
+
+
+def test_without_bwrap_the_guard_runs_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(isolation.shutil, "which", lambda name: None)
+    isolation.best_mode.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="in-process guard only"):
+            assert sandbox_mode() == "guard"
+        result = check_generation(MBPP, "def add(a, b):\n    return a + b")
+        assert (result.passed, result.mode) == (True, "guard")
+        with pytest.raises(RuntimeError, match="bubblewrap does not work"):
+            run_program("pass", mode="bubblewrap")
+    finally:
+        isolation.best_mode.cache_clear()
 
 
 def test_build_program_mbpp_joins_setup_code_and_asserts() -> None:
