@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +23,16 @@ from typing import Any
 
 import torch
 
-from codetasks.examples import Example
+from codetasks.examples import Example, example_problem
 from codetasks.generate import generate_with_stats
 from codetasks.loading import load_task
 from codetasks.metrics import TASK_METRICS, CodeBLEUUnavailable, corpus_bleu4, exact_match
 from codetasks.metrics.bleu import smoothed_bleu4
 from codetasks.metrics.code_quality import aggregate_quality, quality_report
-from codetasks.metrics.execution import candidate_program, run_generation
-from codetasks.metrics.pass_at_k import mean_pass_at_1
+from codetasks.metrics.execution import candidate_program, run_generation, summarize
 from codetasks.metrics.rouge import rouge_l
 from codetasks.prompts import COMPLETION_FORMAT, parse_answer, user_prompt
-from codetasks.sandbox import STATUSES
+from codetasks.sandbox import SANDBOX_MODE, SKIPPED, sandbox_mode
 from runconfig.schema import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -46,6 +44,7 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "codexglue": ("translation", "", "valid"),
     "mined": ("summarization", "", "valid"),
 }
+SKIPPED_EXAMPLES = "skipped-examples"  # examples left out of scoring, each with its reason
 # Scores of one (prediction, reference) pair, stored with each example of the report.
 PER_EXAMPLE_METRICS = {
     "translation": {"bleu4": corpus_bleu4, "exact_match": exact_match},
@@ -108,6 +107,33 @@ def evaluate_model(
         raise ValueError("no examples to evaluate")
     if any(example.task != task for example in examples):
         raise ValueError(f"every example must be of task {task!r}")
+    problems = {index: example_problem(example) for index, example in enumerate(examples)}
+    scorable = [example for index, example in enumerate(examples) if problems[index] is None]
+    report = _evaluate_scorable(model, tokenizer, scorable, task, settings)
+    skipped = {index: reason for index, reason in problems.items() if reason is not None}
+    if not skipped:
+        return report
+    for reason in skipped.values():
+        log.warning("evaluation skips %s", reason)
+    records = iter(report.examples)
+    merged = [_skipped_record(examples[i], skipped[i]) if i in skipped else next(records)
+              for i in range(len(examples))]  # fmt: skip
+    metrics = report.metrics | {SKIPPED_EXAMPLES: float(len(skipped))}
+    return dataclasses.replace(report, examples=merged, metrics=metrics)
+
+
+def _skipped_record(example: Example, reason: str) -> dict[str, Any]:
+    return {"uid": example.uid, "status": SKIPPED, "passed": False, "error": reason}
+
+
+def _evaluate_scorable(
+    model, tokenizer, examples: Sequence[Example], task: str, settings: EvalSettings
+) -> EvalReport:
+    """Generate and score ``examples``, all of which can be scored."""
+    if not examples:
+        return EvalReport(task=task, metrics={}, seconds={"generation": 0.0, "scoring": 0.0},
+                          tokens_per_second=0.0, new_tokens=0, examples=[],
+                          settings=dataclasses.asdict(settings))  # fmt: skip
     generated = generate_with_stats(
         model, tokenizer, examples, batch_size=settings.batch_size,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
@@ -120,29 +146,31 @@ def evaluate_model(
         for example, text, answer in zip(examples, generated.texts, parsed, strict=True)
     ]  # fmt: skip
     start = time.perf_counter()
+    extra: dict[str, Any] = {}
     if task == "generation":
         metrics = _score_generation(parsed, examples, records, settings)
+        extra = {SANDBOX_MODE: sandbox_mode()}
     else:
         metrics = _score_references(task, parsed, examples, records)
     seconds = {"generation": generated.seconds, "scoring": time.perf_counter() - start}
     return EvalReport(
         task=task, metrics=metrics, seconds=seconds,
         tokens_per_second=generated.tokens_per_second, new_tokens=generated.new_tokens,
-        examples=records, settings=dataclasses.asdict(settings),
+        examples=records, settings=dataclasses.asdict(settings) | extra,
     )  # fmt: skip
 
 
 def _score_generation(
     parsed: list[str], examples: Sequence[Example], records: list[dict], settings: EvalSettings
 ) -> dict[str, float]:
-    """pass@1 and sandbox status shares; with ``settings.quality``, mean linter counts."""
+    """pass@1, sandbox status shares and test-path counts (:func:`summarize`); with
+    ``settings.quality``, mean linter counts."""
     results = run_generation(parsed, examples, timeout_s=settings.timeout_s)
-    statuses = Counter(result.status for result in results)
-    metrics = {"pass@1": 100.0 * mean_pass_at_1([result.passed for result in results])}
-    metrics.update({f"pct_{s}": 100.0 * statuses[s] / len(results) for s in STATUSES})
+    metrics = summarize(results)
     for record, result in zip(records, results, strict=True):
         last_line = result.detail.strip().splitlines()[-1:] if not result.passed else []
-        record.update(status=result.status, passed=result.passed, error="".join(last_line))
+        record.update(status=result.status, passed=result.passed, error="".join(last_line),
+                      **{SANDBOX_MODE: result.mode})  # fmt: skip
     if settings.quality:
         metrics.update(_score_quality(parsed, examples, records))
     return metrics

@@ -37,3 +37,23 @@ class Example:
             raise ValueError(
                 f"Example {self.uid!r}: unknown task {self.task!r}; valid: {TASK_NAMES}"
             )
+
+
+def example_problem(example: Example) -> str | None:
+    """Why ``example`` cannot be scored, or None: a generation example without tests, or a
+    text that is not encodable Unicode (a lone surrogate, which JSON's ``\\ud800`` allows
+    but no tokenizer, file or process can take)."""
+    if example.task == "generation" and not example.tests:
+        return f"{example.uid}: no tests to execute"
+    fields = {"source": example.source, "target": example.target,
+              "test_setup": example.test_setup,
+              **{f"test {n}": test for n, test in enumerate(example.tests, start=1)}}  # fmt: skip
+    for name, text in fields.items():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            char = f"U+{ord(text[error.start]):04X}"
+            return (
+                f"{example.uid}: {name} holds a lone surrogate ({char}) at character {error.start}"
+            )
+    return None

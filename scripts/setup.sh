@@ -8,10 +8,13 @@ PYTHON="${PYTHON:-python3}"
 # System packages from Debian, where apt is available and we are root. Each is optional for a
 # user (the feature that needs it says so when it is missing); CI installs them all.
 #   wordnet-base, wordnet-sense-index: METEOR needs WordNet, which nltk cannot download offline;
-#   chromium: the browser test of the HTML experiment report.
+#   chromium: the browser test of the HTML experiment report;
+#   bubblewrap: the code sandbox isolates each generated program in namespaces with a read-only
+#   root and private tmpfs; without it evaluation falls back to its in-process guard, and says so.
 apt_packages=()
 [ -d /usr/share/wordnet ] || apt_packages+=(wordnet-base wordnet-sense-index)
 command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v bwrap >/dev/null || apt_packages+=(bubblewrap)
 if [ "${#apt_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     "${apt_packages[@]}" >/dev/null) || echo "note: could not install ${apt_packages[*]}"

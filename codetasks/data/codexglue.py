@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codetasks.data.records import DataError, examples_from_records
+from codetasks.data.records import DataError, decode_line, examples_from_records
 from codetasks.examples import Example
 
 CODEXGLUE_DIR = "codexglue-java-cs"
@@ -22,13 +22,13 @@ def read_lines(path: Path) -> list[str]:
     """The lines of ``path``, split on ``\\n`` only.
 
     ``str.splitlines`` would also split on U+2028 and form feeds inside code, which shifts the
-    Java/C# pairing.
+    Java/C# pairing. Invalid UTF-8 is a :class:`DataError` naming the file and line.
     """
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+    lines = path.read_bytes().split(b"\n")  # UTF-8 never holds 0x0A inside a character
+    if lines and lines[-1] == b"":
         lines.pop()
-    return [line.rstrip("\r") for line in lines]
+    return [decode_line(line, path, number).rstrip("\r") for number, line in
+            enumerate(lines, start=1)]  # fmt: skip
 
 
 def pair_files(java_path: Path, cs_path: Path) -> list[dict[str, str]]:

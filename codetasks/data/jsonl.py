@@ -13,19 +13,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from codetasks.data.records import DataError, examples_from_numbered
+from codetasks.data.records import DataError, decode_line, examples_from_numbered
 from codetasks.examples import Example
 
 __all__ = ["DataError", "load_jsonl", "read_jsonl"]
 
 
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """``(line number, parsed value)`` for each non-blank line of ``path``."""
+    """``(line number, parsed value)`` for each non-blank line of ``path``; invalid UTF-8 or
+    JSON is a :class:`DataError` naming the file and line."""
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     rows = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as raw_lines:  # decoded line by line, so errors can name the line
+        for number, raw in enumerate(raw_lines, start=1):
+            line = decode_line(raw, path, number)
             if not line.strip():
                 continue
             try:

@@ -23,6 +23,19 @@ class DataError(ValueError):
     """A dataset record or file is missing, malformed, or empty; the message says where."""
 
 
+def decode_line(raw: bytes, path: object, number: int) -> str:
+    """Line ``number`` (1-based) of ``path`` as text; invalid UTF-8 is a :class:`DataError`
+    that names the file, the line and the byte column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        byte = raw[error.start : error.start + 1].hex()
+        raise DataError(
+            f"{path}:{number}: not valid UTF-8 ({error.reason}: byte 0x{byte} "
+            f"at column {error.start + 1})"
+        ) from None
+
+
 def _type_name(value: object) -> str:
     return type(value).__name__
 

@@ -3,7 +3,9 @@
 Each prediction runs against its example's unit tests in :mod:`codetasks.sandbox`, the way the
 HumanEval harness (Chen et al., 2021, arXiv 2107.03374) and MBPP (Austin et al., 2021, arXiv
 2108.07732) score completions; with one greedy sample per problem, pass@1 is the share of
-problems whose program passed.
+problems whose program passed. Examples that cannot be scored (no tests, a lone surrogate) are
+``"skipped"`` with their reason and left out of pass@1; the share of each status, and how many
+tests were judged outside the sandbox or had to run inside it, are reported too.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from concurrent.futures import ThreadPoolExecutor
 from codetasks.examples import Example
 from codetasks.metrics.pass_at_k import mean_pass_at_1
 from codetasks.prompts import COMPLETION_FORMAT
-from codetasks.sandbox import STATUSES, SandboxResult, check_generation
+from codetasks.sandbox import (
+    SKIPPED,
+    STATUSES,
+    TESTS_IN_SANDBOX,
+    TESTS_SPLIT,
+    SandboxResult,
+    check_generation,
+)  # fmt: skip
 
 DEFAULT_WORKERS = 2  # the evaluation machines have two cores
+PASS_AT_1 = "pass@1"
 
 
 def candidate_program(example: Example, prediction: str) -> str:
@@ -58,13 +68,21 @@ def run_generation(
         return list(pool.map(run, zip(predictions, examples, strict=True)))
 
 
+def summarize(results: Sequence[SandboxResult]) -> dict[str, float]:
+    """pass@1 (0-100) over the scored (not skipped) results, the share (0-100) of each status
+    over all of them, and the count of tests judged outside and inside the sandbox."""
+    scored = [result.passed for result in results if result.status != SKIPPED]
+    statuses = Counter(result.status for result in results)
+    scores = {PASS_AT_1: 100.0 * mean_pass_at_1(scored) if scored else 0.0}
+    scores.update({f"pct_{s}": 100.0 * statuses[s] / max(len(results), 1) for s in STATUSES})
+    scores[TESTS_SPLIT] = float(sum(result.split_tests for result in results))
+    scores[TESTS_IN_SANDBOX] = float(sum(result.in_sandbox_tests for result in results))
+    return scores
+
+
 def score_generation(
     predictions: Sequence[str], examples: Sequence[Example], timeout_s: float = 10.0
 ) -> dict[str, float]:
-    """pass@1 (0-100) and the share (0-100) of each sandbox status, over all examples."""
+    """:func:`summarize` of the predictions' sandbox results, and ``n``, the example count."""
     results = run_generation(predictions, examples, timeout_s=timeout_s)
-    statuses = Counter(result.status for result in results)
-    scores = {"pass@1": 100.0 * mean_pass_at_1([result.passed for result in results])}
-    scores.update({f"pct_{s}": 100.0 * statuses[s] / len(results) for s in STATUSES})
-    scores["n"] = float(len(results))
-    return scores
+    return summarize(results) | {"n": float(len(results))}

@@ -61,3 +61,10 @@ def test_missing_split_suggests_the_hub(tmp_path: Path) -> None:
         load_codexglue_java_cs("test", tmp_path)
     with pytest.raises(ValueError, match="valid: train, valid, test"):
         load_codexglue_java_cs("dev", tmp_path)
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.java"
+    path.write_bytes(b"int a();\nint \xff b();\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: not valid UTF-8 .*byte 0xff at column 5\)$"):
+        read_lines(path)

@@ -103,3 +103,21 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_jsonl("translation", tmp_path / "nope.jsonl")
+
+
+def test_invalid_utf8_names_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    good = json.dumps(GEN).encode()
+    path.write_bytes(good + b"\n\n" + b'{"text": "caf\xe9", "code": "x", "test_list": []}\n')
+    with pytest.raises(DataError) as info:
+        load_jsonl("generation", path)
+    assert str(info.value) == (
+        f"{path}:3: not valid UTF-8 (invalid continuation byte: byte 0xe9 at column 14)"
+    )
+
+
+def test_lone_surrogates_and_empty_test_lists_load_for_evaluation_to_skip(tmp_path: Path) -> None:
+    rows = [GEN, {**GEN, "test_list": []}, '{"text": "\\ud800", "code": "x", "test_list": ["a"]}']
+    examples = load_jsonl("generation", _write(tmp_path / "v.jsonl", rows))
+    assert [e.tests for e in examples[1:]] == [(), ("a",)]  # scoring skips them, with reasons
+    assert examples[2].source == "\ud800"

@@ -7,6 +7,7 @@ adapter, and check the report's structure.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,17 @@ import torch
 
 from codetasks import evaluate as evaluate_module
 from codetasks.__main__ import main
-from codetasks.evaluate import EvalSettings, evaluate_model, load_benchmark, resolve_model
+from codetasks.evaluate import (
+    SKIPPED_EXAMPLES,
+    EvalSettings,
+    evaluate_model,
+    load_benchmark,
+    resolve_model,
+)
 from codetasks.generate import GenerationResult
 from codetasks.loading import load_task
 from codetasks.prompts import to_response
+from codetasks.sandbox import SANDBOX_MODE, TESTS_IN_SANDBOX, TESTS_SPLIT, sandbox_mode
 from runconfig.schema import AdapterSettings, ModelSettings
 
 REPORT_KEYS = ["model", "task", "benchmark", "split", "limit", "n", "metrics", "seconds",
@@ -55,6 +63,22 @@ def test_reference_code_passes_mbpp_and_humaneval(perfect_model, data_root):
         report = evaluate_model(None, None, examples, "generation", FAST)
         assert report.metrics["pass@1"] == 100.0 and report.metrics["pct_passed"] == 100.0
         assert [r["status"] for r in report.examples] == ["passed", "passed"]
+
+
+def test_unscorable_examples_are_skipped_with_reasons_and_the_rest_scored(perfect_model, data_root):
+    good = load_task("generation", "valid", data_root=data_root, limit=2)
+    empty = dataclasses.replace(good[0], uid="mbpp/empty", tests=())
+    lone = dataclasses.replace(good[1], uid="mbpp/lone", source=good[1].source + "\udc80")
+    report = evaluate_model(None, None, [empty, good[0], lone, good[1]], "generation", FAST)
+    assert [r["status"] for r in report.examples] == ["skipped", "passed", "skipped", "passed"]
+    assert report.examples[0]["error"] == "mbpp/empty: no tests to execute"
+    assert report.examples[2]["error"].startswith("mbpp/lone: source holds a lone surrogate")
+    assert report.metrics["pass@1"] == 100.0 and report.metrics[SKIPPED_EXAMPLES] == 2.0
+    assert report.settings[SANDBOX_MODE] == sandbox_mode()
+    assert {r[SANDBOX_MODE] for r in report.examples if r["status"] != "skipped"} == {
+        sandbox_mode()
+    }
+    assert report.metrics[TESTS_SPLIT] > 0 and report.metrics[TESTS_IN_SANDBOX] == 0
 
 
 def test_generation_report_counts_failures_and_lints_code(perfect_model, data_root, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,30 @@ def test_score_generation_counts_each_outcome() -> None:
         "pct_failed": 25.0,
         "pct_timeout": 25.0,
         "pct_error": 0.0,
+        "pct_skipped": 0.0,
+        "sandbox-tests-split": 4.0,  # each example's one assert, judged outside the sandbox
+        "sandbox-tests-in-sandbox": 0.0,
         "n": 4.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (Example(task="generation", uid="mbpp/empty", source="s", target="t"),
+         "no tests to execute"),
+        (dataclasses.replace(MBPP, uid="mbpp/lone", tests=("assert square(3) == '\ud800'",)),
+         "test 1 holds a lone surrogate (U+D800) at character 21"),
+    ],
+)  # fmt: skip
+def test_an_unscorable_example_is_skipped_with_its_reason_not_the_batch(broken, reason) -> None:
+    examples = [MBPP, broken, MBPP]
+    predictions = [MBPP.target, "def square(x):\n    return 0", "def square(x):\n    return 0"]
+    results = run_generation(predictions, examples)
+    assert [r.status for r in results] == ["passed", "skipped", "failed"]
+    assert results[1].detail == f"{broken.uid}: {reason}"
+    scores = score_generation(predictions, examples)
+    assert (scores["pass@1"], scores["pct_skipped"], scores["n"]) == (50.0, 100 / 3, 3.0)
 
 
 def test_misaligned_inputs_are_rejected() -> None:
