@@ -141,6 +141,7 @@ def test_secure_aggregation_with_local_dp_over_tls(fed):
         "strategy.min-available-nodes=3",
         "strategy.min-train-nodes=3",
         "privacy.secure-aggregation=true",
+        "privacy.dp-mode='local'",
         "privacy.dp-clip-norm=0.05",
         "privacy.dp-epsilon=0.5",
     ]

@@ -33,6 +33,7 @@ def test_secure_aggregation_with_local_dp_trains_and_reports_the_spend(tmp_path,
         "secagg-dp",
         **{
             "privacy.secure-aggregation": True,
+            "privacy.dp-mode": "local",
             "privacy.dp-clip-norm": 0.05,
             "privacy.dp-epsilon": 0.5,
             "strategy.name": "fedprox",
