@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_FILE = "privacy_ledger.json"
 SECAGG_KEYS = "secagg-keys"  # FitIns config: the adapter's key order (Parameters has none)
+SECAGG_MAX_WEIGHT = 10_000.0  # the server's SecAgg+ max_weight (server.secure_aggregation)
 
 
 def gaussian_sigma(privacy: PrivacySettings) -> float:
@@ -178,9 +179,10 @@ def _to_update(call_next, central: PrivacySettings | None):
     """Outermost inside ``secaggplus_mod``: the FitRes of new weights -> a FitRes of the update
     (reply minus what was sent), the vector SecAgg+ masks.
 
-    Under central DP every client uploads with weight 1, so the secure sum is the unweighted
-    mean and one client moves it by at most C/m (the sensitivity the server's noise is
-    calibrated to); example counts stay in the metrics.
+    Under central DP every client uploads with the same weight, so the secure sum is the
+    unweighted mean and one client moves it by at most C/m (the sensitivity the server's noise
+    is calibrated to); example counts stay in the metrics. That weight is SecAgg+'s max_weight:
+    a weight ratio of 1 keeps the fixed-point quantisation step at its finest.
     """
 
     def bridged(msg: Message, ctxt: Context) -> Message:
@@ -203,7 +205,7 @@ def _to_update(call_next, central: PrivacySettings | None):
             # fixedclipping_mod clipped sent + update in float32; clip again in float64 so that
             # rounding cannot leave the norm a hair above C.
             clip_inputs_inplace(update, central.dp_clip_norm)
-            weight = 1
+            weight = int(SECAGG_MAX_WEIGHT)
         fitres = FitRes(fitres.status, ndarrays_to_parameters(update), weight, fitres.metrics)
         reply.content = compat.fitres_to_recorddict(fitres, keep_input=False)
         return reply

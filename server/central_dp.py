@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 CENTRAL_DP_STRATEGIES = ("fedavg", "fedprox")
 # Without sampling amplification the population does not enter the bound; Flower's accountant
 # still wants one at least as large as any round's sample.
-_POPULATION = 2**31 - 1
+POPULATION = 2**31 - 1
 METRICS_KEY = "central_dp"  # the per-round entry in metrics.jsonl
 
 
@@ -105,7 +105,7 @@ class CentralDp:
         self.accountant = RdpAccountant(
             PrivacyConfig(
                 target_delta=self.delta,
-                population_size=_POPULATION,
+                population_size=POPULATION,
                 neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
                 sampling_method=SamplingMethod.NO_AMPLIFICATION,
             )
@@ -141,7 +141,7 @@ class CentralDp:
         arrays, metrics = self.wrapper.aggregate_train(server_round, replies)
         if arrays is not None:
             self.accountant.compose(
-                GaussianPrivacyEvent(self.noise_multiplier, len(replies), _POPULATION)
+                GaussianPrivacyEvent(self.noise_multiplier, len(replies), POPULATION)
             )
             spent = self.accountant.get_privacy_spent()
             log.info(
@@ -161,7 +161,7 @@ class CentralDp:
         for record in records:
             if entry := record.get(METRICS_KEY):
                 self.accountant.compose(
-                    GaussianPrivacyEvent(entry["noise_multiplier"], entry["clients"], _POPULATION)
+                    GaussianPrivacyEvent(entry["noise_multiplier"], entry["clients"], POPULATION)
                 )
 
     def round_log(self, clients: int) -> dict[str, dict[str, float | int]]:
