@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +24,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-BIN = REPO / ".venv" / "bin"
+# The environment running the tests: the repository's .venv, or a shared one (a git worktree).
+VENV = Path(sys.prefix)
+BIN = VENV / "bin"
 
 
 def free_port() -> int:
@@ -74,6 +77,7 @@ class LocalFederation:
         env = dict(os.environ)
         env.update(
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            VENV=str(VENV),
             CERTS_DIR=str(self.certs),
             SUPERLINK_HOST="127.0.0.1",
             SUPERLINK_PORT=str(self.port),
