@@ -11,6 +11,10 @@ The per-round (ε, δ) and the total spent so far (basic composition over the ro
 took part in, kept in a ledger in its state directory) are reported as metrics; the raw update's
 norm is only logged locally, since reporting it would leak what the noise protects.
 
+**Central DP** (``privacy.dp-mode = "central"``, see ``server.central_dp``): inside SecAgg+,
+Flower's ``fixedclipping_mod`` clips the update to the clip norm and every client uploads with
+weight 1; the server adds the noise once, to the secure sum.
+
 **SecAgg+** (``secagg_mod``): Flower's ``secaggplus_mod`` masks the upload so the server only
 learns the weighted sum (Bell et al. 2020, https://arxiv.org/abs/2009.08294). It speaks the
 legacy FitIns/FitRes layout; the bridge here turns that into the ``arrays``/``config`` messages
@@ -20,6 +24,7 @@ so the fixed-point quantisation of SecAgg+ loses little precision.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.client.mod import secaggplus_mod
+from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
@@ -42,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_FILE = "privacy_ledger.json"
 SECAGG_KEYS = "secagg-keys"  # FitIns config: the adapter's key order (Parameters has none)
+SECAGG_MAX_WEIGHT = 10_000.0  # the server's SecAgg+ max_weight (server.secure_aggregation)
 
 
 def gaussian_sigma(privacy: PrivacySettings) -> float:
@@ -133,8 +139,9 @@ def local_dp_mod(msg: Message, ctxt: Context, call_next) -> Message:
     return reply
 
 
-def _legacy_bridge(call_next):
-    """Inside ``secaggplus_mod``: FitIns -> our train message; our reply -> FitRes of the update."""
+def _from_fitins(call_next):
+    """FitIns -> our train message; our reply -> a FitRes of the new adapter (legacy layout,
+    which Flower's ``fixedclipping_mod`` reads)."""
 
     def bridged(msg: Message, ctxt: Context) -> Message:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
@@ -155,16 +162,10 @@ def _legacy_bridge(call_next):
         arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
         if list(arrays) != keys:
             raise ValueError("secure aggregation: the reply's adapter keys differ from those sent")
-        # float64: SecAgg+ shifts each weighted coordinate (~1e-6) by its clipping range before
-        # quantising, which in float32 would round away ~1% of it.
-        update = [arrays[k].astype(np.float64) - sent[k].astype(np.float64) for k in keys]
-        if not all(np.isfinite(u).all() for u in update):
-            # The server cannot screen a masked upload, so an honest client checks its own.
-            raise ValueError("secure aggregation: refusing to upload a non-finite update")
         metrics = dict(reply.content["metrics"])
         fitres = FitRes(
             Status(Code.OK, "ok"),
-            ndarrays_to_parameters(update),
+            ndarrays_to_parameters([arrays[k] for k in keys]),
             int(metrics["num-examples"]),
             metrics,
         )
@@ -174,8 +175,55 @@ def _legacy_bridge(call_next):
     return bridged
 
 
+def _to_update(call_next, central: PrivacySettings | None):
+    """Outermost inside ``secaggplus_mod``: the FitRes of new weights -> a FitRes of the update
+    (reply minus what was sent), the vector SecAgg+ masks.
+
+    Under central DP every client uploads with the same weight, so the secure sum is the
+    unweighted mean and one client moves it by at most C/m (the sensitivity the server's noise
+    is calibrated to); example counts stay in the metrics. That weight is SecAgg+'s max_weight:
+    a weight ratio of 1 keeps the fixed-point quantisation step at its finest.
+    """
+
+    def bridged(msg: Message, ctxt: Context) -> Message:
+        sent = parameters_to_ndarrays(compat.recorddict_to_fitins(msg.content, True).parameters)
+        reply = call_next(msg, ctxt)
+        if reply.has_error():
+            return reply
+        fitres = compat.recorddict_to_fitres(reply.content, keep_input=False)
+        # float64: SecAgg+ shifts each weighted coordinate (~1e-6) by its clipping range before
+        # quantising, which in float32 would round away ~1% of it.
+        weights = parameters_to_ndarrays(fitres.parameters)
+        update = [
+            w.astype(np.float64) - s.astype(np.float64) for w, s in zip(weights, sent, strict=True)
+        ]
+        if not all(np.isfinite(u).all() for u in update):
+            # The server cannot screen a masked upload, so an honest client checks its own.
+            raise ValueError("secure aggregation: refusing to upload a non-finite update")
+        weight = fitres.num_examples
+        if central is not None:
+            # fixedclipping_mod clipped sent + update in float32; clip again in float64 so that
+            # rounding cannot leave the norm a hair above C.
+            clip_inputs_inplace(update, central.dp_clip_norm)
+            weight = int(SECAGG_MAX_WEIGHT)
+        fitres = FitRes(fitres.status, ndarrays_to_parameters(update), weight, fitres.metrics)
+        reply.content = compat.fitres_to_recorddict(fitres, keep_input=False)
+        return reply
+
+    return bridged
+
+
 def secagg_mod(msg: Message, ctxt: Context, call_next) -> Message:
-    """Flower's ``secaggplus_mod`` for SecAgg+ rounds; other train messages pass through."""
+    """Flower's ``secaggplus_mod`` for SecAgg+ rounds; other train messages pass through.
+
+    Under central DP Flower's ``fixedclipping_mod`` sits between the update and the adapter
+    the client trained: it clips (reply - sent) to the clip norm the server's
+    ``DifferentialPrivacyClientSideFixedClipping`` put in the config.
+    """
     if RECORD_KEY_CONFIGS not in msg.content.config_records:
         return call_next(msg, ctxt)
-    return secaggplus_mod(msg, ctxt, _legacy_bridge(call_next))
+    privacy = parse_run_config(ctxt.run_config).privacy
+    inner = _from_fitins(call_next)
+    if privacy.central_dp:
+        inner = functools.partial(fixedclipping_mod, call_next=inner)
+    return secaggplus_mod(msg, ctxt, _to_update(inner, privacy if privacy.central_dp else None))

@@ -4,10 +4,11 @@
 #   CERTS_DIR=deploy/certs deploy/run.sh [key=value ...]
 #   e.g. deploy/run.sh "num-server-rounds=5" "run-name='fed-5'" "strategy.min-train-nodes=3"
 #
-# Writes the connection [superlink.$CONNECTION] (address SUPERLINK_ADDRESS, root certificate
-# $CERTS_DIR/ca.crt) into $FLWR_HOME/config.toml (default: the repository's .flwr, as `make run`),
-# then runs `flwr run . $CONNECTION --stream`. Each argument is a key=value run-config override;
-# output-dir defaults to the repository's runs/ (a path on the SuperLink's machine).
+# Writes the connection [superlink.$CONNECTION] (the loopback Control API at CONTROL_ADDRESS,
+# root certificate $CERTS_DIR/ca.crt) into $FLWR_HOME/config.toml (default: the repository's
+# .flwr, as `make run`), then runs `flwr run . $CONNECTION --stream`. Each argument is a
+# key=value run-config override; output-dir defaults to the repository's runs/ (a path on the
+# SuperLink's machine).
 # Exits non-zero unless the run finished with status completed.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"

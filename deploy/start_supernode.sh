@@ -11,7 +11,8 @@
 #
 # Environment: NODE_KEY (private key from gen_node_keys.sh, required; its .pub must be
 # registered), CERTS_DIR or ROOT_CERT (the CA that signed the SuperLink's certificate),
-# SUPERLINK_ADDRESS (default 127.0.0.1:9093), NODE_PORT (this SuperNode's local Runtime API
+# SUPERLINK_ADDRESS (the SuperLink's public Fleet address, served by start_proxy.sh;
+# default 127.0.0.1:9092), NODE_PORT (this SuperNode's local Runtime API
 # port, unique per machine, loopback only; default 9094), NODE_FLWR_HOME (this SuperNode's Flower
 # home, where it unpacks apps; default <state-dir>/flwr, so organisations share nothing).
 set -euo pipefail

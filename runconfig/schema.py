@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ QUANTIZATIONS = ("nf4", "none")
 CODECS = ("fp32", "bf16", "int8")  # colora.codec
 COMPUTE_DTYPES = ("auto", "fp32", "bf16")  # colora.precision resolves "auto" per device
 CHECKPOINTING = ("auto", "on", "off")
+DP_MODES = ("off", "local", "central")
 
 
 @dataclass(frozen=True)
@@ -216,13 +218,35 @@ class EvalScheduleSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
+    dp_mode: str = option(
+        "off",
+        "Differential privacy of the shared update: 'off'; 'local' (each client clips and "
+        "noises its own update, dp-epsilon per round); 'central' (clients clip, the server adds "
+        "noise once to the SecAgg+ sum, accounted over the run; needs secure-aggregation).",
+    )
     dp_clip_norm: float = option(
         0.0,
-        "Client-side (local) differential privacy: clip each shared update to this L2 norm "
-        "and add Gaussian noise before it leaves the client; 0 = off.",
+        "L2 norm each client's shared update is clipped to (dp-mode 'local' or 'central'); "
+        "0 = no DP.",
     )
-    dp_epsilon: float = option(1.0, "Per-round epsilon of the Gaussian mechanism, in (0, 1].")
-    dp_delta: float = option(1e-5, "Per-round delta of the Gaussian mechanism, in (0, 1).")
+    dp_epsilon: float = option(
+        1.0, "dp-mode 'local': per-round epsilon of the Gaussian mechanism, in (0, 1]."
+    )
+    dp_delta: float = option(
+        1e-5,
+        "Delta of the guarantee, in (0, 1): per round for dp-mode 'local', over the whole run "
+        "for 'central'.",
+    )
+    dp_noise_multiplier: float = option(
+        0.0,
+        "dp-mode 'central': noise std / clip norm of the sum of the clipped updates (Flower's "
+        "noise_multiplier); 0 = calibrated from dp-target-epsilon.",
+    )
+    dp_target_epsilon: float = option(
+        0.0,
+        "dp-mode 'central': epsilon (at dp-delta) the whole run may spend; the noise "
+        "multiplier is calibrated to it with the RDP accountant; 0 = use dp-noise-multiplier.",
+    )
     secure_aggregation: bool = option(
         False,
         "Aggregate the shared update with Flower's SecAgg+ protocol: the server learns only "
@@ -238,8 +262,13 @@ class PrivacySettings:
     )
 
     def __post_init__(self) -> None:
+        one_of("privacy", "dp_mode", self.dp_mode, DP_MODES)
         require(
-            self.dp_clip_norm >= 0, "privacy", "dp_clip_norm", self.dp_clip_norm, "must be >= 0"
+            math.isfinite(self.dp_clip_norm) and self.dp_clip_norm >= 0,
+            "privacy",
+            "dp_clip_norm",
+            self.dp_clip_norm,
+            "must be finite and >= 0",
         )
         # The classic Gaussian-mechanism calibration (Dwork & Roth 2014, Thm A.1) that
         # Flower's LocalDpMod uses holds for epsilon < 1; larger values would overstate privacy.
@@ -249,10 +278,50 @@ class PrivacySettings:
         require(0 < self.dp_delta < 1, "privacy", "dp_delta", self.dp_delta, "must be in (0, 1)")
         for name in ("secagg_num_shares", "secagg_threshold"):
             require(getattr(self, name) > 0, "privacy", name, getattr(self, name), "must be > 0")
+        for name in ("dp_noise_multiplier", "dp_target_epsilon"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value >= 0, "privacy", name, value, "must be >= 0")
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        """The keys each dp-mode needs, and no DP key silently ignored."""
+        dp_on = self.dp_mode != "off"
+        require(
+            dp_on == (self.dp_clip_norm > 0),
+            "privacy",
+            "dp_mode",
+            self.dp_mode,
+            "needs privacy.dp-clip-norm > 0"
+            if dp_on
+            else "is 'off' but privacy.dp-clip-norm "
+            f"= {self.dp_clip_norm}: set dp-mode to 'local' or 'central', or the clip norm to 0",
+        )
+        if self.dp_mode != "central":
+            return
+        # Without SecAgg+ the server would see each clipped update before the noise is added.
+        require(
+            self.secure_aggregation,
+            "privacy",
+            "dp_mode",
+            self.dp_mode,
+            "needs privacy.secure-aggregation = true (the noise goes on the secure sum)",
+        )
+        require(
+            (self.dp_noise_multiplier > 0) != (self.dp_target_epsilon > 0),
+            "privacy",
+            "dp_noise_multiplier",
+            self.dp_noise_multiplier,
+            "dp-mode 'central' needs exactly one of privacy.dp-noise-multiplier > 0 and "
+            f"privacy.dp-target-epsilon > 0 (got {self.dp_target_epsilon})",
+        )
 
     @property
     def local_dp(self) -> bool:
-        return self.dp_clip_norm > 0
+        return self.dp_mode == "local"
+
+    @property
+    def central_dp(self) -> bool:
+        return self.dp_mode == "central"
 
 
 @dataclass(frozen=True)

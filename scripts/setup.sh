@@ -19,6 +19,13 @@ if [ "${#apt_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     "${apt_packages[@]}" >/dev/null) || echo "note: could not install ${apt_packages[*]}"
 fi
+# The SuperLink's public face (deploy/start_proxy.sh) is nginx: it publishes only the Fleet API.
+# Optional here: without it the deployment proxy tests are skipped.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] \
+  && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) \
+    || echo "note: nginx not installed; deploy/start_proxy.sh will not run"
+fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from colora.wire import to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
+from server.central_dp import build_central_dp
 from server.reports import log_round, round_record
 from server.screening import screen_replies
 from server.secure_aggregation import secure_round
@@ -63,17 +64,21 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
     run_dir = rundir.prepare(cfg)
     timeout = cfg.run.round_timeout
     strategy = build_strategy(cfg)
+    central_dp = build_central_dp(strategy, cfg)  # None unless privacy.dp-mode = "central"
+    trainer = central_dp or strategy  # whose configure_train/aggregate_train the round uses
     arrays, start = to_record(initial), 1
     ckpt = rundir.load_checkpoint(run_dir) if cfg.run.resume else None
     if ckpt is not None:
         arrays, start = to_record(ckpt.arrays), ckpt.server_round + 1
         strategy.load_state(ckpt.strategy_state)
         rundir.truncate_metrics(run_dir, ckpt.server_round)
+        if central_dp:
+            central_dp.restore(rundir.read_metrics(run_dir))
         log.info("Resuming %s after round %d", run_dir, ckpt.server_round)
     for server_round in range(start, cfg.run.num_server_rounds + 1):
         t0 = time.perf_counter()
         log.info("[ROUND %d/%d] %s", server_round, cfg.run.num_server_rounds, strategy.name)
-        train_messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+        train_messages = trainer.configure_train(server_round, arrays, ConfigRecord(), grid)
         if cfg.privacy.secure_aggregation:
             sent, accepted, rejected = secure_round(
                 grid, train_messages, server_round, cfg.privacy, timeout
@@ -90,7 +95,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
         accepted = by_client(accepted)
-        new_arrays, _ = strategy.aggregate_train(server_round, accepted)
+        new_arrays, _ = trainer.aggregate_train(server_round, accepted)
         if new_arrays is None:
             _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)
             continue
@@ -111,7 +116,8 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             eval_replies=eval_replies,
             bytes_down=bytes_down + evaluation.bytes_down,
             bytes_up=bytes_up,
-            extra=strategy.round_log(server_round),
+            extra=strategy.round_log(server_round)
+            | (central_dp.round_log(len(accepted)) if central_dp else {}),
         )
         rundir.append_metrics(run_dir, record)
         write_round(run_dir, record)

@@ -35,7 +35,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from client.privacy import SECAGG_KEYS
+from client.privacy import SECAGG_KEYS, SECAGG_MAX_WEIGHT
 from runconfig.schema import PrivacySettings
 from server.screening import Rejection
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 CLIPPING_RANGE = 0.1
 QUANTIZATION_RANGE = 2**30
 MODULUS_RANGE = 2**40
-MAX_WEIGHT = 10_000.0  # above any client's example count: the weight ratio n_k / max stays <= 1
+MAX_WEIGHT = SECAGG_MAX_WEIGHT  # above any client's example count: n_k / max stays <= 1
 
 
 def _count(value: float) -> int | float:

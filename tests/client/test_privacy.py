@@ -18,13 +18,13 @@ KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.shared.weight"
 
 
 def test_sigma_is_the_gaussian_mechanism_for_sensitivity_2c():
-    privacy = PrivacySettings(dp_clip_norm=0.5, dp_epsilon=0.5, dp_delta=1e-5)
+    privacy = PrivacySettings(dp_mode="local", dp_clip_norm=0.5, dp_epsilon=0.5, dp_delta=1e-5)
     # Δ = 2C = 1; σ = Δ · sqrt(2 ln(1.25 / δ)) / ε = sqrt(2 ln 125000) / 0.5
     assert gaussian_sigma(privacy) == pytest.approx(math.sqrt(2 * math.log(125_000)) / 0.5)
 
 
 def test_update_is_clipped_and_noised_with_that_sigma():
-    privacy = PrivacySettings(dp_clip_norm=1.0, dp_epsilon=1.0, dp_delta=0.5)
+    privacy = PrivacySettings(dp_mode="local", dp_clip_norm=1.0, dp_epsilon=1.0, dp_delta=0.5)
     sent = {KEY: np.zeros((4, 50_000), np.float32)}
     update = np.zeros((4, 50_000), np.float32)
     update[0, 0] = 30.0  # norm 30, clipped to 1
@@ -40,7 +40,7 @@ def test_update_is_clipped_and_noised_with_that_sigma():
 
 
 def test_ledger_composes_rounds_and_counts_a_rerun_round_once(tmp_path):
-    privacy = PrivacySettings(dp_clip_norm=1.0, dp_epsilon=0.25, dp_delta=1e-6)
+    privacy = PrivacySettings(dp_mode="local", dp_clip_norm=1.0, dp_epsilon=0.25, dp_delta=1e-6)
     assert record_spend(tmp_path, 1, privacy) == pytest.approx((0.25, 1e-6))
     assert record_spend(tmp_path, 2, privacy) == pytest.approx((0.5, 2e-6))
     assert record_spend(tmp_path, 2, privacy) == pytest.approx((0.5, 2e-6))  # resumed round
@@ -73,7 +73,7 @@ def _round(tmp_path, **privacy):
 
 
 def test_mod_privatises_the_reply_and_reports_the_spend(tmp_path):
-    reply, cfg = _round(tmp_path, **{"dp-clip-norm": 1.0, "dp-epsilon": 0.5})
+    reply, cfg = _round(tmp_path, **{"dp-mode": "local", "dp-clip-norm": 1.0, "dp-epsilon": 0.5})
     metrics = reply.content["metrics"]
     assert metrics["dp-epsilon"] == 0.5 and metrics["dp-epsilon-spent"] == 0.5
     # The raw update's norm is a function of private data outside the mechanism: never sent.

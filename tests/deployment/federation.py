@@ -1,4 +1,6 @@
-"""A SuperLink and SuperNodes as separate processes on loopback, driven through ``deploy/``.
+"""A SuperLink, its Fleet-only proxy and SuperNodes as separate processes on loopback, driven
+through ``deploy/``. The SuperLink (all APIs) listens on ``port``; SuperNodes dial the proxy on
+``public_port``, as other organisations would.
 
 Every process is started with ``start_new_session=True`` and remembered by PID, with the PIDs
 of its descendants (Flower's SuperExec, ServerApp and ClientApp processes); :meth:`stop` ends
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,13 +24,20 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-BIN = REPO / ".venv" / "bin"
+# The environment running the tests: the repository's .venv, or a shared one (a git worktree).
+VENV = Path(sys.prefix)
+BIN = VENV / "bin"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, poll: float = 1.0):
@@ -54,7 +64,8 @@ class LocalFederation:
         self.certs, self.keys, self.logs = root / "certs", root / "keys", root / "logs"
         self.cli_home = root / "cli-home"  # FLWR_HOME of the `flwr` CLI: the connection lives here
         self.link_home = root / "superlink-home"  # FLWR_HOME of the SuperLink (unpacked apps)
-        self.port = free_port()
+        self.port = free_port()  # the SuperLink: Fleet, Control and Runtime APIs, loopback
+        self.public_port = free_port()  # the nginx proxy: the Fleet API only
         self.procs: dict[str, subprocess.Popen] = {}
         self.family: dict[str, set[psutil.Process]] = {}  # name -> processes of its tree
         self.must_live: set[str] = set()  # components whose early exit is a failure
@@ -66,9 +77,11 @@ class LocalFederation:
         env = dict(os.environ)
         env.update(
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            VENV=str(VENV),
             CERTS_DIR=str(self.certs),
             SUPERLINK_HOST="127.0.0.1",
             SUPERLINK_PORT=str(self.port),
+            PUBLIC_PORT=str(self.public_port),
             FLWR_HOME=str(self.cli_home),
             PYTHONUNBUFFERED="1",
         )
@@ -129,8 +142,22 @@ class LocalFederation:
 
     def _superlink_listening(self) -> bool:
         self._require_alive("superlink")
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+        return _listening(self.port)
+
+    def start_proxy(self) -> None:
+        """``deploy/start_proxy.sh``: nginx publishing only the Fleet routes."""
+        self.spawn(
+            "proxy",
+            [str(DEPLOY / "start_proxy.sh")],
+            self.env(PROXY_DIR=str(self.root / "proxy")),
+            must_live=True,
+        )
+
+        def listening() -> bool:
+            self._require_alive("proxy")
+            return _listening(self.public_port)
+
+        wait_for(listening, 30, "the proxy to listen", poll=0.2)
 
     def state_dir(self, client_id: int) -> Path:
         return self.root / f"org-{client_id}" / "state"

@@ -1,11 +1,13 @@
-"""Deployment end to end: TLS, SuperNode authentication, private state, SecAgg+ with local DP,
-and a killed SuperNode.
+"""Deployment end to end: TLS, SuperNode authentication, a Fleet-only public face, private
+state, SecAgg+ with local DP, and a killed SuperNode.
 
 The SuperLink and each SuperNode run as separate processes on loopback, started with the
 ``deploy/`` scripts exactly as an operator would: certificates from ``gen_certs.sh``, keys from
 ``gen_node_keys.sh``, the allow-list filled by ``register_nodes.sh``, the run submitted by
 ``run.sh`` (``flwr run . <connection> --stream``). Each organisation reads one task from the
-offline data root and keeps Sigma_k in its own state directory.
+offline data root and keeps Sigma_k in its own state directory. The SuperLink listens on
+loopback; SuperNodes, and the uninvited party of the access tests, reach it only through the
+nginx proxy of ``start_proxy.sh``, which passes on the Fleet API routes and nothing else.
 
 Flower 1.41 notices a dead SuperNode by its missing heartbeats: a node is offline 2 x 30 s after
 its last heartbeat, and the SuperLink then answers the messages sent to it with a
@@ -15,8 +17,11 @@ NODE_UNAVAILABLE error reply, which ends the round without waiting for ``round-t
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 import torch
 from safetensors import safe_open
@@ -24,7 +29,7 @@ from safetensors import safe_open
 from client.personal_store import PERSONAL_FILE, load_personal
 from client.privacy import LEDGER_FILE
 from server.run_dir import read_metrics
-from tests.deployment.federation import LocalFederation, wait_for
+from tests.deployment.federation import BIN, LocalFederation, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -52,6 +57,7 @@ def fed(tmp_path_factory, data_root):
         fed.script("gen_certs.sh", str(fed.certs))
         fed.script("gen_node_keys.sh", str(fed.keys), "4")
         fed.start_superlink()
+        fed.start_proxy()
         fed.script("register_nodes.sh", *(str(fed.keys / f"node-{i}.pub") for i in TASKS))
         for client_id, task in TASKS.items():
             fed.start_node(client_id, task)
@@ -89,6 +95,148 @@ def test_unregistered_supernode_is_refused(fed):
     nodes = fed.nodes()
     assert len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
     assert not (fed.state_dir(4) / PERSONAL_FILE).exists()
+
+
+# -- nobody joins uninvited -------------------------------------------------------------------
+# The uninvited party holds ca.crt, its own key pair and network reach to the public address.
+
+
+def _outsider(fed: LocalFederation, address: str) -> tuple[Path, Path]:
+    """A `flwr` home with a connection 'outsider' to ``address``, and the outsider's key."""
+    home = fed.root / f"outsider-{address.rsplit(':', 1)[1]}"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(
+        "[superlink]\ndefault = 'outsider'\n[superlink.outsider]\n"
+        f"address = '{address}'\nroot-certificates = '{fed.certs / 'ca.crt'}'\ninsecure = false\n"
+    )
+    key = home / "key"
+    if not key.exists():
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", str(key)], check=True
+        )
+    return home, key
+
+
+def _flwr(fed: LocalFederation, home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "flwr"), *args],
+        env=fed.env(FLWR_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=fed.root,
+    )
+
+
+def _node_ids(fed: LocalFederation) -> list[str]:
+    """Every node the SuperLink knows (registered, online or offline)."""
+    return sorted(n["node-id"] for n in fed.nodes())
+
+
+def test_superlink_listens_on_loopback_only(fed):
+    link = psutil.Process(fed.procs["superlink"].pid)
+    family = [link, *link.children(recursive=True)]
+    listening = {
+        c.laddr
+        for p in family
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert (("127.0.0.1", fed.port)) in listening
+    assert all(addr.ip in ("127.0.0.1", "::1") for addr in listening), listening
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/control/list-runs",
+        "/v1/control/register-node",
+        "/v1/control/list-nodes",
+        "/v1/control/start-run",
+        "/v1/runtime/get-nodes",
+        "/v1/runtime/pull-task-input",
+        "/v1/fleet/register-node",  # self-registration
+        "/v1/fleet/unregister-node",
+        "/docs",
+        "/openapi.json",
+        "/health",
+        "/v1/fleet/../control/list-runs",
+        "/v1/fleet/activate-node/..%2f..%2fcontrol/list-runs",
+        "/v1/fleet/activate-node%3f/../../control/list-runs",
+        "/v1/FLEET/activate-node",
+    ],
+)
+def test_public_address_serves_only_the_fleet_api(fed, path):
+    url = f"https://127.0.0.1:{fed.public_port}"
+    with httpx.Client(base_url=url, verify=str(fed.certs / "ca.crt")) as client:
+        request = client.build_request("POST", "/", content=b"")
+        request.url = request.url.copy_with(raw_path=path.encode())  # sent as written
+        response = client.send(request)
+    assert response.status_code == 403, (path, response.status_code, response.text[:200])
+    # The same request on the loopback SuperLink shows what the proxy keeps out: without
+    # credentials the Control API answers there.
+    if path == "/v1/control/list-runs":
+        direct = httpx.post(
+            f"https://127.0.0.1:{fed.port}{path}",
+            verify=str(fed.certs / "ca.crt"),
+            headers={"content-type": "application/protobuf"},
+        )
+        assert direct.status_code == 200
+
+
+def test_fleet_routes_pass_the_proxy_but_need_a_node_signature(fed):
+    response = httpx.post(
+        f"https://127.0.0.1:{fed.public_port}/v1/fleet/activate-node",
+        verify=str(fed.certs / "ca.crt"),
+        headers={"content-type": "application/protobuf"},
+    )
+    assert response.status_code == 401  # the SuperLink's NodeAuthMiddleware, not the proxy
+
+
+def test_uninvited_cli_cannot_register_a_key_or_list_runs(fed):
+    home, key = _outsider(fed, f"127.0.0.1:{fed.public_port}")
+    before = _node_ids(fed)
+    register = _flwr(fed, home, "supernode", "register", f"{key}.pub", "outsider")
+    assert register.returncode != 0
+    assert "403 Forbidden" in register.stdout + register.stderr
+    listed = _flwr(fed, home, "ls", "outsider")
+    assert listed.returncode != 0
+    assert "403 Forbidden" in listed.stdout + listed.stderr
+    nodes = _flwr(fed, home, "supernode", "list", "outsider")
+    assert nodes.returncode != 0
+    assert _node_ids(fed) == before and len(before) == 3
+
+
+def _keyless_node(fed: LocalFederation, name: str, address: str):
+    """A SuperNode with no auth key: it tries to register itself through the Fleet API."""
+    env = fed.env(FLWR_HOME=str(fed.root / name))
+    args = [str(BIN / "flower-supernode"), "--superlink", address]
+    args += ["--root-certificates", str(fed.certs / "ca.crt")]
+    args += ["--host", "127.0.0.1", "--port", str(free_port())]
+    return fed.spawn(name, args, env)
+
+
+def test_supernode_self_registration_is_refused(fed):
+    before = _node_ids(fed)
+    # Through the public address the proxy refuses the route outright.
+    _keyless_node(fed, "self-register-public", f"127.0.0.1:{fed.public_port}")
+    wait_for(
+        lambda: (
+            "403 Forbidden" in fed.log_text("self-register-public")
+            and "/v1/fleet/register-node" in fed.log_text("self-register-public")
+        ),
+        120,
+        "the proxy to refuse self-registration",
+    )
+    fed.kill("self-register-public")
+    # Even on the loopback SuperLink, Flower's SuperNode authentication refuses it.
+    proc = _keyless_node(fed, "self-register-direct", f"127.0.0.1:{fed.port}")
+    assert proc.wait(timeout=120) != 0
+    assert "SuperNode authentication is enabled" in fed.log_text("self-register-direct")
+    assert _node_ids(fed) == before
+    nodes = fed.nodes()
+    assert len(nodes) == 3 and all(n["status"] == "online" for n in nodes)
 
 
 def test_two_rounds_over_tls_keep_personal_state_on_each_node(fed):
@@ -141,6 +289,7 @@ def test_secure_aggregation_with_local_dp_over_tls(fed):
         "strategy.min-available-nodes=3",
         "strategy.min-train-nodes=3",
         "privacy.secure-aggregation=true",
+        "privacy.dp-mode='local'",
         "privacy.dp-clip-norm=0.05",
         "privacy.dp-epsilon=0.5",
     ]

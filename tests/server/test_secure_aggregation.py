@@ -17,6 +17,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from client.privacy import local_dp_mod, secagg_mod
 from colora.wire import to_numpy, to_record
 from runconfig.schema import parse_run_config
+from server.central_dp import CentralDp
 from server.secure_aggregation import secure_round
 from tests.conftest import pyproject_defaults
 from tests.strategies.fakes import FakeGrid, lora_state, strategy
@@ -137,3 +138,37 @@ def test_a_client_that_fails_mid_protocol_still_leaves_an_aggregate(run_config):
     w1, w2 = N_EXAMPLES[1], N_EXAMPLES[2]
     mean = (w1 * deltas[1][key] + w2 * deltas[2][key]) / (w1 + w2)
     np.testing.assert_allclose(to_numpy(new)[key], state[key] + mean, atol=2e-7)
+
+
+def test_central_dp_clients_clip_and_upload_with_equal_weight(run_config):
+    """Under central DP the secure mean is the *unweighted* mean of updates clipped by Flower's
+    fixedclipping_mod; the server's noise (server.central_dp) comes on top of it."""
+    clip = 0.003
+    run_config = run_config | {
+        "privacy.dp-mode": "central",
+        "privacy.dp-clip-norm": clip,
+        "privacy.dp-noise-multiplier": 1.0,
+    }
+    cfg = parse_run_config(run_config)
+    state = lora_state(np.random.default_rng(2), scale=0.05)
+    deltas = _deltas(state)
+    grid = LoopbackGrid(_train_with(deltas), run_config)
+    fedavg = strategy("fedavg")
+    central = CentralDp(fedavg, cfg)
+    messages = central.configure_train(1, to_record(state), ConfigRecord(), grid)
+
+    _, replies, rejected = secure_round(grid, messages, 1, cfg.privacy, timeout=60)
+
+    assert len(replies) == 3 and not rejected
+    norms = {
+        n: np.sqrt(sum(np.sum(d.astype(np.float64) ** 2) for d in deltas[n].values()))
+        for n in deltas
+    }
+    assert min(norms.values()) > 2 * clip  # every update is clipped
+    clipped = {n: {k: v * clip / norms[n] for k, v in deltas[n].items()} for n in deltas}
+    new, _ = fedavg.aggregate_train(1, replies)  # the noise-free aggregate under the wrapper
+    for key, value in to_numpy(new).items():
+        mean = sum(clipped[n][key] for n in clipped) / 3  # equal weights, not 10:30:60
+        np.testing.assert_allclose(value, state[key] + mean, atol=2e-7)
+    # The reports still carry each client's example count.
+    assert sorted(r.content["metrics"]["num-examples"] for r in replies) == [10, 30, 60]
