@@ -10,21 +10,16 @@ PYTHON="${PYTHON:-python3}"
 #   wordnet-base, wordnet-sense-index: METEOR needs WordNet, which nltk cannot download offline;
 #   chromium: the browser test of the HTML experiment report;
 #   bubblewrap: the code sandbox isolates each generated program in namespaces with a read-only
-#   root and private tmpfs; without it evaluation falls back to its in-process guard, and says so.
+#   root and private tmpfs; without it evaluation falls back to its in-process guard, and says so;
+#   nginx-light: the SuperLink's public face (deploy/start_proxy.sh) publishes only the Fleet API.
 apt_packages=()
 [ -d /usr/share/wordnet ] || apt_packages+=(wordnet-base wordnet-sense-index)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v bwrap >/dev/null || apt_packages+=(bubblewrap)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
 if [ "${#apt_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     "${apt_packages[@]}" >/dev/null) || echo "note: could not install ${apt_packages[*]}"
-fi
-# The SuperLink's public face (deploy/start_proxy.sh) is nginx: it publishes only the Fleet API.
-# Optional here: without it the deployment proxy tests are skipped.
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] \
-  && command -v apt-get >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) \
-    || echo "note: nginx not installed; deploy/start_proxy.sh will not run"
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
