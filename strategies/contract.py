@@ -42,7 +42,7 @@ SHARED_IN_FINGERPRINT = "shared-in-fingerprint"
 MERGE_ROUND = "merge-round"  # the server round a client's frozen merged term is complete through
 EVAL_LOSS = "eval-loss"  # mean validation loss over the client's tasks
 EVAL_LOSS_TASK = "eval-loss."  # + task
-EVAL_METRIC = "eval."  # + "<task>.<metric>": generation metrics on a 0-100 scale
+EVAL_METRIC = "eval."  # + "<task>.<metric>": generation metrics (pass@1, quality.* counts)
 EVAL_SECONDS = "eval-seconds."  # + task
 DP_EPSILON, DP_DELTA = "dp-epsilon", "dp-delta"  # local DP spent this round
 DP_EPSILON_SPENT, DP_DELTA_SPENT = "dp-epsilon-spent", "dp-delta-spent"  # ... in total
@@ -53,6 +53,7 @@ MAX_CLIENT_ID = 2**31 - 1
 MAX_COUNT = 2**53  # largest integer a float metric holds exactly
 MAX_TASK_NAME = 64
 _TASK = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_METRIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]{0,63}")
 # The header np.save writes for a numeric array; no object ('O') or structured dtype.
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _NPY_HEADER = re.compile(
@@ -76,7 +77,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     MERGE_ROUND: (-1, MAX_COUNT),
     EVAL_LOSS: (0, math.inf),
     EVAL_LOSS_TASK: (0, math.inf),
-    EVAL_METRIC: (0, 100),
+    EVAL_METRIC: (-math.inf, math.inf),  # report-only: finite is all that matters
     EVAL_SECONDS: (0, math.inf),
     DP_EPSILON: (0, math.inf),
     DP_DELTA: (0, 1),
@@ -116,7 +117,7 @@ class EvalReply:
 
 def _rule(name: str) -> tuple[float, float] | None:
     """The range of metric ``name`` (a prefix rule for per-task names); None if unknown."""
-    if name in _RANGES:
+    if name in _RANGES and name not in _PREFIXES:
         return _RANGES[name]
     for prefix in _PREFIXES:
         if name.startswith(prefix):
@@ -128,7 +129,7 @@ def _task_of(name: str, prefix: str) -> str | None:
     task = name.removeprefix(prefix)
     if prefix == EVAL_METRIC:  # "eval.<task>.<metric>"
         task, _, metric = task.partition(".")
-        if not _TASK.fullmatch(metric or "-"):
+        if not _METRIC.fullmatch(metric):
             return None
     ok = len(task) <= MAX_TASK_NAME and _TASK.fullmatch(task) is not None
     return task if ok else None
