@@ -29,10 +29,14 @@ def assert_same_adapter(result, expected) -> None:
         np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
-def assert_survived(result, rounds: int, rejected_node: int | None = BAD_NODE) -> list[dict]:
+def assert_survived(
+    result, rounds: int, rejected_node: int | None = BAD_NODE, failed: bool = False
+) -> list[dict]:
+    """Every round has its metrics line (``failed`` or not) and a checkpoint, and each line
+    records ``rejected_node``'s rejection with a reason."""
     lines = rundir.read_metrics(result.run_dir)
     assert [line["round"] for line in lines] == list(range(1, rounds + 1))
-    assert not any(line.get("failed") for line in lines)
+    assert [bool(line.get("failed")) for line in lines] == [failed] * rounds
     ckpt = rundir.load_checkpoint(result.run_dir)
     assert ckpt is not None and ckpt.server_round == rounds
     if rejected_node is not None:
