@@ -175,6 +175,17 @@ def _read_checkpoint(
     )
 
 
+def checkpoint_round(run_dir: Path) -> int | None:
+    """The round of the newest checkpoint whose ``meta.json`` is valid (None if none is);
+    reads no tensors, for callers that only need to know how far a run got."""
+    for target in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        try:
+            return _meta(target / "meta.json", None)["round"]
+        except CheckpointError:
+            continue
+    return None
+
+
 def load_checkpoint(
     run_dir: Path,
     *,
