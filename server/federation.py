@@ -29,7 +29,7 @@ from colora.wire import payload_bytes, to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.reports import log_round, round_record
-from server.screening import WeightLimits, screen_evaluations, screen_replies
+from server.screening import Rejection, WeightLimits, screen_evaluations, screen_replies
 from server.secure_aggregation import secure_round
 from simulations.tensorboard import write_round
 from strategies.contract import CLIENT_ID, decode_record
@@ -140,13 +140,31 @@ def _resume(run_dir, cfg, strategy, layout) -> tuple[ArrayRecord | None, int]:
     return to_record(ckpt.arrays), ckpt.server_round + 1
 
 
+def _secure(grid, train_messages, server_round, cfg):
+    """A SecAgg+ round whose stand-in replies (global + mean update, each client's metrics)
+    are screened like plain replies: a client's bad metrics drop its stand-in, which leaves
+    the mean unchanged. Anything the protocol raises fails only this round."""
+    try:
+        sent, replies, rejected = secure_round(
+            grid, train_messages, server_round, cfg.privacy, cfg.run.round_timeout
+        )
+    except Exception as error:  # client content must never end the run
+        log.exception("SecAgg+ round %d raised", server_round)
+        return [], [], [Rejection(0, f"secure aggregation raised {error!r}")]
+    return sent, replies, rejected
+
+
 def _train(strategy, grid, cfg, server_round, arrays):
+    """(sent, accepted canonical replies, rejections) of one train round."""
     train_messages = strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
     if cfg.privacy.secure_aggregation:
-        return secure_round(grid, train_messages, server_round, cfg.privacy, cfg.run.round_timeout)
-    sent, replies = _exchange(grid, train_messages, cfg.run.round_timeout)
+        sent, replies, rejected = _secure(grid, train_messages, server_round, cfg)
+    else:
+        sent, replies = _exchange(grid, train_messages, cfg.run.round_timeout)
+        rejected = []
     limits = WeightLimits(cfg.train.max_train_examples, cfg.strategy.max_client_share)
-    return (sent, *screen_replies(sent, replies, limits))
+    accepted, more = screen_replies(sent, replies, limits)
+    return sent, accepted, [*rejected, *more]
 
 
 def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResult:
