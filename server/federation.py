@@ -80,9 +80,9 @@ def _record_failed_round(run_dir, server_round, message, rejected, t0) -> None:
     write_round(run_dir, record)
 
 
-def _too_few(server_round, sent, accepted, strategy) -> str:
+def _too_few(sent, accepted, strategy) -> str:
     return (
-        f"round {server_round} failed: only {len(accepted)} of {len(sent)} clients "
+        f"only {len(accepted)} of {len(sent)} clients "
         f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
     )
 
@@ -185,7 +185,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         accepted = sorted(accepted, key=_client_order)
         new_arrays, why = _aggregate(strategy, server_round, accepted, initial)
         if new_arrays is None:
-            reason = why or _too_few(server_round, sent, accepted, strategy)
+            reason = why or _too_few(sent, accepted, strategy)
             _record_failed_round(run_dir, server_round, reason, rejected, t0)
             _save(run_dir, server_round, arrays, strategy)
             continue

@@ -248,11 +248,14 @@ def decode_array(array: Array, key: str = "?") -> np.ndarray:
     if match is None:
         raise ReplyError(f"array '{key}': unsupported .npy header (object or structured dtype?)")
     shape = tuple(int(d) for d in match[3].split(b",") if d.strip())
-    dtype = np.dtype(match[1].decode())
-    if len(shape) > MAX_NDIM or list(shape) != list(array.shape) or str(dtype) != array.dtype:
+    try:
+        dtype = np.dtype(match[1].decode())
+    except TypeError:  # a descr such as '<f3' that fits the pattern but no real dtype
+        raise ReplyError(f"array '{key}': unknown dtype {match[1].decode()!r}") from None
+    if len(shape) > MAX_NDIM or shape != _declared_shape(array) or str(dtype) != array.dtype:
         raise ReplyError(
             f"array '{key}': header says {dtype} {shape}, the Array says {array.dtype} "
-            f"{tuple(array.shape)}"
+            f"{array.shape!r}"
         )
     count = math.prod(shape)
     if len(data) - end != count * dtype.itemsize:
@@ -262,6 +265,15 @@ def decode_array(array: Array, key: str = "?") -> np.ndarray:
         )
     order = "F" if match[2] == b"True" else "C"
     return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape, order=order)
+
+
+def _declared_shape(array: Array) -> tuple[int, ...] | None:
+    """The ``Array``'s own shape field as a tuple of ints, or None if it is not one."""
+    shape = array.shape
+    ok = isinstance(shape, list | tuple) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    )
+    return tuple(shape) if ok else None
 
 
 def decode_record(record: ArrayRecord) -> dict[str, np.ndarray]:

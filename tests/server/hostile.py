@@ -28,7 +28,9 @@ def forced_metrics(values: dict) -> MetricRecord:
 
 
 def npy_array(data: bytes, dtype: str = "float32", shape=(1,), stype: str = NPY_STYPE) -> Array:
-    return Array(dtype=dtype, shape=tuple(shape), stype=stype, data=data)
+    array = Array(dtype=dtype, shape=(1,), stype=stype, data=data)
+    array.shape = shape if isinstance(shape, int) else tuple(shape)  # Flower checks no further
+    return array
 
 
 def reply_with(message: Message, *, metrics=None, arrays=None, drop=()) -> Message:
@@ -143,6 +145,22 @@ TRAIN: dict = {
     ".npy header disagrees with the Array": _header_disagrees,
     ".npy version 2": lambda m: with_array(
         m, npy_array(b"\x93NUMPY\x02\x00" + npy_bytes(np.zeros(1, np.float32))[8:])
+    ),
+    "no such dtype ('<f3')": lambda m: with_array(
+        m, npy_array(npy_bytes(np.zeros(2, np.float32)).replace(b"<f4", b"<f3"), shape=(2,))
+    ),
+    "header shape overflows": lambda m: with_array(
+        m,
+        npy_array(
+            npy_bytes(np.zeros(2, np.float32)).replace(
+                b"(2,), }" + b" " * 10,
+                b"(9999999999,), } ",  # same header length
+            ),
+            shape=(9999999999,),
+        ),
+    ),
+    "Array.shape is not a list": lambda m: with_array(
+        m, npy_array(npy_bytes(np.zeros(2)), shape=7)
     ),
     "structured dtype": lambda m: with_array(
         m, npy_array(npy_bytes(np.zeros(2, dtype=[("a", "<f4")])), dtype="[('a', '<f4')]")

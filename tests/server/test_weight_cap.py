@@ -17,7 +17,7 @@ from colora.wire import to_numpy
 from server import run_dir as rundir
 from server.weights import capped_weights
 from strategies import contract as names
-from tests.server.federation_fakes import TASKS, AnsweringGrid, federate
+from tests.server.federation_fakes import TASKS, AnsweringGrid, assert_same_arrays, federate
 from tests.strategies.fakes import lora_state
 
 # Every strategy whose aggregate weights clients by their example counts.
@@ -96,8 +96,7 @@ def test_a_client_claiming_1e15_examples_holds_at_most_the_capped_share(tmp_path
     cap = 0.5 * sum(HONEST.values()) / (1 - 0.5)  # = 24: node 2 then holds exactly half
     greedy = federate(tmp_path, AnsweringGrid(train={2: _claiming(1e15)}), **common)
     capped = federate(tmp_path, AnsweringGrid(train={2: _claiming(cap)}), run_name="c", **common)
-    for key, value in to_numpy(capped.arrays).items():
-        np.testing.assert_array_equal(to_numpy(greedy.arrays)[key], value, err_msg=key)
+    assert_same_arrays(to_numpy(greedy.arrays), to_numpy(capped.arrays), strategy)
     lines = rundir.read_metrics(greedy.run_dir)
     used = [e[names.NUM_EXAMPLES] for e in lines[0]["train"] if e[names.CLIENT_ID] == 1]
     assert used == [cap]
