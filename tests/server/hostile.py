@@ -11,7 +11,7 @@ import io
 import math
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ConfigRecord, Message, MetricRecord, RecordDict
 
 from colora.wire import to_record
 from strategies import contract as names
@@ -39,10 +39,12 @@ def reply_with(message: Message, *, metrics=None, arrays=None, drop=()) -> Messa
     node = message.metadata.dst_node_id
     values = {**train_metrics(node), **(metrics or {})}
     values = {k: v for k, v in values.items() if v is not None}
-    record = {k: Array(np.ascontiguousarray(v)) for k, v in honest_arrays(message).items()}
-    record.update(arrays or {})
-    record = {k: v for k, v in record.items() if v is not None}
-    content = {"arrays": ArrayRecord(record), "metrics": forced_metrics(values)}
+    record = to_record(honest_arrays(message))
+    for key, array in (arrays or {}).items():  # past Flower's checks, as on the wire
+        record.__dict__["_data"].pop(key, None)
+        if array is not None:
+            record.__dict__["_data"][key] = array
+    content = {"arrays": record, "metrics": forced_metrics(values)}
     for name in drop:
         content.pop(name)
     return Message(RecordDict(content), reply_to=message)
