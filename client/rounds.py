@@ -40,6 +40,7 @@ from colora.adapter import (
 )
 from colora.export import save_adapter
 from runconfig.schema import RunConfig
+from strategies import contract as names
 from strategies import protocol as keys
 from strategies.maths.averaging import lora_rank, split_lora_key, truncate_rank, zero_pad_rank
 
@@ -252,19 +253,19 @@ def train_round(
     )
     _save_private(runtime, data, plan)
     metrics = {
-        "num-examples": sum(data.train_counts.values()),
-        "client-id": cid,
-        "train-loss": result.mean_loss,
-        "train-loss-first": result.step_losses[0],
-        "train-loss-last": result.step_losses[-1],
-        "train-seconds": result.seconds,
-        "train-steps": len(result.step_losses),
-        "train-on-gpu": int(next(runtime.model.parameters()).is_cuda),
-        "personal-loaded-round": personal_round,
-        "shared-in-fingerprint": start_print,
+        names.NUM_EXAMPLES: sum(data.train_counts.values()),
+        names.CLIENT_ID: cid,
+        names.TRAIN_LOSS: result.mean_loss,
+        names.TRAIN_LOSS_FIRST: result.step_losses[0],
+        names.TRAIN_LOSS_LAST: result.step_losses[-1],
+        names.TRAIN_SECONDS: result.seconds,
+        names.TRAIN_STEPS: len(result.step_losses),
+        names.TRAIN_ON_GPU: int(next(runtime.model.parameters()).is_cuda),
+        names.PERSONAL_LOADED_ROUND: personal_round,
+        names.SHARED_IN_FINGERPRINT: start_print,
         **_merge_metric(plan),
-        **{f"train-loss.{task}": value for task, value in result.task_losses.items()},
-        **{f"num-examples.{task}": n for task, n in data.train_counts.items()},
+        **{names.TRAIN_LOSS_TASK + task: value for task, value in result.task_losses.items()},
+        **{names.TASK_EXAMPLES + task: n for task, n in data.train_counts.items()},
     }
     return _reply_state(runtime, data, set(shared), plan), metrics
 
@@ -299,11 +300,11 @@ def evaluate_round(
     )
     due = cfg.eval.due(plan.server_round, cfg.run.num_server_rounds)
     return {
-        "num-examples": len(data.valid),
-        "client-id": data.ident.client_id,
-        "eval-loss": sum(losses.values()) / max(len(losses), 1),
+        names.NUM_EXAMPLES: len(data.valid),
+        names.CLIENT_ID: data.ident.client_id,
+        names.EVAL_LOSS: sum(losses.values()) / max(len(losses), 1),
         **_merge_metric(plan),
-        **{f"eval-loss.{task}": value for task, value in losses.items()},
+        **{names.EVAL_LOSS_TASK + task: value for task, value in losses.items()},
         **(generation_metrics(cfg, runtime, data, plan.server_round) if due else {}),
     }
 
@@ -323,8 +324,8 @@ def generation_metrics(
         if not examples:
             continue
         report = evaluate_model(runtime.model, runtime.tokenizer, examples, task, settings)
-        out |= {f"eval.{task}.{name}": float(v) for name, v in report.metrics.items()}
-        out[f"eval-seconds.{task}"] = sum(report.seconds.values())
+        out |= {f"{names.EVAL_METRIC}{task}.{name}": float(v) for name, v in report.metrics.items()}
+        out[names.EVAL_SECONDS + task] = sum(report.seconds.values())
         log.info(
             "[client %s] round %d %s on %d examples: %s",
             data.ident.client_id,

@@ -28,6 +28,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
+from runconfig.fields import require
 from runconfig.schema import AdapterSettings
 
 SHARED = "shared"
@@ -82,6 +83,7 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
     until :func:`load_frozen_delta` sets them. A copy of the initial shared state is kept: it
     is what factors that are neither sent nor private start from (FFA-LoRA's frozen A).
     """
+    check_rank(base_model, settings)
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(settings), adapter_name=SHARED)
     model.initial_shared = {k: v.clone() for k, v in shared_state(model).items()}
@@ -97,6 +99,21 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
             model.personal_sigma[_sigma_key(name)] = sigma
             layer.lora_B[SHARED].register_forward_pre_hook(sigma.mix)
     return model
+
+
+def check_rank(base_model: nn.Module, settings: AdapterSettings) -> None:
+    """Refuse a rank above min(d_in, d_out) of a target layer: B A then has rank at most
+    that, so the extra ranks only add parameters (and memory: rank 10^9 would not fit)."""
+    for name, module in base_model.named_modules():
+        dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
+        if name.rsplit(".", 1)[-1] in settings.target_modules and None not in dims:
+            require(
+                settings.rank <= min(dims),
+                "adapter",
+                "rank",
+                settings.rank,
+                f"exceeds min(d_in, d_out) = {min(dims)} of target layer {name}",
+            )
 
 
 def _sigma_key(layer_name: str) -> str:

@@ -9,6 +9,7 @@ and reports every bad key or value by its full TOML name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -30,6 +31,10 @@ def toml_key(section: str, name: str) -> str:
     return f"{section}.{key}" if section else key
 
 
+def _finite_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Check ``value`` against the field's annotation; convert only lossless cases."""
     origin = typing.get_origin(annotation)
@@ -44,16 +49,22 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return value.lower() == "true"
         raise ConfigError(f"{key} = {value!r}: expected true or false")
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        if not _finite_number(value) or value != int(value):
             raise ConfigError(f"{key} = {value!r}: expected an integer")
         return int(value)
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} = {value!r}: expected a number")
+        # Every float key is finite: inf or nan as a learning rate, alpha, timeout or clip
+        # norm passes a "> 0" check and then ruins the run far from its cause.
+        if not _finite_number(value):
+            raise ConfigError(f"{key} = {value!r}: expected a finite number")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} = {value!r}: expected a string")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(
+                f"{key} = {value!r}: control characters (NUL, newline) are not allowed"
+            )
         return value
     raise TypeError(f"unsupported config annotation {annotation!r} for {key}")
 
@@ -68,7 +79,9 @@ def build_section(cls: type, section: str, values: Mapping[str, Any]) -> Any:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         valid = ", ".join(toml_key(section, k) for k in sorted(fields))
-        raise ConfigError(f"unknown config key {toml_key(section, unknown[0])!r}; valid: {valid}")
+        # Name the key exactly as it was written: "train.batch_size", not "train.batch-size".
+        key = f"{section}.{unknown[0]}" if section else unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; valid: {valid}")
     kwargs = {}
     for kebab, value in values.items():
         field = fields[kebab]

@@ -27,6 +27,20 @@ CODECS = ("fp32", "bf16", "int8")  # colora.codec
 COMPUTE_DTYPES = ("auto", "fp32", "bf16")  # colora.precision resolves "auto" per device
 CHECKPOINTING = ("auto", "on", "off")
 DP_MODES = ("off", "local", "central")
+MAX_NAME = 255  # a file name's limit on common file systems
+# LoRA ranks are small (8-64; FlowerTune uses 32). The exact bound, min(d_in, d_out) of every
+# target layer, is checked when the adapter is attached (colora.adapter.check_rank); this one
+# catches absurd values (rank 10^9) at parse time: no model this project targets is wider.
+MAX_RANK = 8192
+
+
+def is_safe_name(name: str) -> bool:
+    """A single path component that stays inside its parent directory."""
+    return (
+        0 < len(name) <= MAX_NAME
+        and name not in (".", "..")
+        and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name)
+    )
 
 
 @dataclass(frozen=True)
@@ -52,11 +66,12 @@ class RunSettings:
         )
         require(self.round_timeout > 0, "", "round_timeout", self.round_timeout, "must be > 0")
         require(
-            bool(self.run_name) and "/" not in self.run_name,
+            is_safe_name(self.run_name),
             "",
             "run_name",
             self.run_name,
-            "must be a non-empty name without '/'",
+            "must be a single directory name: not empty, '.' or '..', without '/' or '\\', "
+            f"at most {MAX_NAME} characters",
         )
 
 
@@ -90,6 +105,7 @@ class AdapterSettings:
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
+        require(self.rank <= MAX_RANK, "adapter", "rank", self.rank, f"must be <= {MAX_RANK}")
         require(self.alpha > 0, "adapter", "alpha", self.alpha, "must be > 0")
         require(0 <= self.dropout < 1, "adapter", "dropout", self.dropout, "must be in [0, 1)")
         require(
@@ -277,7 +293,32 @@ class PrivacySettings:
         )
         require(0 < self.dp_delta < 1, "privacy", "dp_delta", self.dp_delta, "must be in (0, 1)")
         for name in ("secagg_num_shares", "secagg_threshold"):
-            require(getattr(self, name) > 0, "privacy", name, getattr(self, name), "must be > 0")
+            value = getattr(self, name)
+            require(value > 0, "privacy", name, value, "must be > 0")
+            require(
+                value <= 1 or value == int(value),
+                "privacy",
+                name,
+                value,
+                "a count (> 1) must be an integer",
+            )
+        shares, threshold = self.secagg_num_shares, self.secagg_threshold
+        # Flower's SecAggPlusWorkflow: a count of shares is > 2, and a count threshold is below
+        # it (a secret split into n shares cannot need more than n to rebuild).
+        require(
+            shares <= 1 or shares > 2,
+            "privacy",
+            "secagg_num_shares",
+            shares,
+            "a count must be >= 3",
+        )
+        require(
+            threshold <= 1 or shares <= 1 or threshold < shares,
+            "privacy",
+            "secagg_threshold",
+            threshold,
+            f"must be below privacy.secagg-num-shares = {shares:g}",
+        )
         for name in ("dp_noise_multiplier", "dp_target_epsilon"):
             value = getattr(self, name)
             require(math.isfinite(value) and value >= 0, "privacy", name, value, "must be >= 0")
@@ -360,6 +401,11 @@ class StrategySettings:
     fraction_train: float = option(1.0, "Fraction of connected nodes sampled per round.")
     min_train_nodes: int = option(2, "Fewest training replies a round may aggregate.")
     min_available_nodes: int = option(2, "Nodes that must be connected before a round starts.")
+    max_client_share: float = option(
+        0.5,
+        "Most of the aggregation weight any one client may hold; larger example counts are "
+        "capped (no single party outweighs all others together); 1 = no cap.",
+    )
     params: Mapping[str, Any] = dataclasses.field(
         default_factory=dict,
         metadata={
@@ -382,6 +428,20 @@ class StrategySettings:
             "min_train_nodes",
             self.min_train_nodes,
             "must be >= 1",
+        )
+        require(
+            self.min_available_nodes >= self.min_train_nodes,
+            "strategy",
+            "min_available_nodes",
+            self.min_available_nodes,
+            f"must be >= strategy.min-train-nodes = {self.min_train_nodes}",
+        )
+        require(
+            0 < self.max_client_share <= 1,
+            "strategy",
+            "max_client_share",
+            self.max_client_share,
+            "must be in (0, 1]",
         )
 
 

@@ -2,11 +2,18 @@
 
 Each round calls the strategy's ``configure_train``/``aggregate_train`` and
 ``configure_evaluate``/``aggregate_evaluate`` exactly as ``Strategy.start`` does, and adds:
-screening of replies (a NaN, a wrong shape or dtype, an oversized payload is dropped with a
-logged reason and never aggregated) or, with ``privacy.secure-aggregation``, a SecAgg+ exchange
-(``server.secure_aggregation``), per-client and per-task metrics with bytes up and down
-in ``metrics.jsonl``, and an atomic checkpoint after every completed round so ``resume``
-continues where a killed server stopped.
+screening of every train and evaluate reply against the typed contract (a missing metric, a
+NaN, a wrong shape or dtype, garbage bytes, an oversized payload is dropped with a logged
+reason and never aggregated; example counts are capped, ``server.weights``) or, with
+``privacy.secure-aggregation``, a SecAgg+ exchange (``server.secure_aggregation``), with
+central DP noise on its sum when ``privacy.dp-mode = "central"`` (``server.central_dp``);
+``comm.*`` compression on the wire (``server.wire_exchange``);
+per-client and per-task metrics with bytes up and down in ``metrics.jsonl``; and an atomic
+checkpoint after every completed round so ``resume`` continues where a killed server stopped.
+
+No client content can raise out of the loop: if aggregating accepted replies raises or yields a
+non-finite adapter, the round is recorded as failed with the reason, the previous adapter is
+kept and checkpointed, and the next round starts.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.central_dp import build_central_dp
 from server.reports import log_round, round_record
-from server.screening import screen_replies
+from server.screening import Rejection, WeightLimits, screen_evaluations, screen_replies
 from server.secure_aggregation import secure_round
 from server.wire_exchange import exchange, message_bytes
 from simulations.tensorboard import write_round
+from strategies.contract import decode_record
+from strategies.maths.validation import check_update
 from strategies.ordering import by_client
 from strategies.registry import build_strategy
 
@@ -41,13 +50,14 @@ class FederationResult:
     rounds_completed: int
 
 
-def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0) -> None:
+def _record_failed_round(run_dir, server_round, message, rejected, t0) -> None:
     """A round that cannot aggregate keeps the previous shared adapter; the run continues."""
-    message = (
-        f"round {server_round} failed: only {len(accepted)} of {len(sent)} clients "
-        f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
+    log.error(
+        "round %d failed: %s; rejected: %s",
+        server_round,
+        message,
+        [r.reason[:200] for r in rejected],
     )
-    log.error("%s; rejected: %s", message, [r.reason[:200] for r in rejected])
     record = {
         "round": server_round,
         "failed": True,
@@ -59,62 +69,133 @@ def _record_failed_round(run_dir, server_round, sent, accepted, rejected, strate
     write_round(run_dir, record)
 
 
+def _too_few(sent, accepted, strategy) -> str:
+    return (
+        f"only {len(accepted)} of {len(sent)} clients "
+        f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
+    )
+
+
+def _aggregate(strategy, server_round, accepted, layout) -> tuple[ArrayRecord | None, str | None]:
+    """The strategy's new arrays, or None and why not. Defence in depth: replies are screened,
+    but an exception or a non-finite aggregate from accepted content must not end the run."""
+    try:
+        new_arrays, _ = strategy.aggregate_train(server_round, accepted)
+        if new_arrays is None:
+            return None, None
+        reason = check_update(decode_record(new_arrays), layout)
+    except Exception as error:  # client content must never end the run
+        log.exception("aggregation raised in round %d", server_round)
+        return None, f"aggregation raised {error!r}"
+    return (None, f"the aggregate is unusable: {reason}") if reason else (new_arrays, None)
+
+
+def _evaluate(strategy, grid, cfg, server_round, arrays):
+    """Send, screen and aggregate one evaluate round; a raising strategy only loses it.
+    Returns (bytes sent, accepted replies, rejections)."""
+    messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
+    evaluation = exchange(grid, messages, cfg.run.round_timeout, cfg.comm)
+    accepted, rejected = screen_evaluations(evaluation.sent, evaluation.replies)
+    try:
+        strategy.aggregate_evaluate(server_round, accepted)
+    except Exception:  # client content must never end the run
+        log.exception(
+            "aggregate_evaluate raised in round %d; its history misses this round", server_round
+        )
+    return evaluation.bytes_down, accepted, [*evaluation.rejected, *rejected]
+
+
+def _save(run_dir, server_round, arrays, strategy) -> None:
+    rundir.save_checkpoint(
+        run_dir,
+        rundir.Checkpoint(
+            server_round, to_numpy(arrays), strategy.state_arrays(), {"strategy": strategy.name}
+        ),
+    )
+
+
+def _resume(run_dir, cfg, strategy, layout, central_dp) -> tuple[ArrayRecord | None, int]:
+    """The checkpointed arrays and the round to start at (None, 1 without a usable one)."""
+    ckpt = rundir.load_checkpoint(
+        run_dir, layout=layout, max_round=cfg.run.num_server_rounds, strategy=strategy.name
+    )
+    last = ckpt.server_round if ckpt is not None else 0
+    rundir.truncate_metrics(run_dir, last)
+    if ckpt is None:
+        log.warning("No usable checkpoint in %s: starting from round 1", run_dir)
+        return None, 1
+    strategy.load_state(ckpt.strategy_state)
+    if central_dp:
+        central_dp.restore(rundir.read_metrics(run_dir))
+    log.info("Resuming %s after round %d", run_dir, ckpt.server_round)
+    return to_record(ckpt.arrays), ckpt.server_round + 1
+
+
+def _secure(grid, train_messages, server_round, cfg):
+    """A SecAgg+ round whose stand-in replies (global + mean update, each client's metrics)
+    are screened like plain replies: a client's bad metrics drop its stand-in, which leaves
+    the mean unchanged. Anything the protocol raises fails only this round."""
+    try:
+        sent, replies, rejected = secure_round(
+            grid, train_messages, server_round, cfg.privacy, cfg.run.round_timeout
+        )
+    except Exception as error:  # client content must never end the run
+        log.exception("SecAgg+ round %d raised", server_round)
+        return [], [], [Rejection(0, f"secure aggregation raised {error!r}")]
+    return sent, replies, rejected
+
+
+def _train(trainer, grid, cfg, server_round, arrays):
+    """(sent, accepted canonical replies, rejections, bytes down, bytes up) of a train round."""
+    train_messages = trainer.configure_train(server_round, arrays, ConfigRecord(), grid)
+    if cfg.privacy.secure_aggregation:
+        sent, replies, rejected = _secure(grid, train_messages, server_round, cfg)
+        bytes_down, uploaded = sum(message_bytes(m) for m in sent), message_bytes
+    else:
+        train = exchange(grid, train_messages, cfg.run.round_timeout, cfg.comm)
+        sent, replies, rejected = train.sent, train.replies, train.rejected
+        bytes_down, uploaded = train.bytes_down, lambda reply: train.bytes_up.get(id(reply), 0)
+    limits = WeightLimits(cfg.train.max_train_examples, cfg.strategy.max_client_share)
+    accepted, more = screen_replies(sent, replies, limits)
+    bytes_up = sum(uploaded(reply) for reply in accepted)
+    return sent, accepted, [*rejected, *more], bytes_down, bytes_up
+
+
 def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResult:
     """Run ``cfg.run.num_server_rounds`` rounds from ``initial`` (or the checkpoint)."""
     run_dir = rundir.prepare(cfg)
-    timeout = cfg.run.round_timeout
     strategy = build_strategy(cfg)
     central_dp = build_central_dp(strategy, cfg)  # None unless privacy.dp-mode = "central"
     trainer = central_dp or strategy  # whose configure_train/aggregate_train the round uses
     arrays, start = to_record(initial), 1
-    ckpt = rundir.load_checkpoint(run_dir) if cfg.run.resume else None
-    if ckpt is not None:
-        arrays, start = to_record(ckpt.arrays), ckpt.server_round + 1
-        strategy.load_state(ckpt.strategy_state)
-        rundir.truncate_metrics(run_dir, ckpt.server_round)
-        if central_dp:
-            central_dp.restore(rundir.read_metrics(run_dir))
-        log.info("Resuming %s after round %d", run_dir, ckpt.server_round)
+    if cfg.run.resume:
+        resumed, start = _resume(run_dir, cfg, strategy, initial, central_dp)
+        arrays = resumed if resumed is not None else arrays
     for server_round in range(start, cfg.run.num_server_rounds + 1):
         t0 = time.perf_counter()
         log.info("[ROUND %d/%d] %s", server_round, cfg.run.num_server_rounds, strategy.name)
-        train_messages = trainer.configure_train(server_round, arrays, ConfigRecord(), grid)
-        if cfg.privacy.secure_aggregation:
-            sent, accepted, rejected = secure_round(
-                grid, train_messages, server_round, cfg.privacy, timeout
-            )
-            bytes_down = sum(message_bytes(m) for m in sent)
-            bytes_up = sum(message_bytes(m) for m in accepted)
-        else:
-            train = exchange(grid, train_messages, timeout, cfg.comm)
-            sent = train.sent
-            accepted, rejected = screen_replies(sent, train.replies)
-            rejected = [*train.rejected, *rejected]
-            bytes_down, bytes_up = train.bytes_down, train.uploaded(accepted)
+        sent, accepted, rejected, bytes_down, bytes_up = _train(
+            trainer, grid, cfg, server_round, arrays
+        )
         # Floating-point sums depend on their order and replies arrive in any order; Adam then
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
         accepted = by_client(accepted)
-        new_arrays, _ = trainer.aggregate_train(server_round, accepted)
+        new_arrays, why = _aggregate(trainer, server_round, accepted, initial)
         if new_arrays is None:
-            _record_failed_round(run_dir, server_round, sent, accepted, rejected, strategy, t0)
+            reason = why or _too_few(sent, accepted, strategy)
+            _record_failed_round(run_dir, server_round, reason, rejected, t0)
+            _save(run_dir, server_round, arrays, strategy)
             continue
         arrays = new_arrays
-        evaluation = exchange(
-            grid,
-            strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
-            timeout,
-            cfg.comm,
-        )
-        eval_replies = evaluation.replies
-        strategy.aggregate_evaluate(server_round, [r for r in eval_replies if not r.has_error()])
+        eval_bytes, evals, eval_rejected = _evaluate(strategy, grid, cfg, server_round, arrays)
         record = round_record(
             server_round,
             seconds=time.perf_counter() - t0,
             train_replies=accepted,
-            rejected=rejected,
-            eval_replies=eval_replies,
-            bytes_down=bytes_down + evaluation.bytes_down,
+            rejected=[*rejected, *eval_rejected],
+            eval_replies=evals,
+            bytes_down=bytes_down + eval_bytes,
             bytes_up=bytes_up,
             extra=strategy.round_log(server_round)
             | (central_dp.round_log(len(accepted)) if central_dp else {}),
@@ -122,10 +203,5 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         rundir.append_metrics(run_dir, record)
         write_round(run_dir, record)
         log_round(record)
-        rundir.save_checkpoint(
-            run_dir,
-            rundir.Checkpoint(
-                server_round, to_numpy(arrays), strategy.state_arrays(), {"strategy": strategy.name}
-            ),
-        )
+        _save(run_dir, server_round, arrays, strategy)
     return FederationResult(run_dir, arrays, cfg.run.num_server_rounds)

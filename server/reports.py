@@ -9,11 +9,28 @@ matrices, clusters, CoBa weights).
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.app import Message
+
+from strategies.contract import (
+    CLIENT_ID,
+    DP_DELTA,
+    DP_DELTA_SPENT,
+    DP_EPSILON,
+    DP_EPSILON_SPENT,
+    EVAL_LOSS,
+    NUM_EXAMPLES,
+    TASK_EXAMPLES,
+    TRAIN_LOSS,
+    TRAIN_LOSS_FIRST,
+    TRAIN_LOSS_LAST,
+    TRAIN_LOSS_TASK,
+    TRAIN_SECONDS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +47,7 @@ def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, fl
         for key, value in entry.items():
             if key.startswith(prefix + "."):
                 task = key[len(prefix) + 1 :]
-                weight = entry.get(f"num-examples.{task}", entry.get("num-examples", 1))
+                weight = entry.get(TASK_EXAMPLES + task, entry.get(NUM_EXAMPLES, 1))
                 sums[task] += weight * value
                 weights[task] += weight
     return {task: sums[task] / weights[task] for task in sorted(sums)}
@@ -47,9 +64,10 @@ def round_record(
     bytes_up: int,
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
-    train = sorted((_metrics(m) for m in train_replies), key=lambda m: m["client-id"])
+    # Replies are screened (strategies.contract): client-id is present and an integer.
+    train = sorted((_metrics(m) for m in train_replies), key=lambda m: m[CLIENT_ID])
     evals = sorted(
-        (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m["client-id"]
+        (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m[CLIENT_ID]
     )
     return {
         "round": server_round,
@@ -58,8 +76,8 @@ def round_record(
         "bytes_up": bytes_up,
         "train": train,
         "eval": evals,
-        "train_loss_by_task": _per_task(train, "train-loss"),
-        "eval_loss_by_task": _per_task(evals, "eval-loss"),
+        "train_loss_by_task": _per_task(train, TRAIN_LOSS),
+        "eval_loss_by_task": _per_task(evals, EVAL_LOSS),
         "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
         **_privacy(train),
         **extra,
@@ -68,17 +86,16 @@ def round_record(
 
 def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The local-DP spend of the round: per-round (ε, δ) and the most any client has spent."""
-    spends = [e for e in train if "dp-epsilon" in e]
+    names = {
+        "epsilon_round": DP_EPSILON,
+        "delta_round": DP_DELTA,
+        "epsilon_spent_max": DP_EPSILON_SPENT,
+        "delta_spent_max": DP_DELTA_SPENT,
+    }
+    spends = [e for e in train if all(name in e for name in names.values())]
     if not spends:
         return {}
-    return {
-        "privacy": {
-            "epsilon_round": max(e["dp-epsilon"] for e in spends),
-            "delta_round": max(e["dp-delta"] for e in spends),
-            "epsilon_spent_max": max(e["dp-epsilon-spent"] for e in spends),
-            "delta_spent_max": max(e["dp-delta-spent"] for e in spends),
-        }
-    }
+    return {"privacy": {out: max(e[name] for e in spends) for out, name in names.items()}}
 
 
 def log_round(record: Mapping[str, Any]) -> None:
@@ -93,15 +110,17 @@ def log_round(record: Mapping[str, Any]) -> None:
     )
     for entry in record["train"]:
         tasks = {
-            k.split(".", 1)[1]: round(v, 4) for k, v in entry.items() if k.startswith("train-loss.")
+            k.removeprefix(TRAIN_LOSS_TASK): round(v, 4)
+            for k, v in entry.items()
+            if k.startswith(TRAIN_LOSS_TASK)
         }
         log.info(
             "  client %s: train loss %.4f -> %.4f %s (%.1f s)",
-            entry["client-id"],
-            entry["train-loss-first"],
-            entry["train-loss-last"],
+            entry[CLIENT_ID],
+            entry.get(TRAIN_LOSS_FIRST, math.nan),
+            entry.get(TRAIN_LOSS_LAST, math.nan),
             tasks,
-            entry["train-seconds"],
+            entry.get(TRAIN_SECONDS, math.nan),
         )
     if privacy := record.get("privacy"):
         log.info(

@@ -10,12 +10,16 @@ Layout::
         clients/client-<id>/     simulation only: each client's private state and export
 
 Checkpoints are written to a temporary directory and renamed, so a server killed at any
-moment leaves the previous round's checkpoint intact.
+moment leaves the previous round's checkpoint intact; the one before is kept as
+``.checkpoint-old``. On resume a checkpoint is validated as strictly as a client reply
+and, if it fails, the previous one is used, with a log line saying why. A torn last line of
+``metrics.jsonl`` (a kill mid-write) is skipped and trimmed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,8 +32,11 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from runconfig.schema import RunConfig
+from strategies.maths.validation import check_update
 
 CHECKPOINT = "checkpoint"
+PREVIOUS = f".{CHECKPOINT}-old"  # the checkpoint before the last one: the fallback
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,15 +67,42 @@ def append_metrics(run_dir: Path, record: Mapping[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def _parse_line(line: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    ok = isinstance(record, dict) and _is_round(record.get("round"))
+    return record if ok else None
+
+
+def _is_round(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The round records of ``metrics.jsonl``. A line that is not a JSON round record (a torn
+    last line, as a kill mid-write leaves it) is skipped with a log line."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        record = _parse_line(line)
+        if record is None:
+            where = "torn last line" if number == len(lines) else "corrupt line"
+            log.warning("%s: skipping %s %d (%r...)", path, where, number, line[:80])
+            continue
+        records.append(record)
+    return records
 
 
 def truncate_metrics(run_dir: Path, last_round: int) -> None:
-    """Drop lines of rounds after the checkpoint (they are recomputed on resume)."""
+    """Drop lines of rounds after the checkpoint (they are recomputed on resume), and any
+    torn or corrupt line."""
     kept = [r for r in read_metrics(run_dir) if r["round"] <= last_round]
     tmp = run_dir / ".metrics.jsonl.tmp"
     tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
@@ -76,31 +110,101 @@ def truncate_metrics(run_dir: Path, last_round: int) -> None:
 
 
 def save_checkpoint(run_dir: Path, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` atomically; the checkpoint it replaces is kept as the fallback."""
     tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=run_dir))
     arrays = {k: np.ascontiguousarray(v) for k, v in ckpt.arrays.items()}
     save_file(arrays, tmp / "arrays.safetensors")
     state = {k: np.ascontiguousarray(v) for k, v in ckpt.strategy_state.items()}
     save_file(state, tmp / "strategy.safetensors")
     (tmp / "meta.json").write_text(json.dumps({"round": ckpt.server_round, **ckpt.meta}))
-    target, old = run_dir / CHECKPOINT, run_dir / f".{CHECKPOINT}-old"
-    shutil.rmtree(old, ignore_errors=True)
+    target, old = run_dir / CHECKPOINT, run_dir / PREVIOUS
     if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run_dir: Path) -> Checkpoint | None:
-    target = run_dir / CHECKPOINT
-    if not (target / "meta.json").exists():
-        old = run_dir / f".{CHECKPOINT}-old"  # killed between the two renames
-        target = old if (old / "meta.json").exists() else None
-    if target is None:
-        return None
-    meta = json.loads((target / "meta.json").read_text())
+class CheckpointError(ValueError):
+    """A checkpoint directory is unreadable or breaks the run's layout; the message says why."""
+
+
+def _meta(path: Path, max_round: int | None) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable or truncated JSON ({error})") from None
+    if not isinstance(meta, dict) or not _is_round(meta.get("round")):
+        raise CheckpointError(f"{path}: 'round' must be an integer >= 0")
+    if max_round is not None and meta["round"] > max_round:
+        raise CheckpointError(f"{path}: round {meta['round']} is beyond the run's {max_round}")
+    return meta
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        tensors = load_file(path)
+    except Exception as error:  # safetensors raises its own error types on corrupt files
+        raise CheckpointError(f"{path}: unreadable safetensors ({error})") from None
+    for key, value in tensors.items():
+        if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{path}: '{key}' contains NaN or Inf")
+    return tensors
+
+
+def _read_checkpoint(
+    target: Path,
+    layout: Mapping[str, np.ndarray] | None,
+    max_round: int | None,
+    strategy: str | None,
+) -> Checkpoint:
+    meta = _meta(target / "meta.json", max_round)
+    if strategy is not None and meta.get("strategy") != strategy:
+        raise CheckpointError(
+            f"{target}: written by strategy {meta.get('strategy')!r}, this run uses {strategy!r}"
+        )
+    arrays = _tensors(target / "arrays.safetensors")
+    if layout is not None:
+        reason = check_update(arrays, layout)
+        if reason is not None:
+            raise CheckpointError(f"{target}: arrays do not match the adapter: {reason}")
     return Checkpoint(
         server_round=int(meta.pop("round")),
-        arrays=load_file(target / "arrays.safetensors"),
-        strategy_state=load_file(target / "strategy.safetensors"),
+        arrays=arrays,
+        strategy_state=_tensors(target / "strategy.safetensors"),
         meta=meta,
     )
+
+
+def checkpoint_round(run_dir: Path) -> int | None:
+    """The round of the newest checkpoint whose ``meta.json`` is valid (None if none is);
+    reads no tensors, for callers that only need to know how far a run got."""
+    for target in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        try:
+            return _meta(target / "meta.json", None)["round"]
+        except CheckpointError:
+            continue
+    return None
+
+
+def load_checkpoint(
+    run_dir: Path,
+    *,
+    layout: Mapping[str, np.ndarray] | None = None,
+    max_round: int | None = None,
+    strategy: str | None = None,
+) -> Checkpoint | None:
+    """The newest valid checkpoint: ``checkpoint/``, else the previous one, else None.
+
+    Validated as strictly as a client reply: ``meta.json`` must be a JSON object with a round
+    in [0, ``max_round``] written by ``strategy``; the arrays must have exactly the keys,
+    shapes and dtypes of ``layout`` (the initial adapter) and be finite; the strategy state
+    must be finite. A checkpoint that fails is skipped with a log line saying why.
+    """
+    for target in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
+        if not target.exists():
+            continue
+        try:
+            return _read_checkpoint(target, layout, max_round, strategy)
+        except CheckpointError as error:
+            log.error("Ignoring checkpoint %s: %s; falling back to the previous one", target, error)
+    return None

@@ -1,11 +1,17 @@
 """Screen client replies before any strategy sees them.
 
-A reply is rejected, with a logged reason, if it carries an error (a crashed client), lacks
-its arrays or metrics, reports a non-positive example count, or if its arrays do not match
-what was sent to that node: a missing or extra key, a wrong shape or dtype, NaN or Inf, or
-a payload larger than what was sent. When the server announced heterogeneous ranks
-(``client-ranks``), LoRA factors of a smaller rank are accepted (HetLoRA). Screening here,
-once, means no strategy can aggregate a bad update by forgetting to check.
+Every train and evaluate reply is parsed once into the typed contract
+(``strategies.contract``: types, finiteness, ranges, required metrics, arrays decoded without
+pickle). A train reply is further rejected if its arrays do not match what was sent to that
+node (a missing or extra key, a wrong shape or dtype, NaN or Inf, a payload larger than what
+was sent) or if its example counts exceed what the configuration lets a client load; when the
+server announced heterogeneous ranks (``client-ranks``), LoRA factors of a smaller rank are
+accepted (HetLoRA). Every rejection is logged with its reason and the round goes on.
+
+An accepted reply's content is replaced by its canonical form: the validated arrays and only
+the validated metrics, with the example counts capped so that no client holds more than
+``strategy.max-client-share`` of the weight (``server.weights``). Screening here, once, means
+no strategy can aggregate a bad update, or trust a bad number, by forgetting to check.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
-from colora.wire import payload_bytes, to_numpy
+from codetasks.examples import TASK_NAMES
+from colora.wire import payload_bytes
+from server.weights import capped_weights, count_reason
+from strategies import contract
+from strategies.contract import ReplyError, TrainReply
 from strategies.maths.validation import check_rank_compatible, check_update
 from strategies.protocol import CLIENT_RANKS
 
@@ -29,25 +39,37 @@ class Rejection:
     reason: str
 
 
-def _reason(sent: Message | None, reply: Message) -> str | None:
-    if reply.has_error():
-        return f"client error: {reply.error.reason}"
-    if sent is None:
-        return "reply to a message this round did not send"
-    content = reply.content
-    if "arrays" not in content.array_records or "metrics" not in content.metric_records:
-        return "reply lacks 'arrays' or 'metrics'"
-    num_examples = content["metrics"].get("num-examples")
-    if not isinstance(num_examples, int | float) or not num_examples > 0:
-        return f"num-examples must be a positive number, got {num_examples!r}"
-    reference = sent.content["arrays"]
+@dataclass(frozen=True)
+class WeightLimits:
+    """``train.max-train-examples`` (0 = none) and ``strategy.max-client-share``."""
+
+    max_task_examples: int = 0
+    max_share: float = 1.0
+
+
+def _check_layout(sent: Message, parsed: TrainReply) -> str | None:
+    reference_record = sent.content["arrays"]
+    reference = contract.decode_record(reference_record)
     config = sent.content.config_records.get("config")
     check = (
         check_rank_compatible if config is not None and config.get(CLIENT_RANKS) else check_update
     )
-    return check(
-        to_numpy(content["arrays"]), to_numpy(reference), max_bytes=payload_bytes(reference)
-    )
+    return check(parsed.arrays, reference, max_bytes=payload_bytes(reference_record))
+
+
+def _parse_train(sent: Message | None, reply: Message, limits: WeightLimits) -> TrainReply:
+    """The reply as a :class:`TrainReply`, or :class:`ReplyError` with the reason."""
+    if reply.has_error():
+        raise ReplyError(f"client error: {reply.error.reason}")
+    if sent is None:
+        raise ReplyError("reply to a message this round did not send")
+    parsed = contract.parse_train(reply)
+    reason = count_reason(
+        parsed.num_examples, parsed.task_examples, limits.max_task_examples, len(TASK_NAMES)
+    ) or _check_layout(sent, parsed)
+    if reason is not None:
+        raise ReplyError(reason)
+    return parsed
 
 
 def pair_replies(
@@ -68,16 +90,64 @@ def pair_replies(
     return pairs
 
 
-def screen_replies(
-    sent: Sequence[Message], replies: Sequence[Message]
-) -> tuple[list[Message], list[Rejection]]:
-    """Split ``replies`` into accepted messages and logged rejections."""
+def _split(sent, replies, parse):
+    """(accepted (message, parsed) pairs, rejections), logging each rejection."""
     accepted, rejected = [], []
     for sent_msg, reply, node_id in pair_replies(sent, replies):
-        reason = _reason(sent_msg, reply)
-        if reason is None:
-            accepted.append(reply)
-        else:
+        try:
+            accepted.append((reply, parse(sent_msg, reply)))
+        except (ReplyError, ValueError, TypeError, KeyError) as error:
+            reason = str(error) if isinstance(error, ReplyError) else f"malformed reply: {error!r}"
             log.warning("Rejected the reply of node %s: %s", node_id, reason)
             rejected.append(Rejection(node_id, reason))
     return accepted, rejected
+
+
+def _capped_metrics(parsed: TrainReply, weight: float) -> dict[str, int | float]:
+    metrics = dict(parsed.metrics)
+    if weight < parsed.num_examples:
+        scale = weight / parsed.num_examples
+        metrics[contract.NUM_EXAMPLES] = weight
+        for task, count in parsed.task_examples.items():
+            metrics[contract.TASK_EXAMPLES + task] = count * scale
+        log.warning(
+            "Capped the weight of client %s from %g to %g examples (strategy.max-client-share)",
+            parsed.client_id,
+            parsed.num_examples,
+            weight,
+        )
+    return metrics
+
+
+def screen_replies(
+    sent: Sequence[Message], replies: Sequence[Message], limits: WeightLimits = WeightLimits()
+) -> tuple[list[Message], list[Rejection]]:
+    """Split train ``replies`` into accepted canonical messages and logged rejections."""
+    pairs, rejected = _split(sent, replies, lambda s, r: _parse_train(s, r, limits))
+    weights = capped_weights([p.num_examples for _, p in pairs], limits.max_share)
+    accepted = []
+    for (reply, parsed), weight in zip(pairs, weights, strict=True):
+        arrays = reply.content.array_records["arrays"]
+        metrics = MetricRecord(_capped_metrics(parsed, float(weight)))
+        reply.content = RecordDict(
+            {"arrays": ArrayRecord(dict(arrays.items())), "metrics": metrics}
+        )
+        accepted.append(reply)
+    return accepted, rejected
+
+
+def _parse_evaluate(sent: Message | None, reply: Message) -> contract.EvalReply:
+    if sent is None and not reply.has_error():
+        raise ReplyError("reply to a message this round did not send")
+    return contract.parse_evaluate(reply)
+
+
+def screen_evaluations(
+    sent: Sequence[Message], replies: Sequence[Message]
+) -> tuple[list[Message], list[Rejection]]:
+    """Split evaluate ``replies`` into accepted canonical messages (validated metrics only)
+    and logged rejections."""
+    pairs, rejected = _split(sent, replies, _parse_evaluate)
+    for reply, parsed in pairs:
+        reply.content = RecordDict({"metrics": MetricRecord(dict(parsed.metrics))})
+    return [reply for reply, _ in pairs], rejected

@@ -39,6 +39,7 @@ from simulations.results import (
 )
 from simulations.runner import EXPERIMENT_COPY
 from simulations.tensorboard import sync_run
+from strategies.contract import TRAIN_LOSS
 
 NA = "n/a"
 _MB, _GIB = 1e6, 1024**3
@@ -68,8 +69,8 @@ def task_tables(
     """One table per task: strategies x metrics, final round, mean ± std over seeds."""
     blocks: list[Block] = []
     for task in tasks:
-        names = [m for m, t in metrics if t == task and m != "train-loss"]
-        names += ["train-loss"] if ("train-loss", task) in metrics else []
+        names = [m for m, t in metrics if t == task and m != TRAIN_LOSS]
+        names += [TRAIN_LOSS] if (TRAIN_LOSS, task) in metrics else []
         rows = []
         for label, runs in groups.items():
             finals = [r.final_metrics() for r in runs]

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strategies.contract import EVAL_LOSS, EVAL_METRIC, NUM_EXAMPLES, TASK_EXAMPLES, TRAIN_LOSS
+
 SUMMARY_FILE = "run_summary.json"
 _RUN_NAME = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 Metric = tuple[str, str]  # (metric name, task)
@@ -40,9 +42,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 def weighted_mean(entries: Sequence[Mapping[str, Any]], key: str, task: str = "") -> float:
     """Mean of ``entry[key]`` weighted by ``num-examples.<task>`` or ``num-examples``."""
     pairs = [
-        (e.get(f"num-examples.{task}", e.get("num-examples", 1)), e[key])
-        for e in entries
-        if key in e
+        (e.get(TASK_EXAMPLES + task, e.get(NUM_EXAMPLES, 1)), e[key]) for e in entries if key in e
     ]
     total = sum(w for w, _ in pairs)
     return sum(w * v for w, v in pairs) / total if total else math.nan
@@ -51,7 +51,9 @@ def weighted_mean(entries: Sequence[Mapping[str, Any]], key: str, task: str = ""
 def eval_metrics_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """``{task: {metric: mean over clients}}`` of the ``eval.<task>.<metric>`` entries."""
     entries = record.get("eval", [])
-    keys = sorted({k for e in entries for k in e if k.startswith("eval.") and k.count(".") >= 2})
+    keys = sorted(
+        {k for e in entries for k in e if k.startswith(EVAL_METRIC) and k.count(".") >= 2}
+    )
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for key in keys:
         _, task, metric = key.split(".", 2)
@@ -61,8 +63,8 @@ def eval_metrics_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, float
 
 def record_metrics(record: Mapping[str, Any]) -> dict[Metric, float]:
     """Every per-task metric of one (non-failed) round line."""
-    values = {("eval-loss", t): v for t, v in record.get("eval_loss_by_task", {}).items()}
-    values |= {("train-loss", t): v for t, v in record.get("train_loss_by_task", {}).items()}
+    values = {(EVAL_LOSS, t): v for t, v in record.get("eval_loss_by_task", {}).items()}
+    values |= {(TRAIN_LOSS, t): v for t, v in record.get("train_loss_by_task", {}).items()}
     for task, metrics in eval_metrics_by_task(record).items():
         values |= {(m, task): v for m, v in metrics.items()}
     return values
@@ -174,5 +176,5 @@ def series(runs: Sequence[RunResult], metric: Metric) -> tuple[list[int], list[f
 def metrics_of(runs: Iterable[RunResult]) -> list[Metric]:
     """Every metric any round of any run reports: eval loss, train loss, then the rest."""
     found = {m for run in runs for record in run.ok_records for m in record_metrics(record)}
-    rank = {"eval-loss": 0, "train-loss": 1}
+    rank = {EVAL_LOSS: 0, TRAIN_LOSS: 1}
     return sorted(found, key=lambda m: (rank.get(m[0], 2), m[0], m[1]))

@@ -35,7 +35,7 @@ import psutil
 from tqdm import tqdm
 
 from runconfig.fields import ConfigError
-from server.run_dir import CHECKPOINT
+from server import run_dir as rundir
 from simulations import summary
 from simulations.experiment import APP_DIR, Experiment, RunSpec
 from simulations.monitor import MemorySampler, RoundTail
@@ -55,12 +55,8 @@ class PlannedRun:
 
 
 def checkpoint_round(run_dir: Path) -> int | None:
-    """The round of the run's last checkpoint (see ``server.run_dir``), or None."""
-    for name in (CHECKPOINT, f".{CHECKPOINT}-old"):
-        meta = run_dir / name / "meta.json"
-        if meta.exists():
-            return int(json.loads(meta.read_text())["round"])
-    return None
+    """The round of the run's last valid checkpoint (see ``server.run_dir``), or None."""
+    return rundir.checkpoint_round(run_dir)
 
 
 def run_state(run: RunSpec) -> tuple[str, int]:

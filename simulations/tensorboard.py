@@ -27,6 +27,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from simulations.results import eval_metrics_by_task, read_records, weighted_mean
+from strategies.contract import TRAIN_LOSS
 
 TB_DIR = "tensorboard"
 _WRITTEN = "written.json"
@@ -42,7 +43,7 @@ def round_scalars(record: Mapping[str, Any]) -> dict[str, float]:
         scalars |= {f"eval/{m}/{task}": v for m, v in metrics.items()}
     train = record.get("train", [])
     if train:
-        scalars["train/loss"] = weighted_mean(train, "train-loss")
+        scalars["train/loss"] = weighted_mean(train, TRAIN_LOSS)
     scalars |= {
         "round/failed": 0.0,
         "round/clients_trained": float(len(train)),

@@ -26,6 +26,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages
+from strategies.contract import EVAL_LOSS_TASK, NUM_EXAMPLES, TASK_EXAMPLES
 from strategies.maths.averaging import weighted_average
 from strategies.maths.coba import client_weights, coba_terms
 from strategies.ordering import by_client
@@ -55,12 +56,13 @@ class CobaConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-def task_counts(reply: Message) -> dict[str, int]:
+def task_counts(reply: Message) -> dict[str, float]:
+    """Examples per task of a screened reply (``server.screening`` may have capped them)."""
     metrics = reply.content["metrics"]
     return {
-        k.removeprefix("num-examples."): int(v)
+        k.removeprefix(TASK_EXAMPLES): float(v)
         for k, v in metrics.items()
-        if k.startswith("num-examples.")
+        if k.startswith(TASK_EXAMPLES)
     }
 
 
@@ -126,10 +128,10 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
         totals: dict[str, float] = {}
         for reply in by_client(replies):  # float sums in a fixed order: reproducible bits
             metrics = reply.content["metrics"]
-            n = float(metrics.get("num-examples", 1))
+            n = float(metrics[NUM_EXAMPLES])  # screened: present, finite, >= 0
             for key, value in metrics.items():
-                if key.startswith("eval-loss."):
-                    task = key.removeprefix("eval-loss.")
+                if key.startswith(EVAL_LOSS_TASK) and n > 0:
+                    task = key.removeprefix(EVAL_LOSS_TASK)
                     sums[task] = sums.get(task, 0.0) + n * float(value)
                     totals[task] = totals.get(task, 0.0) + n
         self.rounds_seen += 1

@@ -2,7 +2,8 @@
 
 Strategies keep Flower's sampling (``configure_train`` of the parent class) and, where they
 personalise, re-address each sampled node's message with its own content. Replies are already
-screened by ``server.screening``, so nothing here re-validates them.
+screened by ``server.screening`` into the canonical form of ``strategies.contract`` (metrics
+validated, example counts capped), so nothing here re-validates them.
 
 Heterogeneous ranks follow HetLoRA (https://arxiv.org/abs/2401.06432): with ``client-ranks``,
 client c trains the first r_c ranks and replies with r_c-rank factors; the averaging strategies
@@ -11,8 +12,6 @@ zero-pad every reply back to the full rank r before averaging (``averaging.zero_
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,14 +20,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from colora.wire import to_record
 from runconfig.fields import require
 from strategies import protocol as keys
+from strategies.contract import CLIENT_ID, NUM_EXAMPLES, decode_array
 from strategies.maths.averaging import lora_rank, split_lora_key, weighted_average, zero_pad_rank
 
 State = dict[str, np.ndarray]
-# The .npy v1.0 header np.save writes for a C-ordered array (Flower's Array serialisation).
-_NPY_HEADER = re.compile(
-    rb"\{'descr': '([<>|][a-zA-Z]\d+)', 'fortran_order': False, "
-    rb"'shape': \(([\d, ]*)\), \} *\n"
-)
 RANKS_HELP = (
     "Comma-separated LoRA ranks; client-id c trains rank ranks[c % n] (HetLoRA "
     "zero-padding); '' = every client uses adapter.rank."
@@ -79,29 +74,13 @@ class AnnouncesRanks:
 
 
 def client_id(reply: Message) -> int:
-    return int(reply.content["metrics"][keys.CLIENT_ID])
+    return int(reply.content["metrics"][CLIENT_ID])
 
 
 def array_view(array: Array) -> np.ndarray:
-    """A read-only view of ``array``'s payload, without ``np.load``.
-
-    ``Array.numpy()`` runs ``np.load``, which parses every header with ``ast.literal_eval``
-    (~0.1 ms per tensor: 420 tensors x 100 clients is seconds per round). The common case, a
-    C-ordered .npy v1.0 payload, is viewed in place; anything else falls back to ``numpy()``.
-    """
-    data = array.data
-    if data[:8] != b"\x93NUMPY\x01\x00":
-        return array.numpy()
-    end = 10 + int.from_bytes(data[8:10], "little")
-    match = _NPY_HEADER.fullmatch(data[10:end])
-    if match is None:
-        return array.numpy()
-    shape = tuple(int(d) for d in match[2].split(b",") if d.strip())
-    dtype = np.dtype(match[1].decode())
-    count = math.prod(shape)
-    if len(data) - end != count * dtype.itemsize:
-        return array.numpy()  # let numpy raise its own error on a truncated payload
-    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape)
+    """A read-only view of ``array``'s payload (``contract.decode_array``: no ``np.load``,
+    never pickle); raises ``contract.ReplyError`` on anything but a plain numeric .npy."""
+    return decode_array(array)
 
 
 def arrays_of(record: ArrayRecord) -> State:
@@ -114,7 +93,7 @@ def states(replies: Sequence[Message]) -> list[State]:
 
 
 def example_counts(replies: Sequence[Message]) -> list[float]:
-    return [float(reply.content["metrics"]["num-examples"]) for reply in replies]
+    return [float(reply.content["metrics"][NUM_EXAMPLES]) for reply in replies]
 
 
 def record_rank(arrays: ArrayRecord) -> int:
@@ -186,7 +165,7 @@ class NodeClients:
 
     def learn(self, replies: Iterable[Message]) -> None:
         for reply in replies:
-            if not reply.has_error() and keys.CLIENT_ID in reply.content["metrics"]:
+            if not reply.has_error() and CLIENT_ID in reply.content["metrics"]:
                 self._by_node[reply.metadata.src_node_id] = client_id(reply)
 
     def get(self, node_id: int) -> int | None:

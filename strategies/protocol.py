@@ -23,19 +23,20 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
+# Metric names are spelled once, in the reply contract; these two double as config keys.
+from strategies.contract import CLIENT_ID, MERGE_ROUND  # noqa: F401
+
 # ConfigRecord keys, server -> client. Values are strings of comma-separated items or numbers.
 TRAIN_FACTORS = "train-factors"  # "A,B" (default) or "B" (FFA-LoRA: A stays frozen)
 PRIVATE_FACTORS = "private-factors"  # factors kept on the client's disk: "B" (FedSA), "A,B"
 CLIENT_RANKS = "client-ranks"  # "8,4,2": client-id c trains rank ranks[c % len] (HetLoRA)
 MERGE_MODE = "merge-mode"  # "keep" | "add" | "replace": the frozen merged term (FLoRA, FedEx)
-MERGE_ROUND = "merge-round"  # the server round that term is complete through; also a metric
 POOLED_DATA = "pooled-data"  # centralized baseline: train on every partition's data
 STEPS_SCALE = "steps-scale"  # centralized baseline: steps x this, the federation's budget
 PROXIMAL_MU = "proximal-mu"  # FedProx: (mu / 2) * ||theta - theta_global||^2 in the loss
 MERGE_RECORD = "merge"  # ArrayRecord beside "arrays" carrying the frozen-term payload
 # Keys inside the merge record: "<lora layer>.<suffix>".
 MERGE_A, MERGE_B, MERGE_DENSE = "merge_A", "merge_B", "merge_W"
-CLIENT_ID = "client-id"  # metric every reply carries: the stable id behind a Flower node id
 
 
 class FederatedStrategy(Protocol):

@@ -343,7 +343,13 @@ def test_killed_supernode_round_survives_or_fails_clearly(fed):
     offset = len(fed.log_text("node-3"))
     run_dir = fed.root / "server" / "kill-min3"
     fed.run(
-        _run_overrides(fed, "kill-min3", "num-server-rounds=2", "strategy.min-train-nodes=3"),
+        _run_overrides(
+            fed,
+            "kill-min3",
+            "num-server-rounds=2",
+            "strategy.min-train-nodes=3",
+            "strategy.min-available-nodes=3",  # must be >= min-train-nodes
+        ),
         "kill-min3",
     )
     _kill_node_3_during_round_1(fed, offset)

@@ -26,6 +26,8 @@ def _run(tmp_path, data_root, name, min_train_nodes):
             "run-name": name,
             "data.root": str(data_root),
             "strategy.min-train-nodes": min_train_nodes,
+            # Flower waits for max(min-available, min-train) nodes anyway; the config must say so.
+            "strategy.min-available-nodes": max(2, min_train_nodes),
         },
         num_supernodes=3,
         client_app=faulty_client_app.app,

@@ -41,7 +41,12 @@ def test_checkpoint_round_trip_and_replace(tmp_path):
     loaded = rundir.load_checkpoint(tmp_path)
     assert loaded.server_round == 2 and loaded.meta == {"strategy": "fedavg"}
     assert (loaded.arrays["a.lora_A.weight"] == 2).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    # The replaced checkpoint is kept as the fallback, and nothing else is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".checkpoint-old", "checkpoint"]
+    assert (
+        rundir.load_file(tmp_path / ".checkpoint-old" / "arrays.safetensors")["a.lora_A.weight"]
+        == 1
+    ).all()
 
 
 def test_checkpoint_killed_between_renames_falls_back_to_previous(tmp_path):

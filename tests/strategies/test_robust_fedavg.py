@@ -101,7 +101,7 @@ def test_example_counts_do_not_weight_the_aggregate():
 
 
 def test_too_few_replies_give_nothing():
-    robust = strategy("robust-fedavg", **{"min-train-nodes": 3})
+    robust = strategy("robust-fedavg", **{"min-train-nodes": 3, "min-available-nodes": 3})
     sent = list(robust.configure_train(1, to_record(GLOBAL), ConfigRecord(), FakeGrid(UPDATES)))
     replies = [reply(m, GLOBAL, metrics(i)) for i, m in enumerate(sent[:2])]
     assert robust.aggregate_train(1, replies) == (None, None)

@@ -1,0 +1,134 @@
+"""Files are never lost or overwritten by mistake (issue 14, section 5): a torn metrics tail,
+and checkpoints validated as strictly as replies, with a fallback to the previous one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from colora.wire import to_numpy
+from server import run_dir as rundir
+from tests.server.federation_fakes import AnsweringGrid, federate
+from tests.strategies.fakes import lora_state
+
+LAYOUT = lora_state(np.random.default_rng(0))
+KEY = sorted(LAYOUT)[0]
+
+
+def _ckpt(server_round: int, arrays=None, state=None, strategy="fedavg") -> rundir.Checkpoint:
+    arrays = {k: v + server_round for k, v in LAYOUT.items()} if arrays is None else arrays
+    return rundir.Checkpoint(server_round, arrays, state or {}, {"strategy": strategy})
+
+
+def _two_checkpoints(tmp_path):
+    rundir.save_checkpoint(tmp_path, _ckpt(1))
+    rundir.save_checkpoint(tmp_path, _ckpt(2))
+    return tmp_path / rundir.CHECKPOINT
+
+
+def _load(tmp_path):
+    return rundir.load_checkpoint(tmp_path, layout=LAYOUT, max_round=5, strategy="fedavg")
+
+
+def _rewrite(path, **changes):
+    tensors = load_file(path)
+    tensors.update(changes)
+    save_file(tensors, path)
+
+
+def _nan_arrays(ckpt):
+    _rewrite(ckpt / "arrays.safetensors", **{KEY: np.full_like(LAYOUT[KEY], np.nan)})
+
+
+def _unknown_4mb_key(ckpt):
+    _rewrite(ckpt / "arrays.safetensors", smuggled=np.zeros((1024, 1024), np.float32))
+
+
+def _wrong_shape(ckpt):
+    _rewrite(ckpt / "arrays.safetensors", **{KEY: np.zeros((1, 1), np.float32)})
+
+
+def _missing_key(ckpt):
+    tensors = load_file(ckpt / "arrays.safetensors")
+    tensors.pop(KEY)
+    save_file(tensors, ckpt / "arrays.safetensors")
+
+
+def _nan_state(ckpt):
+    save_file({"m": np.array([np.inf])}, ckpt / "strategy.safetensors")
+
+
+def _garbage_arrays(ckpt):
+    (ckpt / "arrays.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+
+
+def _meta(text):
+    return lambda ckpt: (ckpt / "meta.json").write_text(text)
+
+
+CORRUPTIONS = {
+    "NaN in the arrays": (_nan_arrays, "NaN or Inf"),
+    "an unknown 4 MB key": (_unknown_4mb_key, "unexpected key 'smuggled'"),
+    "a wrong shape": (_wrong_shape, "expected shape"),
+    "a missing key": (_missing_key, "missing key"),
+    "Inf in the strategy state": (_nan_state, "NaN or Inf"),
+    "garbage safetensors": (_garbage_arrays, "unreadable safetensors"),
+    "round -3": (_meta('{"round": -3, "strategy": "fedavg"}'), "'round' must be an integer"),
+    "round beyond the run": (_meta('{"round": 9, "strategy": "fedavg"}'), "beyond the run's 5"),
+    "round as a string": (_meta('{"round": "2", "strategy": "fedavg"}'), "'round' must be"),
+    "round as a bool": (_meta('{"round": true, "strategy": "fedavg"}'), "'round' must be"),
+    "a truncated meta.json": (_meta('{"round": 2, "stra'), "unreadable or truncated JSON"),
+    "meta.json not an object": (_meta("[2]"), "'round' must be"),
+    "meta.json of another strategy": (_meta('{"round": 2, "strategy": "coba"}'), "strategy 'coba'"),
+    "meta.json missing": (lambda c: (c / "meta.json").unlink(), "unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_a_bad_checkpoint_falls_back_to_the_previous_one_with_a_log_line(tmp_path, case, caplog):
+    corrupt, reason = CORRUPTIONS[case]
+    corrupt(_two_checkpoints(tmp_path))
+    loaded = _load(tmp_path)
+    assert loaded.server_round == 1
+    np.testing.assert_array_equal(loaded.arrays[KEY], LAYOUT[KEY] + 1)
+    (line,) = [r.getMessage() for r in caplog.records if "Ignoring checkpoint" in r.getMessage()]
+    assert reason in line and "falling back to the previous one" in line
+
+
+def test_no_valid_checkpoint_at_all_gives_none(tmp_path, caplog):
+    _nan_arrays(_two_checkpoints(tmp_path))
+    _meta("{")(tmp_path / rundir.PREVIOUS)
+    assert _load(tmp_path) is None
+    assert sum("Ignoring checkpoint" in r.getMessage() for r in caplog.records) == 2
+    assert rundir.checkpoint_round(tmp_path) == 2  # meta-only view: the arrays are not read
+
+
+def test_a_torn_last_metrics_line_is_skipped_and_trimmed(tmp_path, caplog):
+    for r in (1, 2):
+        rundir.append_metrics(tmp_path, {"round": r})
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"round": 3, "train": [{"cli')  # killed mid-write
+    assert [m["round"] for m in rundir.read_metrics(tmp_path)] == [1, 2]
+    assert any("torn last line 3" in r.getMessage() for r in caplog.records)
+    rundir.truncate_metrics(tmp_path, 2)
+    rundir.append_metrics(tmp_path, {"round": 3})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_resume_after_a_torn_line_and_a_poisoned_checkpoint_ends_where_a_clean_run_does(tmp_path):
+    clean = federate(tmp_path, AnsweringGrid(), run_name="clean", **{"num-server-rounds": 3})
+    killed = federate(tmp_path, AnsweringGrid(), run_name="k", **{"num-server-rounds": 2})
+    with open(killed.run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"round": 3, "se')
+    _nan_arrays(killed.run_dir / rundir.CHECKPOINT)  # round 2's checkpoint is poisoned
+    resumed = federate(
+        tmp_path, AnsweringGrid(), run_name="k", **{"num-server-rounds": 3, "resume": True}
+    )
+    assert [m["round"] for m in rundir.read_metrics(resumed.run_dir)] == [1, 2, 3]
+    for key, value in to_numpy(clean.arrays).items():
+        np.testing.assert_array_equal(to_numpy(resumed.arrays)[key], value)
