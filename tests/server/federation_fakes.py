@@ -102,17 +102,8 @@ def federate(tmp: Path, grid, *, run_name: str = "r", **overrides) -> Federation
     return run_federation(grid, parse_run_config(flat), initial)
 
 
-# Bit-for-bit reproducibility does not hold for these on main: tests/strategies/
-# test_bad_replies.py fails there at ~1e-7 for similarity-weighted in most runs (the same
-# inputs, a last-bit difference in the similarity maths). They are compared to float32
-# round-off; every other strategy exactly.
-NOT_BITWISE = {"similarity-weighted", "clustered"}
-
-
 def assert_same_arrays(got: Mapping, want: Mapping, strategy: str) -> None:
-    assert sorted(got) == sorted(want)
+    """Bit for bit: every strategy's aggregation is reproducible (issue 10)."""
+    assert sorted(got) == sorted(want), strategy
     for key, value in want.items():
-        if strategy in NOT_BITWISE:
-            np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
-        else:
-            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        np.testing.assert_array_equal(got[key], value, err_msg=f"{strategy}: {key}")
