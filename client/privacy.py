@@ -74,10 +74,14 @@ def record_spend(
 
 
 def privatise(
-    sent: dict[str, np.ndarray], reply: dict[str, np.ndarray], privacy: PrivacySettings
+    sent: dict[str, np.ndarray],
+    reply: dict[str, np.ndarray],
+    privacy: PrivacySettings,
+    rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, np.ndarray], float]:
     """Clip ``reply - sent`` to ``dp-clip-norm`` and add Gaussian noise; returns the new reply
-    and the update's norm before clipping."""
+    and the update's norm before clipping. ``rng`` is for tests only: clients always draw the
+    noise from fresh OS entropy (None)."""
     keys = list(reply)
     if reply and lora_rank(reply) != lora_rank(sent):  # HetLoRA: compare the first r_k ranks
         sent = truncate_rank(sent, lora_rank(reply))
@@ -87,7 +91,7 @@ def privatise(
     clip_inputs_inplace(update, privacy.dp_clip_norm)
     # Fresh OS entropy on every call: noise from a seeded generator could be replayed and
     # subtracted by anyone who knows the seed.
-    rng = np.random.default_rng()
+    rng = np.random.default_rng() if rng is None else rng
     sigma = gaussian_sigma(privacy)
     noisy = {
         k: b + u + rng.normal(0.0, sigma, u.shape).astype(np.float32)
