@@ -84,6 +84,8 @@ class CentralDp:
     privacy accountant. The round loop calls :meth:`configure_train` and
     :meth:`aggregate_train` instead of the strategy's own."""
 
+    noise_seed: int | None = None  # None: fresh OS entropy every round (always, but tests)
+
     def __init__(self, strategy: Any, cfg: RunConfig) -> None:
         privacy = cfg.privacy
         if cfg.strategy.name not in CENTRAL_DP_STRATEGIES:
@@ -136,8 +138,8 @@ class CentralDp:
         # noise, not keep the level set for the sampled count.
         self.wrapper.num_sampled_clients = len(replies)
         # Flower draws the noise from NumPy's global generator: reseed it from OS entropy so
-        # that no seed anyone knows can replay (and subtract) it.
-        np.random.seed()
+        # that no seed anyone knows can replay (and subtract) it. Tests alone set noise_seed.
+        np.random.seed(self.noise_seed)
         arrays, metrics = self.wrapper.aggregate_train(server_round, replies)
         if arrays is not None:
             self.accountant.compose(
