@@ -3,7 +3,7 @@
 CoBa (Gong et al. 2024, https://arxiv.org/abs/2410.06741) balances multi-task fine-tuning by
 the slopes of each task's validation loss: tasks that converge slowly gain weight (RCS), a task
 that starts to diverge loses weight (ACS), and the divergence factor DF blends the two
-(``strategies.maths.coba``; ALGORITHMS.md, "CoBa-balanced"). Applied across clients: every
+(``strategies.maths.coba``; docs/ALGORITHMS.md, "CoBa-balanced"). Applied across clients: every
 evaluate round records the example-weighted validation loss per task (``eval-loss.<task>``
 from the clients), and the next aggregation weights client k by sum_t omega_t n_{k,t}, its
 examples per task weighted by the task's omega. Weights are uniform during the warm-up.

@@ -1,7 +1,7 @@
 """FedAvg over the shared LoRA factors (FedIT, Zhang et al. 2024, arXiv 2305.05644).
 
 A <- sum_k p_k A_k and B <- sum_k p_k B_k with p_k proportional to n_k. This is inexact for
-the product B A (see ALGORITHMS.md, "The inexact-aggregation trap"); the exact methods live
+the product B A (see docs/ALGORITHMS.md, "The inexact-aggregation trap"); the exact methods live
 in their own strategies. The maths is ``strategies.maths.averaging.weighted_average``.
 With ``strategy.client-ranks`` clients train heterogeneous ranks and replies are zero-padded
 (HetLoRA, arXiv 2401.06432).

@@ -46,7 +46,7 @@ def _by_name(*entries: StrategyEntry) -> dict[str, StrategyEntry]:
     return registry
 
 
-# Task-similarity-aware strategies first, then the baselines of ALGORITHMS.md.
+# Task-similarity-aware strategies first, then the baselines of docs/ALGORITHMS.md.
 STRATEGIES: dict[str, StrategyEntry] = _by_name(
     StrategyEntry(SimilarityWeighted, SimilarityWeightedConfig),
     StrategyEntry(Clustered, ClusteredConfig),

@@ -16,7 +16,7 @@ is the slope of the task with the largest ℓ at that round. ACS is a softmax ov
 paper and its MFTCoder code), of each task's current slope normalised by its own history. DF is
 not clipped to [0, 1]: when the worst task is converging faster than before it exceeds 1 and RCS
 dominates; when the worst task turns upwards it drops towards 0 and ACS takes over.
-Weights are uniform during warm-up. This follows ALGORITHMS.md, section "CoBa-balanced".
+Weights are uniform during warm-up. This follows docs/ALGORITHMS.md, section "CoBa-balanced".
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def mixing_weights(S: np.ndarray, tau: float = 0.5) -> np.ndarray:
 def peer_weights(S: np.ndarray, self_weight: float, tau: float = 1.0) -> np.ndarray:
     """W with W_ii = β and W_ij = (1 − β)·softmax_{j≠i}(z_ij / τ) over the peers j ≠ i.
 
-    ALGORITHMS.md (task-similarity-aware aggregation, steps 2–3; issue 11): S_ii = 1 inside the
+    docs/ALGORITHMS.md (task-similarity-aware aggregation, steps 2–3; issue 11): S_ii = 1 inside the
     softmax swamps every peer, so the self weight β is its own parameter, and each row's peer
     similarities are standardised first, z_ij = (S_ij − μ_i) / σ_i with the mean and
     (population) standard deviation over j ≠ i, so τ is in units of that row's spread: the rule

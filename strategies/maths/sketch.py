@@ -22,7 +22,7 @@ By Chebyshev, P(|⟨Sx, Sy⟩ − ⟨x, y⟩| ≥ ε‖x‖‖y‖) ≤ 2 / (k �
 within ε (relative to ‖x‖‖y‖, ‖x‖², ‖y‖²), the sketched cosine is within 2ε / (1 − ε) of the
 true one. The default k = 8192 gives a standard deviation of at most √(2/k) = 0.016 per inner
 product of unit vectors, against the gaps of 0.1–0.5 between same-task and cross-task
-similarities measured on the bundled model (ALGORITHMS.md).
+similarities measured on the bundled model (docs/ALGORITHMS.md).
 
 The signs and shifts come from a fixed seed and depend on D only, so a sketch is a pure function
 of the update: the same update gives the same bits in any round, process or memory layout
