@@ -3,13 +3,14 @@ reported.
 
 Every program runs in its own interpreter process under resource limits, as in HumanEval's
 harness (Chen et al., 2021, arXiv 2107.03374), inside bubblewrap where it works (see
-:mod:`codetasks.sandbox.isolation`). As root the child first drops to ``nobody``: the kernel
-then refuses writes to host files and signals to our processes, and caps runaway forks
-(RLIMIT_NPROC binds unprivileged users only). After every run, timed out or not, the child's
-process group is killed; under bubblewrap the PID namespace also takes every descendant down.
+:mod:`codetasks.sandbox.isolation`). As root the child first drops to a fresh uid of its own:
+the kernel then refuses writes to host files and signals to our processes or to other runs,
+and caps runaway forks per run (RLIMIT_NPROC binds unprivileged users only). After every run,
+timed out or not, everything it started is killed: under bubblewrap by ending its PID
+namespace, under the guard by killing every process of its uid.
 
-The harness reports on a file the program's verdict never depends on it being honest about:
-see :mod:`codetasks.sandbox.verdict`.
+The harness reports on a file whose honesty the verdict does not rely on: see
+:mod:`codetasks.sandbox.judge`.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def execute(
     job: dict[str, Any], *, mode: str, timeout_s: float, memory_mb: int, cpu_s: int
 ) -> RawRun:
     """Run the harness on ``job`` (program, calls, asserts, entry point) in ``mode``."""
-    interpreter, ids = isolation.launch_config()
+    interpreter, _ = isolation.launch_config()
+    ids = isolation.run_ids()
     workdir = None if mode == isolation.BUBBLEWRAP else _host_workdir(ids)
     try:
         with tempfile.TemporaryFile() as info:  # bwrap's --info-fd: the sandbox init's PID
@@ -63,6 +65,8 @@ def execute(
                              isolation.preexec(memory_mb, cpu_s, ids))  # fmt: skip
             return _run(launch, job, mode, timeout_s)
     finally:
+        if workdir is not None and ids is not None:
+            isolation.kill_user(ids)  # bubblewrap's PID namespace has done this already
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 

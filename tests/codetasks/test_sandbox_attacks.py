@@ -2,8 +2,8 @@
 
 Each class of attack is a table of variants. The listed attacks of the issue come first in each
 table; the others are further cases of the same class. Variants that reach libc through
-``ctypes`` bypass any in-process guard, so only a kernel boundary (bubblewrap) contains them;
-they run in that mode only.
+``ctypes`` bypass any in-process guard, so only a kernel boundary contains them: bubblewrap's
+namespaces, or, for escaping processes under the guard, the kill of the run's own uid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codetasks.examples import Example
-from codetasks.sandbox import check_generation, run_program
+from codetasks.sandbox import check_generation, privilege_drop_active, run_program
 from tests.codetasks.sandbox_support import BWRAP_ONLY, CTYPES, MODES, live_children
 
 ADD = Example(task="generation", uid="mbpp/add", source="Add two numbers.",
@@ -52,12 +52,17 @@ CTYPES_WRITE = CTYPES + "fd = libc.open({path!r}.encode(), 0o101, 0o644)\nassert
 
 
 def _forker_params() -> list:
-    return [
-        pytest.param(mode, name, marks=BWRAP_ONLY if name == "ctypes" else ())
-        for mode in ("bubblewrap", "guard")
-        for name in FORKERS
-        if not (name == "ctypes" and mode == "guard")
-    ]
+    """Every forker in both modes: under the guard, a ctypes fork escapes the guard but not the
+    kill of every process of the run's own uid (which needs root)."""
+    own_uid = pytest.mark.skipif(not privilege_drop_active(), reason="runs need their own uid")
+
+    def marks(mode: str, name: str):
+        if mode == "bubblewrap":
+            return BWRAP_ONLY
+        return own_uid if name == "ctypes" else ()
+
+    return [pytest.param(mode, name, marks=marks(mode, name))
+            for mode in ("bubblewrap", "guard") for name in FORKERS]  # fmt: skip
 
 
 def _bwrap_mode_marks(mode: str):
