@@ -2,7 +2,7 @@
 
 Threat model (README, "Sandbox"): generated code is hostile. It runs in its own interpreter,
 inside bubblewrap namespaces where they work (:mod:`.isolation`), under rlimits and the
-HumanEval-style in-process guard (:mod:`.harness`), as ``nobody`` when we are root. Its
+HumanEval-style in-process guard (:mod:`.harness`), as a uid of its own when we are root. Its
 verdict is computed outside it, EvalPlus-style (:mod:`.verdict`, :mod:`.judge`): the test
 calls run inside, their outputs come back as plain data, the expected values stay here.
 """
@@ -32,7 +32,7 @@ def sandbox_mode() -> str:
 
 def privilege_drop_active() -> bool:
     """True when sandboxed programs run as an unprivileged user (we are root)."""
-    return isolation.launch_config()[1] is not None
+    return isolation.launch_config()[1]
 
 
 def run_program(

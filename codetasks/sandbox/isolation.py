@@ -9,7 +9,8 @@ Two modes, probed once per process:
   When the run ends, the PID namespace's init exits and the kernel kills every process left in
   it, however it forked or whatever session it made; what it wrote vanishes with the tmpfs.
 - ``"guard"``: the fallback where bwrap cannot run; only the in-process guard of
-  :mod:`codetasks.sandbox.harness`, the rlimits, and (as root) the ``nobody`` user.
+  :mod:`codetasks.sandbox.harness`, the rlimits, and (as root) a uid of the run's own, whose
+  processes are all killed when the run ends (:func:`kill_user`).
 
 Both keep the guard and the rlimits as defence in depth.
 """
@@ -19,25 +20,28 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import pwd
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 BUBBLEWRAP, GUARD = "bubblewrap", "guard"
 MODES: tuple[str, ...] = (BUBBLEWRAP, GUARD)
 SANDBOX_HOME = "/sandbox"  # the work directory inside bubblewrap
 FSIZE_BYTES = 64 * 1024 * 1024  # bounds each file the child writes, its stderr included
 TMPFS_BYTES = 64 * 1024 * 1024  # bounds all files in each tmpfs (they live in host memory)
-MAX_TASKS = 64  # per-uid process/thread cap once the child runs as `nobody`
+MAX_TASKS = 64  # process/thread cap of the run's uid (the kernel enforces it for non-root)
 _VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group")
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+_RUN_UID_BASE, _RUN_UID_SPAN = 1 << 30, 1 << 24  # no account or image uses these uids
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
 
@@ -103,31 +107,69 @@ def bwrap_command(
 
 
 @functools.cache
-def launch_config() -> tuple[str, tuple[int, int] | None]:
-    """Pick the interpreter and, when root, the unprivileged (uid, gid) to run as."""
+def launch_config() -> tuple[str, bool]:
+    """Pick the interpreter, and whether runs drop to their own unprivileged uid (as root)."""
     if os.geteuid() != 0:
-        return sys.executable, None
-    try:
-        ids = pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid
-    except KeyError:
-        ids = 65534, 65534
-    # sys.executable may sit under a root-only directory (e.g. /root/.pyenv) that `nobody`
-    # cannot enter, so a system Python may stand in; our own Python version comes first.
-    versions = {name: _probe([name], ids) for name in _candidates()}
+        return sys.executable, False
+    # sys.executable may sit under a root-only directory (e.g. /root/.pyenv) that an
+    # unprivileged uid cannot enter, so a system Python may stand in; our version comes first.
+    versions = {name: _probe([name], run_ids(True)) for name in _candidates()}
     working = sorted((n for n, v in versions.items() if v), key=lambda n: versions[n] != _VERSION)
     if working:
-        return working[0], ids
-    message = "sandbox: no Python runs as 'nobody'; sandboxed code runs as root, guard only"
+        return working[0], True
+    message = "sandbox: no Python runs unprivileged; sandboxed code runs as root, guard only"
     warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return sys.executable, None
+    return sys.executable, False
+
+
+def run_ids(unprivileged: bool | None = None) -> tuple[int, int] | None:
+    """A fresh (uid, gid) for one run when we are root, else None. No other run shares it,
+    so no run can touch another's files or processes, or exhaust its process cap."""
+    if not (launch_config()[1] if unprivileged is None else unprivileged):
+        return None
+    uid = _RUN_UID_BASE + secrets.randbelow(_RUN_UID_SPAN)
+    return uid, uid
+
+
+def kill_user(ids: tuple[int, int], grace_s: float = 5.0) -> None:
+    """SIGKILL every process of the run's uid, however it forked or whatever session it made,
+    until none is left running: the guard mode's stand-in for a PID namespace."""
+    deadline = time.monotonic() + grace_s
+    while _running_as(ids[0]) and time.monotonic() < deadline:
+        pid = os.fork()
+        if pid == 0:  # no exec: execve would count against the uid's exhausted process cap
+            try:
+                os.setgid(ids[1])
+                os.setuid(ids[0])
+                os.kill(-1, signal.SIGKILL)  # every process this uid may signal, but itself
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.01)
+
+
+def _running_as(uid: int) -> bool:
+    """Whether any live (non-zombie) process has real uid ``uid``."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            )
+        except (OSError, ValueError):
+            continue
+        if int(status["Uid"].split()[0]) == uid and not status["State"].strip().startswith("Z"):
+            return True
+    return False
 
 
 @functools.cache
 def best_mode() -> str:
     """``"bubblewrap"`` if a probe program runs under bwrap here, else ``"guard"`` (warned)."""
-    interpreter, ids = launch_config()
-    if shutil.which("bwrap") and _probe(bwrap_command(interpreter), ids):
-        return BUBBLEWRAP
+    interpreter, _ = launch_config()
+    if shutil.which("bwrap"):
+        for _attempt in range(3):  # a loaded machine may fail one probe
+            if _probe(bwrap_command(interpreter), run_ids()):
+                return BUBBLEWRAP
     warnings.warn(
         "sandbox: bubblewrap is missing or cannot create namespaces here; generated code runs "
         "under the in-process guard only (install Debian's `bubblewrap`)",

@@ -3,19 +3,22 @@ reported.
 
 Every program runs in its own interpreter process under resource limits, as in HumanEval's
 harness (Chen et al., 2021, arXiv 2107.03374), inside bubblewrap where it works (see
-:mod:`codetasks.sandbox.isolation`). As root the child first drops to ``nobody``: the kernel
-then refuses writes to host files and signals to our processes, and caps runaway forks
-(RLIMIT_NPROC binds unprivileged users only). After every run, timed out or not, the child's
-process group is killed; under bubblewrap the PID namespace also takes every descendant down.
+:mod:`codetasks.sandbox.isolation`). As root the child first drops to a fresh uid of its own:
+the kernel then refuses writes to host files and signals to our processes or to other runs,
+and caps runaway forks per run (RLIMIT_NPROC binds unprivileged users only). After every run,
+timed out or not, everything it started is killed: under bubblewrap by ending its PID
+namespace, under the guard by killing every process of its uid.
 
-The harness reports on a file the program's verdict never depends on it being honest about:
-see :mod:`codetasks.sandbox.verdict`.
+The harness reports on a file whose honesty the verdict does not rely on: see
+:mod:`codetasks.sandbox.judge`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -49,20 +52,24 @@ def execute(
     job: dict[str, Any], *, mode: str, timeout_s: float, memory_mb: int, cpu_s: int
 ) -> RawRun:
     """Run the harness on ``job`` (program, calls, asserts, entry point) in ``mode``."""
-    interpreter, ids = isolation.launch_config()
+    interpreter, _ = isolation.launch_config()
+    ids = isolation.run_ids()
     workdir = None if mode == isolation.BUBBLEWRAP else _host_workdir(ids)
+    info_read, info_write = os.pipe()  # bwrap's --info-fd: the PID of the namespace's init
     try:
-        with tempfile.TemporaryFile() as info:  # bwrap's --info-fd: the sandbox init's PID
-            if workdir is None:
-                cmd, cwd = isolation.bwrap_command(interpreter, info_fd=info.fileno()), "/"
-                env = dict(isolation.ENV)
-            else:
-                cmd, cwd = [interpreter], workdir
-                env = isolation.ENV | {"HOME": workdir, "TMPDIR": workdir}
-            launch = _Launch([*cmd, "-I", "-S", "-c", HARNESS], cwd, env, info,
-                             isolation.preexec(memory_mb, cpu_s, ids))  # fmt: skip
-            return _run(launch, job, mode, timeout_s)
+        if workdir is None:
+            cmd, cwd = isolation.bwrap_command(interpreter, info_fd=info_write), "/"
+            env = dict(isolation.ENV)
+        else:
+            cmd, cwd = [interpreter], workdir
+            env = isolation.ENV | {"HOME": workdir, "TMPDIR": workdir}
+        launch = _Launch([*cmd, "-I", "-S", "-c", HARNESS], cwd, env, info_write,
+                         isolation.preexec(memory_mb, cpu_s, ids))  # fmt: skip
+        return _run(launch, info_read, job, mode, timeout_s)
     finally:
+        os.close(info_read)  # (_run closes info_write once the child holds it)
+        if workdir is not None and ids is not None:
+            isolation.kill_user(ids)  # bubblewrap's PID namespace has done this already
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -72,7 +79,7 @@ class _Launch:
     cmd: list[str]
     cwd: str
     env: dict[str, str]
-    info: IO[bytes]
+    info_fd: int
     preexec: Callable[[], None]
 
 
@@ -83,25 +90,64 @@ def _host_workdir(ids: tuple[int, int] | None) -> str:
     return workdir
 
 
-def _run(launch: _Launch, job: dict[str, Any], mode: str, timeout_s: float) -> RawRun:
+def _run(launch: _Launch, info: int, job: dict[str, Any], mode: str, timeout_s: float) -> RawRun:
     with tempfile.TemporaryFile() as channel, tempfile.TemporaryFile() as err:
         payload = json.dumps(job | {"channel_fd": channel.fileno()}).encode()
         start = time.monotonic()
-        proc = _spawn(launch, channel, err, start + timeout_s)
+        try:
+            proc = _spawn(launch, channel, err, start + timeout_s)
+        finally:
+            os.close(launch.info_fd)  # ours; the pipe then ends when bwrap's copy does
         if proc is None:
             return RawRun(mode, None, False, time.monotonic() - start, [], "")
+        init = _namespace_init(info, start + timeout_s) if mode == isolation.BUBBLEWRAP else None
         try:
             proc.communicate(payload, timeout=max(0.0, start + timeout_s - time.monotonic()))
             timed_out = False
         except subprocess.TimeoutExpired:
             timed_out = True
-            if mode == isolation.BUBBLEWRAP:
-                _kill_namespace(proc, launch.info)
         seconds = time.monotonic() - start
+        if init is not None:
+            _end_namespace(init, kill=timed_out)
         _kill_group(proc)
         records = _records(channel)
         stderr = _tail(err, _STDERR_BYTES).decode("utf-8", errors="replace")
     return RawRun(mode, _returncode(proc.returncode, mode), timed_out, seconds, records, stderr)
+
+
+def _namespace_init(info: int, deadline: float) -> int | None:
+    """A pidfd of the sandbox's init, from the JSON bwrap writes to ``--info-fd`` as soon as
+    it has started it; None if bwrap failed first."""
+    data = b""
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not select.select([info], [], [], remaining)[0]:
+            break
+        chunk = os.read(info, 4096)
+        data += chunk
+        try:
+            child = int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):  # not all written yet, or not bwrap's JSON
+            if not chunk:
+                break
+            continue
+        try:
+            return os.pidfd_open(child)
+        except ProcessLookupError:  # already exited and reaped: its namespace is gone
+            return None
+    return None
+
+
+def _end_namespace(init: int, kill: bool, grace_s: float = 10.0) -> None:
+    """Wait until the sandbox's init has exited, killing it first if ``kill``. The kernel
+    lets a namespace's init finish exiting only once every other process in the namespace
+    is gone; bwrap itself may exit earlier, as soon as init reports the program's status."""
+    try:
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(init, signal.SIGKILL)
+        select.select([init], [], [], grace_s)  # readable once the process has exited
+    finally:
+        os.close(init)
 
 
 def _returncode(code: int, mode: str) -> int:
@@ -118,39 +164,12 @@ def _spawn(launch: _Launch, channel: IO[bytes], err: IO[bytes], deadline: float)
                 launch.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
                 cwd=launch.cwd, env=launch.env, preexec_fn=launch.preexec,
                 start_new_session=True, close_fds=True,
-                pass_fds=(channel.fileno(), launch.info.fileno()),
+                pass_fds=(channel.fileno(), launch.info_fd),
             )  # fmt: skip
         except BlockingIOError:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.1)
-
-
-def _kill_namespace(proc: subprocess.Popen[bytes], info: IO[bytes]) -> None:
-    """SIGKILL the sandbox's PID-namespace init, then wait for bwrap: the kernel lets init
-    finish dying only once every process in its namespace is gone, and bwrap exits only
-    after reaping init, so nothing of the run is left when this returns."""
-    info.seek(0)
-    try:
-        child = int(json.loads(info.read(4096))["child-pid"])
-        pidfd = os.pidfd_open(child)
-    except (ValueError, KeyError, TypeError, OSError):
-        return  # bwrap never started its child, or the child is already gone
-    try:
-        # The PID is init's, not a reused one, while its parent is still our bwrap.
-        if _parent_pid(child) == proc.pid:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            proc.wait()
-    finally:
-        os.close(pidfd)
-
-
-def _parent_pid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:

@@ -23,8 +23,12 @@ BWRAP_ONLY = pytest.mark.skipif(
 MODES = [pytest.param("bubblewrap", marks=BWRAP_ONLY), "guard"]
 
 
+PREEXISTING: set[int] = set()  # children that were running before the test (set by `reaper`)
+
+
 def live_children() -> set[int]:
-    """PIDs of this process's children that are still running (zombies are reaped)."""
+    """PIDs of this process's children that are still running (zombies are reaped), other
+    than those that were running before the test began."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -40,7 +44,7 @@ def live_children() -> set[int]:
             continue
         if fields[1] == me and fields[0] != "Z":
             live.add(int(pid))
-    return live
+    return live - PREEXISTING
 
 
 CTYPES = (

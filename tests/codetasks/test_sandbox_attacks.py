@@ -2,8 +2,8 @@
 
 Each class of attack is a table of variants. The listed attacks of the issue come first in each
 table; the others are further cases of the same class. Variants that reach libc through
-``ctypes`` bypass any in-process guard, so only a kernel boundary (bubblewrap) contains them;
-they run in that mode only.
+``ctypes`` bypass any in-process guard, so only a kernel boundary contains them: bubblewrap's
+namespaces, or, for escaping processes under the guard, the kill of the run's own uid.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codetasks.examples import Example
-from codetasks.sandbox import check_generation, run_program
+from codetasks.sandbox import check_generation, privilege_drop_active, run_program
 from tests.codetasks.sandbox_support import BWRAP_ONLY, CTYPES, MODES, live_children
 
 ADD = Example(task="generation", uid="mbpp/add", source="Add two numbers.",
@@ -52,12 +52,17 @@ CTYPES_WRITE = CTYPES + "fd = libc.open({path!r}.encode(), 0o101, 0o644)\nassert
 
 
 def _forker_params() -> list:
-    return [
-        pytest.param(mode, name, marks=BWRAP_ONLY if name == "ctypes" else ())
-        for mode in ("bubblewrap", "guard")
-        for name in FORKERS
-        if not (name == "ctypes" and mode == "guard")
-    ]
+    """Every forker in both modes: under the guard, a ctypes fork escapes the guard but not the
+    kill of every process of the run's own uid (which needs root)."""
+    own_uid = pytest.mark.skipif(not privilege_drop_active(), reason="runs need their own uid")
+
+    def marks(mode: str, name: str):
+        if mode == "bubblewrap":
+            return BWRAP_ONLY
+        return own_uid if name == "ctypes" else ()
+
+    return [pytest.param(mode, name, marks=marks(mode, name))
+            for mode in ("bubblewrap", "guard") for name in FORKERS]  # fmt: skip
 
 
 def _bwrap_mode_marks(mode: str):
@@ -71,7 +76,7 @@ def test_double_fork_and_setsid_do_not_outlive_the_run(
 ) -> None:
     marker = open_dir / "escaped"
     program = FORKERS[forker] + ESCAPE.format(marker=str(marker))
-    result = run_program(program, mode=mode, timeout_s=5)
+    result = run_program(program, mode=mode, timeout_s=60)
     assert live_children() == set()
     assert not marker.exists()
     # Under the guard the fork is refused; under bubblewrap a forged fork succeeds and the
@@ -83,7 +88,7 @@ def test_double_fork_and_setsid_do_not_outlive_the_run(
 @pytest.mark.parametrize("mode", MODES)
 def test_a_new_session_via_subprocess_does_not_outlive_the_run(mode: str, open_dir: Path) -> None:
     marker = open_dir / "escaped"
-    run_program(ESCAPE_BY_SUBPROCESS.format(marker=str(marker)), mode=mode, timeout_s=5)
+    run_program(ESCAPE_BY_SUBPROCESS.format(marker=str(marker)), mode=mode, timeout_s=60)
     assert live_children() == set()
     assert not marker.exists()
 
@@ -111,7 +116,7 @@ if fork() == 0:
 @pytest.mark.usefixtures("reaper")
 @pytest.mark.parametrize(("mode", "forker"), _forker_params())
 def test_a_leftover_cannot_rewrite_later_runs(mode: str, forker: str) -> None:
-    run_program(FORKERS[forker] + REWRITER, mode=mode, timeout_s=5)
+    run_program(FORKERS[forker] + REWRITER, mode=mode, timeout_s=60)
     statuses = [check_generation(ADD, WRONG_ADD, mode=mode).status for _ in range(3)]
     assert statuses == ["failed"] * 3
     assert live_children() == set()
@@ -155,7 +160,7 @@ def test_no_connection_reaches_a_listener_on_loopback(mode: str, variant: str) -
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setblocking(False)
         port = listener.getsockname()[1]
-        result = run_program(CONNECTS[variant].format(port=port), mode=mode, timeout_s=5)
+        result = run_program(CONNECTS[variant].format(port=port), mode=mode, timeout_s=60)
         with pytest.raises(BlockingIOError):
             listener.accept()  # a completed connection would be waiting in the backlog
     assert not result.passed
@@ -176,7 +181,7 @@ def test_no_datagram_or_abstract_unix_socket_reaches_the_host() -> None:
             f"try:\n    kind(1, 1).connect({name!r})\nexcept OSError:\n    pass\n"
             f"kind(2, 2).sendto(b'hi', ('127.0.0.1', {udp.getsockname()[1]}))\n"
         )
-        run_program(program, mode="bubblewrap", timeout_s=5)
+        run_program(program, mode="bubblewrap", timeout_s=60)
         with pytest.raises(BlockingIOError):
             unix.accept()
         with pytest.raises(BlockingIOError):
@@ -304,5 +309,5 @@ for where in ("/sandbox", "/tmp", "/dev/shm"):
         assert error.errno == errno.ENOSPC, error
     assert written <= 64 << 20, (where, written)
 """
-    result = run_program(CTYPES + fill, mode="bubblewrap", timeout_s=30)
+    result = run_program(CTYPES + fill, mode="bubblewrap", timeout_s=120)
     assert result.passed, result.detail
