@@ -71,6 +71,7 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
         self.config = config
         self.sender = updates.PersonalSender()
         self.mixtures: dict[int, np.ndarray] = {}  # client id -> its next flat adapter
+        self._mixed: np.ndarray | None = None  # K x D block the mixtures of a round live in
         self.history: list[SimilarityRound] = []
         updates.warn_privacy(self.name)
 
@@ -102,8 +103,14 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
         # Keep copies for clients absent this round, so last round's K x D block is freed
         # before the new one is allocated (its memory is then reused, not faulted in afresh).
         self.mixtures = {c: v.copy() for c, v in self.mixtures.items() if c not in set(clients)}
-        mixed = personalized_mixtures(thetas, W, np.asarray(p), self.config.mixing)
-        self.mixtures.update(zip(clients, mixed, strict=True))
+        # Last round's K x D block is now unused (what was sent was read by updates(), the
+        # absent clients' rows were copied): write this round's mixtures into it.
+        if self._mixed is not None and self._mixed.shape != thetas.shape:
+            self._mixed = None  # freed before the new block is allocated
+        self._mixed = personalized_mixtures(
+            thetas, W, np.asarray(p), self.config.mixing, out=self._mixed
+        )
+        self.mixtures.update(zip(clients, self._mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
 

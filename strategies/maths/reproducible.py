@@ -55,10 +55,19 @@ def aligned_copy(array: np.ndarray, dtype: np.dtype | type | None = None) -> np.
     return out
 
 
-def aligned_matmul(a: np.ndarray, b: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
-    """a @ b in ``dtype`` with both operands and the result aligned (kernel fixed by shape)."""
+def aligned_matmul(
+    a: np.ndarray, b: np.ndarray, dtype: np.dtype | type, out: np.ndarray | None = None
+) -> np.ndarray:
+    """a @ b in ``dtype`` with both operands and the result aligned (kernel fixed by shape).
+
+    ``out`` (optional) is an aligned buffer of the result's shape and dtype to write into.
+    """
     a, b = aligned_copy(a, dtype), aligned_copy(b, dtype)
-    out = aligned_empty((a.shape[0], b.shape[1]), dtype)
+    shape = (a.shape[0], b.shape[1])
+    if out is None:
+        out = aligned_empty(shape, dtype)
+    elif out.shape != shape or out.dtype != np.dtype(dtype) or not is_aligned(out):
+        raise ValueError(f"out must be an aligned {shape} {np.dtype(dtype)} array")
     return np.matmul(a, b, out=out)
 
 

@@ -22,6 +22,7 @@ from strategies.maths.averaging import normalized_weights
 from strategies.maths.cluster_tools import farthest_point_kmeans, max_overlap_assignment
 from strategies.maths.reproducible import (
     aligned_copy,
+    aligned_empty,
     aligned_matmul,
     sum_of_squares,
     weighted_row_sum,
@@ -110,9 +111,13 @@ def peer_weights(S: np.ndarray, self_weight: float, tau: float = 1.0) -> np.ndar
 
 
 def personalized_mixtures(
-    thetas: np.ndarray, W: np.ndarray, p: np.ndarray, lam: float
+    thetas: np.ndarray, W: np.ndarray, p: np.ndarray, lam: float, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Row i = (1 − λ)·Σ_j p_j θ_j + λ·Σ_j W_ij θ_j for K×D parameters ``thetas``."""
+    """Row i = (1 − λ)·Σ_j p_j θ_j + λ·Σ_j W_ij θ_j for K×D parameters ``thetas``.
+
+    ``out``: an aligned K×D buffer to write into (last round's, so that no fresh gigabyte has
+    to be faulted in), or None for a new one.
+    """
     thetas = np.asarray(thetas)
     if thetas.ndim != 2:
         raise ValueError(f"thetas must be K×D, got shape {thetas.shape}")
@@ -130,10 +135,12 @@ def personalized_mixtures(
     dtype = _compute_dtype(thetas)
     if lam == 0.0:
         # Exactly fedavg: one global mean repeated, not K matmul rows that could round apart.
-        return np.repeat(weighted_row_sum(thetas, weights, dtype)[None, :], K, axis=0)
+        out = aligned_empty(thetas.shape, dtype) if out is None else out
+        out[...] = weighted_row_sum(thetas, weights, dtype)[None, :]
+        return out
     mix = (1.0 - lam) * weights[None, :] + lam * W  # K×K: the coefficients of every mixture
     # K²·D flops rule out element-wise sums; aligned operands fix the BLAS kernel instead.
-    return aligned_matmul(mix, thetas, dtype)
+    return aligned_matmul(mix, thetas, dtype, out=out)
 
 
 def assign_to_nearest(delta: np.ndarray, centroids: np.ndarray) -> int:

@@ -83,3 +83,17 @@ def test_unknown_nodes_get_the_global_mean():
     for key, value in to_numpy(global_1).items():
         np.testing.assert_array_equal(by_node[99][key], value)
     assert not all(np.array_equal(by_node[1][k], v) for k, v in to_numpy(global_1).items())
+
+
+def test_an_absent_clients_mixture_survives_the_next_round():
+    """Round 2 writes its mixtures into round 1's K x D block; a client absent from round 2
+    keeps exactly the mixture it had."""
+    x0 = lora_state(np.random.default_rng(0))
+    clients = PlantedClients(x0)
+    sim = strategy("similarity-weighted", tau=0.5, mixing=1.0)
+    _, _, global_1 = train_round(sim, 1, x0, FakeGrid([1, 2, 3]), clients.update)
+    kept = {c: v.copy() for c, v in sim.mixtures.items()}
+    train_round(sim, 2, global_1, FakeGrid([2, 3, 4]), clients.update)  # client 0 is absent
+    assert set(sim.mixtures) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(sim.mixtures[0], kept[0])
+    assert not np.array_equal(sim.mixtures[1], kept[1])
