@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,8 @@ DEPLOY = REPO / "deploy"
 # The environment running the tests: the repository's .venv, or a shared one (a git worktree).
 VENV = Path(sys.prefix)
 BIN = VENV / "bin"
+# deploy/start_proxy.sh needs nginx (scripts/setup.sh installs nginx-light when run as root).
+HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
 
 
 def free_port() -> int:

@@ -29,9 +29,13 @@ from safetensors import safe_open
 from client.personal_store import PERSONAL_FILE, load_personal
 from client.privacy import LEDGER_FILE
 from server.run_dir import read_metrics
-from tests.deployment.federation import BIN, LocalFederation, free_port, wait_for
+from tests.deployment.federation import BIN, HAS_NGINX, LocalFederation, free_port, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1500),
+    pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)"),
+]
 
 TASKS = {1: "generation", 2: "translation", 3: "summarization"}
 TINY = [

@@ -10,7 +10,6 @@ and the ``flwr`` CLI, is in ``test_deployment.py``.
 from __future__ import annotations
 
 import http.server
-import shutil
 import ssl
 import subprocess
 import threading
@@ -20,12 +19,9 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from tests.deployment.federation import DEPLOY, LocalFederation
+from tests.deployment.federation import DEPLOY, HAS_NGINX, LocalFederation
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
-    reason="nginx is not installed (scripts/setup.sh installs nginx-light as root)",
-)
+pytestmark = pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)")
 
 FLEET = [
     "activate-node",
