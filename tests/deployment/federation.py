@@ -30,6 +30,20 @@ VENV = Path(sys.prefix)
 BIN = VENV / "bin"
 # deploy/start_proxy.sh needs nginx (scripts/setup.sh installs nginx-light when run as root).
 HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
+# The Fleet routes a SuperNode with a registered key calls (flwr/supernode/fleet_http_client.py):
+# all the proxy publishes.
+FLEET_ROUTES = (
+    "activate-node",
+    "deactivate-node",
+    "send-node-heartbeat",
+    "pull-messages",
+    "push-messages",
+    "get-run",
+    "get-fab",
+    "push-object",
+    "pull-object",
+    "confirm-message-received",
+)
 
 
 def free_port() -> int:
