@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,22 @@ DEPLOY = REPO / "deploy"
 # The environment running the tests: the repository's .venv, or a shared one (a git worktree).
 VENV = Path(sys.prefix)
 BIN = VENV / "bin"
+# deploy/start_proxy.sh needs nginx (scripts/setup.sh installs nginx-light when run as root).
+HAS_NGINX = bool(shutil.which("nginx")) or Path("/usr/sbin/nginx").exists()
+# The Fleet routes a SuperNode with a registered key calls (flwr/supernode/fleet_http_client.py):
+# all the proxy publishes.
+FLEET_ROUTES = (
+    "activate-node",
+    "deactivate-node",
+    "send-node-heartbeat",
+    "pull-messages",
+    "push-messages",
+    "get-run",
+    "get-fab",
+    "push-object",
+    "pull-object",
+    "confirm-message-received",
+)
 
 
 def free_port() -> int:

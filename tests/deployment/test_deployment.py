@@ -29,9 +29,20 @@ from safetensors import safe_open
 from client.personal_store import PERSONAL_FILE, load_personal
 from client.privacy import LEDGER_FILE
 from server.run_dir import read_metrics
-from tests.deployment.federation import BIN, LocalFederation, free_port, wait_for
+from tests.deployment.federation import (
+    BIN,
+    FLEET_ROUTES,
+    HAS_NGINX,
+    LocalFederation,
+    free_port,
+    wait_for,
+)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1500),
+    pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)"),
+]
 
 TASKS = {1: "generation", 2: "translation", 3: "summarization"}
 TINY = [
@@ -185,9 +196,10 @@ def test_public_address_serves_only_the_fleet_api(fed, path):
         assert direct.status_code == 200
 
 
-def test_fleet_routes_pass_the_proxy_but_need_a_node_signature(fed):
+@pytest.mark.parametrize("route", FLEET_ROUTES)
+def test_fleet_routes_pass_the_proxy_but_need_a_node_signature(fed, route):
     response = httpx.post(
-        f"https://127.0.0.1:{fed.public_port}/v1/fleet/activate-node",
+        f"https://127.0.0.1:{fed.public_port}/v1/fleet/{route}",
         verify=str(fed.certs / "ca.crt"),
         headers={"content-type": "application/protobuf"},
     )

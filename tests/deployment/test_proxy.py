@@ -10,7 +10,6 @@ and the ``flwr`` CLI, is in ``test_deployment.py``.
 from __future__ import annotations
 
 import http.server
-import shutil
 import ssl
 import subprocess
 import threading
@@ -20,25 +19,10 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from tests.deployment.federation import DEPLOY, LocalFederation
+from tests.deployment.federation import DEPLOY, FLEET_ROUTES, HAS_NGINX, LocalFederation
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
-    reason="nginx is not installed (scripts/setup.sh installs nginx-light as root)",
-)
+pytestmark = pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)")
 
-FLEET = [
-    "activate-node",
-    "deactivate-node",
-    "send-node-heartbeat",
-    "pull-messages",
-    "push-messages",
-    "get-run",
-    "get-fab",
-    "push-object",
-    "pull-object",
-    "confirm-message-received",
-]
 REFUSED = [
     "/v1/control/list-runs",
     "/v1/control/register-node",
@@ -107,7 +91,7 @@ def _post(fed: LocalFederation, raw_path: str, method: str = "POST") -> httpx.Re
         return client.send(request)
 
 
-@pytest.mark.parametrize("route", FLEET)
+@pytest.mark.parametrize("route", FLEET_ROUTES)
 def test_fleet_routes_reach_the_superlink(proxy, route):
     response = _post(proxy, f"/v1/fleet/{route}")
     assert response.status_code == 200 and response.text == "ok"
