@@ -2,8 +2,9 @@
 
 Prints one JSON line per configuration run: ``config``, ``s_per_step``, ``tokens_per_s``,
 ``peak_rss_mb`` (the process's ``ru_maxrss``, loading included), ``rss_after_load_mb``,
-``loss_first`` and ``loss_last`` (and every step's loss with ``--trajectory``). A configuration
-is ``kind:dtype[:ckpt]``:
+``cpu_s_per_step`` (the process's CPU time per step: with ``--threads 1`` a measure of work
+that holds while other jobs share the machine), ``loss_first`` and ``loss_last`` (and every
+step's loss with ``--trajectory``). A configuration is ``kind:dtype[:ckpt]``:
 
 - ``client``: the project's :func:`client.train.train` on the CoLoRA model (shared LoRA + Sigma_k
   hooks), response-only LM head, one Sigma_k step then ``--steps`` shared steps;
@@ -35,6 +36,11 @@ from itertools import islice
 
 DEFAULT_CONFIGS = "client:fp32,client:bf16,peft:fp32,peft:bf16"
 LEARNING_RATE = 3e-4
+
+
+def _clock() -> tuple[float, float]:
+    """Wall time and this process's CPU time (a work measure that holds on a busy machine)."""
+    return time.perf_counter(), time.process_time()
 
 
 def _rss_mb() -> float:
@@ -69,7 +75,7 @@ def _client_losses(model, batches, steps: int, stamps: list[float]) -> list[floa
         Phase("sigma", personal_parameters(model), 1, 1e-3),
         Phase("shared", shared_parameters(model), steps, LEARNING_RATE),
     ]
-    result = train(model, batches, phases, on_step=lambda *_: stamps.append(time.perf_counter()))
+    result = train(model, batches, phases, on_step=lambda *_: stamps.append(_clock()))
     return result.step_losses
 
 
@@ -92,7 +98,7 @@ def _peft_losses(model, batches, steps: int, stamps: list[float]) -> list[float]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        stamps.append(time.perf_counter())
+        stamps.append(_clock())
     return losses
 
 
@@ -106,6 +112,8 @@ def _one(config: str, args) -> dict:
     from runconfig.schema import AdapterSettings, ModelSettings
 
     kind, dtype, *flags = config.split(":")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     spec = ModelSettings(source="bundled", quantization=args.quantization)
     base = load_base_model(spec, compute_dtype=dtype, gradient_checkpointing="ckpt" in flags)
@@ -116,16 +124,18 @@ def _one(config: str, args) -> dict:
         model = get_peft_model(base, lora_config(settings))
     rss_loaded = _rss_mb()
     batches = _batches(args, load_tokenizer(spec))
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     run = _client_losses if kind == "client" else _peft_losses
     losses = run(model, batches, args.steps, stamps)
-    seconds = (stamps[-1] - stamps[0]) / args.steps  # the first step is the untimed warm-up
+    (wall0, cpu0), (wall1, cpu1) = stamps[0], stamps[-1]  # after the untimed warm-up step
+    seconds, cpu_seconds = (wall1 - wall0) / args.steps, (cpu1 - cpu0) / args.steps
     row = {
         "config": config,
         "quantization": args.quantization,
         "compute_dtype": str(precision.of(base)).removeprefix("torch."),
         "data": args.data,
         "s_per_step": seconds,
+        "cpu_s_per_step": cpu_seconds,
         "tokens_per_s": args.batch_size * args.seq_len / seconds,
         "peak_rss_mb": _rss_mb(),
         "rss_after_load_mb": rss_loaded,
@@ -148,6 +158,7 @@ def main() -> None:
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated")
     parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
     parser.add_argument("--trajectory", action="store_true", help="print every step's loss")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
