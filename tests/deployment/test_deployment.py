@@ -32,7 +32,6 @@ from server.run_dir import read_metrics
 from tests.deployment.federation import (
     BIN,
     FLEET_ROUTES,
-    HAS_NGINX,
     LocalFederation,
     free_port,
     wait_for,
@@ -41,7 +40,6 @@ from tests.deployment.federation import (
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(1500),
-    pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)"),
 ]
 
 TASKS = {1: "generation", 2: "translation", 3: "summarization"}

@@ -19,9 +19,7 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from tests.deployment.federation import DEPLOY, FLEET_ROUTES, HAS_NGINX, LocalFederation
-
-pytestmark = pytest.mark.skipif(not HAS_NGINX, reason="nginx is not installed (scripts/setup.sh)")
+from tests.deployment.federation import DEPLOY, FLEET_ROUTES, LocalFederation
 
 REFUSED = [
     "/v1/control/list-runs",
