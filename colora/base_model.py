@@ -191,8 +191,8 @@ def dense_4bit_weights(model) -> Iterator[None]:
         state = getattr(state, "quant_state", None)
         if not isinstance(module, bnb.nn.Linear4bit) or state is None:
             continue
-        if getattr(state, "packing_format_for_cpu", False):
-            continue
+        if getattr(state, "packing_format_for_cpu", False) or "forward" in vars(module):
+            continue  # repacked for inference, or dense already (a nested context)
         dtype = module.compute_dtype or state.dtype
         weight = bnb.functional.dequantize_4bit(module.weight.data, state).to(dtype)
         module.forward = functools.partial(_dense_forward, module, weight)
