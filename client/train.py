@@ -95,6 +95,15 @@ def _set_trainable(all_params: Iterable[nn.Parameter], active: Sequence[nn.Param
 
 
 def train(
+    model: nn.Module, batches: Iterator[Batch], phases: Sequence[Phase], **options
+) -> TrainResult:
+    """Run ``phases`` in order (see :func:`_train`) with an NF4 base dequantised once for the
+    whole round rather than at every product."""
+    with dense_4bit_weights(model):
+        return _train(model, batches, phases, **options)
+
+
+def _train(
     model: nn.Module,
     batches: Iterator[Batch],
     phases: Sequence[Phase],
@@ -109,41 +118,40 @@ def train(
     trainable = [p for phase in phases for p in phase.params]
     result, by_task = TrainResult(), defaultdict(list)
     start = time.perf_counter()
-    with dense_4bit_weights(model):  # dequantised once per round, not at every product
-        for phase in phases:
-            if phase.steps == 0:
-                continue
-            _set_trainable(trainable, phase.params)
-            optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
-            schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
-            )
-            for step in range(phase.steps):
-                step_loss = 0.0
-                for _ in range(grad_accum):
-                    batch = next(batches)
-                    losses = per_example_loss(model, batch)
-                    loss = losses.mean()
-                    if proximal is not None and proximal[0] > 0:
-                        mu, params, anchors = proximal
-                        loss = loss + 0.5 * mu * sum(
-                            (p - a.to(p.device)).pow(2).sum()
-                            for p, a in zip(params, anchors, strict=True)
-                        )
-                    (loss / grad_accum).backward()
-                    step_loss += loss.item() / grad_accum
-                    for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
-                        by_task[task].append(value)
-                    result.examples_seen += len(batch.tasks)
-                if not math.isfinite(step_loss):
-                    raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
-                torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.step_losses.append(step_loss)
-                if on_step is not None:
-                    on_step(phase.name, step + 1, phase.steps, step_loss)
+    for phase in phases:
+        if phase.steps == 0:
+            continue
+        _set_trainable(trainable, phase.params)
+        optimizer = torch.optim.AdamW(phase.params, lr=phase.learning_rate, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(min(warmup_steps, phase.steps - 1), phase.steps)
+        )
+        for step in range(phase.steps):
+            step_loss = 0.0
+            for _ in range(grad_accum):
+                batch = next(batches)
+                losses = per_example_loss(model, batch)
+                loss = losses.mean()
+                if proximal is not None and proximal[0] > 0:
+                    mu, params, anchors = proximal
+                    loss = loss + 0.5 * mu * sum(
+                        (p - a.to(p.device)).pow(2).sum()
+                        for p, a in zip(params, anchors, strict=True)
+                    )
+                (loss / grad_accum).backward()
+                step_loss += loss.item() / grad_accum
+                for task, value in zip(batch.tasks, losses.detach().tolist(), strict=True):
+                    by_task[task].append(value)
+                result.examples_seen += len(batch.tasks)
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"{phase.name} step {step + 1}: loss is {step_loss}")
+            torch.nn.utils.clip_grad_norm_(phase.params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.step_losses.append(step_loss)
+            if on_step is not None:
+                on_step(phase.name, step + 1, phase.steps, step_loss)
     _set_trainable(trainable, [])
     result.task_losses = {task: sum(v) / len(v) for task, v in by_task.items()}
     result.seconds = time.perf_counter() - start

@@ -64,6 +64,11 @@ def test_the_layers_get_their_own_forward_back():
     with dense_4bit_weights(model):
         assert all("forward" in vars(layer) for layer in layers)
     assert not any("forward" in vars(layer) for layer in layers)
+    with dense_4bit_weights(model):
+        with dense_4bit_weights(model):  # nested: the outer context keeps its dense layers
+            pass
+        assert all("forward" in vars(layer) for layer in layers)
+    assert not any("forward" in vars(layer) for layer in layers)
     with pytest.raises(RuntimeError), dense_4bit_weights(model):
         raise RuntimeError("an error inside still restores the layers")
     assert not any("forward" in vars(layer) for layer in layers)
