@@ -14,7 +14,7 @@ from tests.e2e import TINY_RUN
 
 pytestmark = pytest.mark.slow
 
-BASE = {**TINY_RUN, "strategy.min-train-nodes": 3}
+BASE = {**TINY_RUN, "strategy.min-train-nodes": 3, "strategy.min-available-nodes": 3}
 
 
 def _run(tmp_path, data_root, name, **overrides):
