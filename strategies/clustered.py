@@ -42,6 +42,7 @@ from strategies.maths.similarity import (
     cosine_matrix,
     spectral_clusters,
 )
+from strategies.maths.sketch import count_sketch, sketch_rows
 from strategies.ordering import by_client
 
 METHODS = ("spectral", "linkage")
@@ -123,10 +124,16 @@ class Clustered(flwr_strategy.FedAvg):
     def _join(self, clients: list[int], sketches: np.ndarray) -> None:
         """Sticky membership: only clients never assigned get a cluster, the nearest one."""
         ids = sorted(self.directions)
+        if not ids:
+            return
+        centroids = np.stack([self.directions[i] for i in ids])
+        if centroids.shape[1] != sketches.shape[1]:
+            # A checkpoint written before updates were sketched holds whole mean updates.
+            width = self.sender.sketch_width
+            centroids = sketch_rows(centroids, count_sketch(centroids.shape[1], width))
         for client, delta in zip(clients, sketches, strict=True):
-            if client not in self.assignment and ids:
-                nearest = assign_to_nearest(delta, np.stack([self.directions[i] for i in ids]))
-                self.assignment[client] = ids[nearest]
+            if client not in self.assignment:
+                self.assignment[client] = ids[assign_to_nearest(delta, centroids)]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -23,6 +23,7 @@ from strategies.maths.cluster_tools import farthest_point_kmeans, max_overlap_as
 from strategies.maths.reproducible import (
     aligned_copy,
     aligned_empty,
+    aligned_gram,
     aligned_matmul,
     sum_of_squares,
     weighted_row_sum,
@@ -54,8 +55,7 @@ def cosine_matrix(deltas: np.ndarray) -> np.ndarray:
     x = np.asarray(deltas)
     if x.ndim != 2:
         raise ValueError(f"deltas must be K×D, got shape {x.shape}")
-    x = aligned_copy(x, np.float64)
-    gram = aligned_matmul(x, x.T, np.float64)
+    gram = aligned_gram(x, np.float64)
     norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
     denominator = np.outer(norms, norms)
     S = np.divide(gram, denominator, out=np.zeros_like(gram), where=denominator > 0)

@@ -8,7 +8,7 @@ from flwr.app import ConfigRecord
 
 from colora.wire import to_numpy
 from runconfig.fields import ConfigError
-from strategies.maths.averaging import weighted_average
+from strategies.maths.averaging import flatten_state, weighted_average
 from tests.strategies.fakes import FakeGrid, lora_state, sent_state, strategy, train_round
 from tests.strategies.planted import PlantedClients, task_of
 
@@ -64,3 +64,25 @@ def test_warmup_then_sticky_membership_and_newcomers_join_the_nearest_cluster():
 def test_bad_method_is_named():
     with pytest.raises(ConfigError, match=r"strategy\.cluster-method"):
         strategy("clustered", **{"cluster-method": "kmeans"})
+
+
+def test_a_checkpoint_with_whole_mean_updates_still_places_newcomers():
+    """Checkpoints from before the sketch hold D-long cluster directions; a newcomer is then
+    compared in sketch space after sketching them (sketch width 48 < D = 66 here)."""
+    x0 = lora_state(np.random.default_rng(0))
+    clients = PlantedClients(x0)
+    old = strategy("clustered")
+    old.sender.sketch_width = 48
+    flat = flatten_state(x0)
+    old.load_state(
+        {
+            # clients 0, 1, 2 in clusters 5, 6, 7; their whole mean updates, as stored before
+            "cluster-assignment": np.array([[0, 5], [1, 6], [2, 7]], np.int64),
+            **{f"cluster-adapter/{5 + t}": flat for t in range(3)},
+            **{f"cluster-direction/{5 + t}": clients.directions[t] for t in range(3)},
+        }
+    )
+    train_round(old, 2, x0, FakeGrid(range(1, 8)), clients.update)
+    assert old.directions[5].shape == (48,)  # refreshed in sketch space
+    for client in (3, 4, 5, 6):  # newcomers join the cluster of their task (client mod 3)
+        assert old.assignment[client] == 5 + client % 3
