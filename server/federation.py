@@ -95,7 +95,7 @@ def _evaluate(strategy, grid, cfg, server_round, arrays):
     Returns (bytes sent, accepted replies, rejections)."""
     messages = strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid)
     evaluation = exchange(grid, messages, cfg.run.round_timeout, cfg.comm)
-    accepted, rejected = screen_evaluations(evaluation.sent, evaluation.replies)
+    accepted, rejected = screen_evaluations(evaluation.sent, evaluation.replies, _limits(cfg))
     try:
         strategy.aggregate_evaluate(server_round, accepted)
     except Exception:  # client content must never end the run
@@ -145,6 +145,11 @@ def _secure(grid, train_messages, server_round, cfg):
     return sent, replies, rejected
 
 
+def _limits(cfg: RunConfig) -> WeightLimits:
+    share, train = cfg.strategy.max_client_share, cfg.train
+    return WeightLimits(train.max_train_examples, share, train.eval_examples)
+
+
 def _train(trainer, grid, cfg, server_round, arrays):
     """(sent, accepted canonical replies, rejections, bytes down, bytes up) of a train round."""
     train_messages = trainer.configure_train(server_round, arrays, ConfigRecord(), grid)
@@ -155,8 +160,7 @@ def _train(trainer, grid, cfg, server_round, arrays):
         train = exchange(grid, train_messages, cfg.run.round_timeout, cfg.comm)
         sent, replies, rejected = train.sent, train.replies, train.rejected
         bytes_down, uploaded = train.bytes_down, lambda reply: train.bytes_up.get(id(reply), 0)
-    limits = WeightLimits(cfg.train.max_train_examples, cfg.strategy.max_client_share)
-    accepted, more = screen_replies(sent, replies, limits)
+    accepted, more = screen_replies(sent, replies, _limits(cfg))
     bytes_up = sum(uploaded(reply) for reply in accepted)
     return sent, accepted, [*rejected, *more], bytes_down, bytes_up
 

@@ -41,10 +41,12 @@ class Rejection:
 
 @dataclass(frozen=True)
 class WeightLimits:
-    """``train.max-train-examples`` (0 = none) and ``strategy.max-client-share``."""
+    """``train.max-train-examples`` (0 = none), ``strategy.max-client-share`` and
+    ``train.eval-examples`` (0 = none), which bounds an evaluate reply's count per task."""
 
     max_task_examples: int = 0
     max_share: float = 1.0
+    max_eval_examples: int = 0
 
 
 def _check_layout(sent: Message, parsed: TrainReply) -> str | None:
@@ -103,12 +105,14 @@ def _split(sent, replies, parse):
     return accepted, rejected
 
 
-def _capped_metrics(parsed: TrainReply, weight: float) -> dict[str, int | float]:
+def _capped_metrics(
+    parsed: TrainReply | contract.EvalReply, weight: float
+) -> dict[str, int | float]:
     metrics = dict(parsed.metrics)
     if weight < parsed.num_examples:
         scale = weight / parsed.num_examples
         metrics[contract.NUM_EXAMPLES] = weight
-        for task, count in parsed.task_examples.items():
+        for task, count in getattr(parsed, "task_examples", {}).items():
             metrics[contract.TASK_EXAMPLES + task] = count * scale
         log.warning(
             "Capped the weight of client %s from %g to %g examples (strategy.max-client-share)",
@@ -136,18 +140,30 @@ def screen_replies(
     return accepted, rejected
 
 
-def _parse_evaluate(sent: Message | None, reply: Message) -> contract.EvalReply:
+def _parse_evaluate(
+    sent: Message | None, reply: Message, limits: WeightLimits
+) -> contract.EvalReply:
     if sent is None and not reply.has_error():
         raise ReplyError("reply to a message this round did not send")
-    return contract.parse_evaluate(reply)
+    parsed = contract.parse_evaluate(reply)
+    most = limits.max_eval_examples * max(len(parsed.eval_losses), 1)
+    if limits.max_eval_examples > 0 and parsed.num_examples > most:
+        raise ReplyError(
+            f"metric 'num-examples' = {parsed.num_examples:g} exceeds train.eval-examples = "
+            f"{limits.max_eval_examples} for each of its {len(parsed.eval_losses)} task(s)"
+        )
+    return parsed
 
 
 def screen_evaluations(
-    sent: Sequence[Message], replies: Sequence[Message]
+    sent: Sequence[Message], replies: Sequence[Message], limits: WeightLimits = WeightLimits()
 ) -> tuple[list[Message], list[Rejection]]:
     """Split evaluate ``replies`` into accepted canonical messages (validated metrics only)
-    and logged rejections."""
-    pairs, rejected = _split(sent, replies, _parse_evaluate)
-    for reply, parsed in pairs:
-        reply.content = RecordDict({"metrics": MetricRecord(dict(parsed.metrics))})
+    and logged rejections. Example counts are bounded and capped as for train replies: CoBa
+    weights each task's validation loss by them."""
+    pairs, rejected = _split(sent, replies, lambda s, r: _parse_evaluate(s, r, limits))
+    weights = capped_weights([p.num_examples for _, p in pairs], limits.max_share)
+    for (reply, parsed), weight in zip(pairs, weights, strict=True):
+        metrics = MetricRecord(_capped_metrics(parsed, float(weight)))
+        reply.content = RecordDict({"metrics": metrics})
     return [reply for reply, _ in pairs], rejected

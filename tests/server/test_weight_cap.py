@@ -124,3 +124,40 @@ def test_counts_beyond_the_configured_limit_are_rejected(tmp_path):
     (line,) = rundir.read_metrics(result.run_dir)
     (rejection,) = line["rejected"]
     assert rejection["node_id"] == 2 and "train.max-train-examples = 64" in rejection["reason"]
+
+
+def _evaluated_on(n: float, loss: float = 100.0):
+    """Node 2's evaluate reply: ``n`` examples of its task at a loss of ``loss``."""
+
+    def reply(message: Message) -> Message:
+        metrics = {
+            names.CLIENT_ID: 1,
+            names.NUM_EXAMPLES: n,
+            names.EVAL_LOSS: loss,
+            names.EVAL_LOSS_TASK + TASKS[2]: loss,
+        }
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
+
+    return reply
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_an_evaluate_count_beyond_eval_examples_is_rejected(tmp_path):
+    # CoBa weights each task's validation loss by these counts: 1e15 would own the history.
+    grid = AnsweringGrid(evaluate={2: _evaluated_on(1e15)})
+    result = federate(tmp_path, grid, **{"strategy.name": "coba", "train.eval-examples": 16})
+    (line,) = rundir.read_metrics(result.run_dir)
+    (rejection,) = line["rejected"]
+    assert rejection["node_id"] == 2 and "train.eval-examples = 16" in rejection["reason"]
+    assert TASKS[2] not in line["eval_loss_by_task"]
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_evaluate_counts_are_capped_like_train_counts(tmp_path):
+    # Honest nodes report 4 examples each; 16 is within train.eval-examples but would hold 2/3.
+    grid = AnsweringGrid(evaluate={2: _evaluated_on(16)})
+    result = federate(tmp_path, grid, **{"strategy.name": "coba", "train.eval-examples": 16})
+    (line,) = rundir.read_metrics(result.run_dir)
+    counts = {e[names.CLIENT_ID]: e[names.NUM_EXAMPLES] for e in line["eval"]}
+    assert counts == {0: 4, 1: 8.0, 2: 4}  # capped at half: 8 / (4 + 8 + 4)
+    assert not line["rejected"]
