@@ -164,9 +164,11 @@ def keep_4bit_differentiable(model) -> None:
 
 
 def _dense_forward(module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``module``'s product with its dequantised weight, in the weight's (compute) dtype."""
+    """``module``'s product with its dequantised weight, computed in the weight's (compute)
+    dtype and returned in the input's, as bitsandbytes does: the LoRA update is then added to
+    an fp32 result, where bf16 would round a young adapter's small update away."""
     bias = None if module.bias is None else module.bias.to(weight.dtype)
-    return F.linear(x.to(weight.dtype), weight, bias)
+    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
 
 @contextlib.contextmanager
@@ -177,11 +179,10 @@ def dense_4bit_weights(model) -> Iterator[None]:
     again in each backward; on the CPU that cost more than the matrix products themselves
     (about 16 ms per 576 x 1536 weight, about 4 s of a 4 x 256 training step of the bundled
     model). Inside this context each layer multiplies by its weight dequantised once, to the
-    same values bitsandbytes would compute, so the numbers are those of QLoRA, and gradients
-    flow to the input as they do through ``MatMul4Bit``. The output stays in the compute dtype,
-    as an ``nn.Linear`` under autocast does. The dense copies (2 bytes per weight in bf16)
-    exist only inside the context; at rest the base stays 4-bit. Layers that bitsandbytes has
-    repacked for its CPU inference kernel are left alone.
+    same values bitsandbytes would compute, so the results are bit-identical (tested), and
+    gradients flow to the input as they do through ``MatMul4Bit``. The dense copies (2 bytes
+    per weight in bf16) exist only inside the context; at rest the base stays 4-bit. Layers
+    that bitsandbytes has repacked for its CPU inference kernel are left alone.
     """
     import bitsandbytes as bnb
 

@@ -47,12 +47,14 @@ def test_fp32_results_are_bit_identical():
         torch.testing.assert_close(dense_grads[name], grads[name], rtol=0, atol=0, msg=name)
 
 
-def test_bf16_results_are_close():
+def test_bf16_results_are_bit_identical():
     model = _model("bf16")
-    logits, _ = _logits_and_grads(model)
+    logits, grads = _logits_and_grads(model)
     with dense_4bit_weights(model):
-        dense_logits, _ = _logits_and_grads(model)
-    torch.testing.assert_close(dense_logits, logits, rtol=0.05, atol=0.05)
+        dense_logits, dense_grads = _logits_and_grads(model)
+    torch.testing.assert_close(dense_logits, logits, rtol=0, atol=0)
+    for name in grads:
+        torch.testing.assert_close(dense_grads[name], grads[name], rtol=0, atol=0, msg=name)
 
 
 def test_the_layers_get_their_own_forward_back():
