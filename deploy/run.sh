@@ -2,7 +2,8 @@
 # Submit the fedcolora app to the secured SuperLink and stream its logs until it finishes.
 #
 #   CERTS_DIR=deploy/certs deploy/run.sh [key=value ...]
-#   e.g. deploy/run.sh "num-server-rounds=5" "run-name='fed-5'" "strategy.min-train-nodes=3"
+#   e.g. deploy/run.sh "num-server-rounds=5" "run-name='fed-5'" "strategy.min-train-nodes=3" \
+#     "strategy.min-available-nodes=3"   # must be >= min-train-nodes
 #
 # Writes the connection [superlink.$CONNECTION] (the loopback Control API at CONTROL_ADDRESS,
 # root certificate $CERTS_DIR/ca.crt) into $FLWR_HOME/config.toml (default: the repository's
