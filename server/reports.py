@@ -50,7 +50,7 @@ def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, fl
                 weight = entry.get(TASK_EXAMPLES + task, entry.get(NUM_EXAMPLES, 1))
                 sums[task] += weight * value
                 weights[task] += weight
-    return {task: sums[task] / weights[task] for task in sorted(sums)}
+    return {task: sums[task] / weights[task] for task in sorted(sums) if weights[task] > 0}
 
 
 def round_record(

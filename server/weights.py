@@ -28,9 +28,17 @@ def capped_weights(weights, max_share: float) -> np.ndarray:
 
     Water-filling: with the m largest weights capped at c and the rest summing to R, the cap
     binds when c / (m c + R) = max_share, i.e. c = max_share R / (1 - m max_share). When the
-    share cannot be met (max_share K <= 1) every client gets the same weight.
+    share cannot be met (max_share K <= 1) every client gets the same weight. Clients of
+    weight 0 (an evaluation on no examples) hold no share and are left out; a lone client of
+    positive weight keeps it, since no cap can lower a share of 1.
     """
     w = np.asarray(weights, dtype=np.float64)
+    positive = w > 0
+    if np.count_nonzero(positive) < w.size:
+        out = w.copy()
+        if np.count_nonzero(positive) > 1:
+            out[positive] = capped_weights(w[positive], max_share)
+        return out
     if w.size == 0 or max_share >= 1 or w.max() <= max_share * w.sum():
         return w
     if max_share * w.size <= 1:

@@ -161,3 +161,10 @@ def test_evaluate_counts_are_capped_like_train_counts(tmp_path):
     counts = {e[names.CLIENT_ID]: e[names.NUM_EXAMPLES] for e in line["eval"]}
     assert counts == {0: 4, 1: 8.0, 2: 4}  # capped at half: 8 / (4 + 8 + 4)
     assert not line["rejected"]
+
+
+def test_clients_of_weight_zero_hold_no_share():
+    # Evaluations on no examples: the lone client with data keeps its count (it is all there
+    # is), and among several the cap applies to the positive ones only.
+    assert capped_weights([0, 2, 0], 0.5).tolist() == [0, 2, 0]
+    assert capped_weights([0, 30, 0, 10, 10], 0.5).tolist() == [0, 20, 0, 10, 10]
