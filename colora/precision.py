@@ -6,9 +6,10 @@ the optimizer, the residual stream's additions and the loss in fp32. bf16 keeps 
 range, so no loss scaling is needed. It pays on CUDA and on CPUs with native bf16 dot products
 (AVX512-BF16, AMX); elsewhere the CPU emulates it and it is slower than fp32.
 
-``train.compute-dtype`` picks it: ``auto`` (the default) resolves to bf16 on CUDA and on such
-CPUs, fp32 otherwise. The choice covers the NF4 compute dtype (``bnb_4bit_compute_dtype``), the
-``torch.autocast`` region of training, evaluation loss and generation.
+``train.compute-dtype`` picks it: ``auto`` (the default) resolves to bf16 on CUDA GPUs that
+support it natively (Ampere and later) and on such CPUs, fp32 otherwise. The choice covers the
+NF4 compute dtype (``bnb_4bit_compute_dtype``), the ``torch.autocast`` region of training,
+evaluation loss and generation.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def resolve(name: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"compute dtype {name!r}; valid: {', '.join(COMPUTE_DTYPES)}")
     if name != "auto":
         return _BY_NAME[name]
-    fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    if device.type == "cuda":  # Ampere and later; older GPUs emulate bf16 slowly
+        fast = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        fast = device.type == "cpu" and cpu_has_fast_bf16()
     return torch.bfloat16 if fast else torch.float32
 
 

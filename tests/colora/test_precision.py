@@ -25,17 +25,19 @@ def test_cpu_flags_come_from_the_first_cpu():
 
 
 @pytest.mark.parametrize(
-    ("name", "fast_cpu", "device", "expected"),
+    ("name", "fast_cpu", "fast_gpu", "device", "expected"),
     [
-        ("auto", True, CPU, torch.bfloat16),
-        ("auto", False, CPU, torch.float32),
-        ("auto", False, CUDA, torch.bfloat16),
-        ("fp32", True, CUDA, torch.float32),
-        ("bf16", False, CPU, torch.bfloat16),
+        ("auto", True, False, CPU, torch.bfloat16),
+        ("auto", False, False, CPU, torch.float32),
+        ("auto", False, True, CUDA, torch.bfloat16),
+        ("auto", True, False, CUDA, torch.float32),  # a pre-Ampere GPU would emulate bf16
+        ("fp32", True, True, CUDA, torch.float32),
+        ("bf16", False, False, CPU, torch.bfloat16),
     ],
 )
-def test_resolve(monkeypatch, name, fast_cpu, device, expected):
+def test_resolve(monkeypatch, name, fast_cpu, fast_gpu, device, expected):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_cpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: fast_gpu)
     assert precision.resolve(name, device) == expected
 
 
