@@ -155,13 +155,14 @@ def _train(trainer, grid, cfg, server_round, arrays):
     train_messages = trainer.configure_train(server_round, arrays, ConfigRecord(), grid)
     if cfg.privacy.secure_aggregation:
         sent, replies, rejected = _secure(grid, train_messages, server_round, cfg)
-        bytes_down, uploaded = sum(message_bytes(m) for m in sent), message_bytes
+        bytes_down = sum(message_bytes(m) for m in sent)
+        uploaded = lambda accepted: sum(message_bytes(m) for m in accepted)  # noqa: E731
     else:
         train = exchange(grid, train_messages, cfg.run.round_timeout, cfg.comm)
         sent, replies, rejected = train.sent, train.replies, train.rejected
-        bytes_down, uploaded = train.bytes_down, lambda reply: train.bytes_up.get(id(reply), 0)
+        bytes_down, uploaded = train.bytes_down, train.uploaded
     accepted, more = screen_replies(sent, replies, _limits(cfg))
-    bytes_up = sum(uploaded(reply) for reply in accepted)
+    bytes_up = uploaded(accepted)
     return sent, accepted, [*rejected, *more], bytes_down, bytes_up
 
 
