@@ -11,7 +11,8 @@ step's loss with ``--trajectory``). A configuration is ``kind:dtype[:ckpt]``:
 - ``peft``: a plain PEFT LoRA loop with identical settings (same base, quantization, LoRA r/alpha/
   targets, compute dtype, checkpointing, AdamW, clipping): ``model(..., labels=...).loss``;
 - ``dtype``: ``fp32``, ``bf16`` or ``auto`` (``train.compute-dtype``); ``ckpt``: activation
-  checkpointing on.
+  checkpointing on; ``whole``: the whole batch in one pass (no ``train.micro-batch-size``
+  pieces; by default both loops use the same pieces, ``--micro-batch-size``, 0 = auto).
 
 Each run is a fresh subprocess (so peak RSS is its own), and ``--repeats`` rounds run every
 configuration once each in turn, so a slow spell on a shared machine hits all of them alike.
@@ -34,7 +35,7 @@ import sys
 import time
 from itertools import islice
 
-DEFAULT_CONFIGS = "client:fp32,client:bf16,peft:fp32,peft:bf16"
+DEFAULT_CONFIGS = "client:bf16,peft:bf16,client:bf16:whole,peft:bf16:whole,client:fp32"
 LEARNING_RATE = 3e-4
 
 
@@ -67,7 +68,7 @@ def _batches(args, tokenizer):
     return iter(lambda: batch, None)
 
 
-def _client_losses(model, batches, steps: int, stamps: list[float]) -> list[float]:
+def _client_losses(model, batches, steps: int, stamps: list[float], micro: int) -> list[float]:
     from client.train import Phase, train
     from colora.adapter import personal_parameters, shared_parameters
 
@@ -75,14 +76,18 @@ def _client_losses(model, batches, steps: int, stamps: list[float]) -> list[floa
         Phase("sigma", personal_parameters(model), 1, 1e-3),
         Phase("shared", shared_parameters(model), steps, LEARNING_RATE),
     ]
-    result = train(model, batches, phases, on_step=lambda *_: stamps.append(_clock()))
+    step = lambda *_: stamps.append(_clock())  # noqa: E731
+    result = train(model, batches, phases, micro_batch_size=micro, on_step=step)
     return result.step_losses
 
 
-def _peft_losses(model, batches, steps: int, stamps: list[float]) -> list[float]:
-    """The plain loop a PEFT user writes: HF's own loss over the full logits, AdamW."""
+def _peft_losses(model, batches, steps: int, stamps: list[float], micro: int) -> list[float]:
+    """The plain loop a PEFT user writes: HF's own loss over the full logits, AdamW; with
+    ``micro`` > 0, gradient accumulation over pieces of ``micro`` examples, each piece's token
+    mean weighted by its share of the batch's labelled tokens (HF's loss is a token mean)."""
     import torch
 
+    from client.train import split_batch
     from colora import precision
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -90,14 +95,18 @@ def _peft_losses(model, batches, steps: int, stamps: list[float]) -> list[float]
     model.train()
     losses = []
     for batch in islice(batches, steps + 1):
-        with precision.autocast(model):
-            loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                         labels=batch.labels).loss  # fmt: skip
-        loss.backward()
+        total, loss = (batch.labels[:, 1:] != -100).sum(), 0.0
+        for piece in split_batch(batch, micro):
+            with precision.autocast(model):
+                piece_loss = model(input_ids=piece.input_ids, attention_mask=piece.attention_mask,
+                                   labels=piece.labels).loss  # fmt: skip
+            share = (piece.labels[:, 1:] != -100).sum() / total
+            (piece_loss * share).backward()
+            loss += (piece_loss * share).item()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(loss)
         stamps.append(_clock())
     return losses
 
@@ -106,9 +115,10 @@ def _one(config: str, args) -> dict:
     import torch
     from peft import get_peft_model
 
+    from client.train import resolve_micro_batch_size
     from colora import precision
     from colora.adapter import attach_adapters, lora_config
-    from colora.base_model import load_base_model, load_tokenizer
+    from colora.base_model import device, load_base_model, load_tokenizer
     from runconfig.schema import AdapterSettings, ModelSettings
 
     kind, dtype, *flags = config.split(":")
@@ -126,7 +136,8 @@ def _one(config: str, args) -> dict:
     batches = _batches(args, load_tokenizer(spec))
     stamps: list[tuple[float, float]] = []
     run = _client_losses if kind == "client" else _peft_losses
-    losses = run(model, batches, args.steps, stamps)
+    micro = 0 if "whole" in flags else resolve_micro_batch_size(args.micro_batch_size, device())
+    losses = run(model, batches, args.steps, stamps, micro)
     (wall0, cpu0), (wall1, cpu1) = stamps[0], stamps[-1]  # after the untimed warm-up step
     seconds, cpu_seconds = (wall1 - wall0) / args.steps, (cpu1 - cpu0) / args.steps
     row = {
@@ -142,6 +153,7 @@ def _one(config: str, args) -> dict:
         "loss_first": losses[1],
         "loss_last": losses[-1],
         "threads": torch.get_num_threads(),
+        "micro_batch_size": micro or args.batch_size,
     }
     if args.trajectory:
         row["losses"] = losses[1:]
@@ -158,6 +170,7 @@ def main() -> None:
     parser.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated")
     parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--micro-batch-size", type=int, default=0, help="0 = auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
     parser.add_argument("--trajectory", action="store_true", help="print every step's loss")
     parser.add_argument("--one", help=argparse.SUPPRESS)

@@ -24,7 +24,7 @@ import torch
 from client.batching import batch_stream, eval_batches
 from client.personal_store import PERSONAL_FILE, load_personal, save_personal
 from client.runtime import ClientData, ModelRuntime
-from client.train import Phase, evaluate_loss, train
+from client.train import Phase, evaluate_loss, resolve_micro_batch_size, train
 from codetasks.evaluate import EvalSettings, evaluate_model
 from colora.adapter import (
     FACTORS,
@@ -38,6 +38,7 @@ from colora.adapter import (
     shared_parameters,
     shared_state,
 )
+from colora.base_model import device
 from colora.export import save_adapter
 from runconfig.schema import RunConfig
 from strategies import contract as names
@@ -247,6 +248,7 @@ def train_round(
         ),
         _phases(cfg, runtime, plan),
         grad_accum=cfg.train.grad_accum,
+        micro_batch_size=resolve_micro_batch_size(cfg.train.micro_batch_size, device()),
         warmup_steps=cfg.train.warmup_steps,
         proximal=(plan.proximal_mu, params, anchors) if plan.proximal_mu > 0 else None,
         on_step=on_step,

@@ -147,6 +147,13 @@ class TrainSettings:
         "'fp32', or 'auto': bf16 on CUDA and on CPUs with AVX512-BF16 or AMX, else fp32. "
         "Covers the NF4 compute dtype, training, evaluation and generation.",
     )
+    micro_batch_size: int = option(
+        0,
+        "Examples per forward/backward pass: each batch runs in pieces of this size with the "
+        "same gradient, so activations are kept for one piece at a time. 0 = auto: 1 on the "
+        "CPU (a fraction of the memory for a few percent of time; see the README), the whole "
+        "batch on CUDA.",
+    )
     gradient_checkpointing: str = option(
         "auto",
         "Recompute each decoder layer's activations in the backward pass: 'on', 'off', or "
@@ -160,7 +167,7 @@ class TrainSettings:
         one_of("train", "schedule", self.schedule, SCHEDULES)
         one_of("train", "compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         one_of("train", "gradient_checkpointing", self.gradient_checkpointing, CHECKPOINTING)
-        for name in ("sigma_steps", "warmup_steps", "max_train_examples"):
+        for name in ("sigma_steps", "warmup_steps", "max_train_examples", "micro_batch_size"):
             require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
             require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")

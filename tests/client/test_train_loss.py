@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from client.batching import IGNORE, collate, encode_all
-from client.train import per_example_loss
+from client.train import (
+    _backward_in_pieces,
+    per_example_loss,
+    resolve_micro_batch_size,
+    split_batch,
+)
 from codetasks.loading import load_task
 from colora import precision
 from colora.adapter import attach_adapters
@@ -94,3 +99,48 @@ def test_bf16_compute_is_close_to_fp32(batch, quantization):
         reference, mixed = per_example_loss(fp32, batch), per_example_loss(bf16, batch)
     assert mixed.dtype == torch.float32  # the loss itself stays fp32
     torch.testing.assert_close(mixed, reference, rtol=2e-2, atol=0)
+
+
+def test_split_batch_cuts_each_piece_to_its_longest_row(batch):
+    pieces = split_batch(batch, 2)
+    assert [len(p.tasks) for p in pieces] == [2, 1]
+    assert split_batch(batch, 0) == [batch] and split_batch(batch, 3) == [batch]
+    lengths = batch.attention_mask.sum(dim=1)
+    for piece, rows in zip(pieces, ([0, 1], [2]), strict=True):
+        width = int(lengths[rows].max())
+        assert piece.input_ids.shape == (len(rows), width)
+        assert torch.equal(piece.input_ids, batch.input_ids[rows, :width])
+        assert torch.equal(piece.labels, batch.labels[rows, :width])
+        assert piece.tasks == tuple(batch.tasks[r] for r in rows)
+    assert pieces[1].input_ids.shape[1] < batch.input_ids.shape[1]  # padding dropped
+
+
+def _grads_after_backward(model, batch, size: int, grad_accum: int):
+    model.zero_grad(set_to_none=True)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name or "personal_sigma" in name)
+    losses = _backward_in_pieces(model, batch, size, grad_accum)
+    return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_micro_batches_give_the_whole_batch_gradient(batch, size):
+    model = _model()
+    model.train()
+    whole_losses, whole = _grads_after_backward(model, batch, 0, grad_accum=2)
+    losses, grads = _grads_after_backward(model, batch, size, grad_accum=2)
+    torch.testing.assert_close(losses, whole_losses, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == whole.keys() and len(grads) > 0
+    for name in grads:  # the same sum in another order: equal to float rounding
+        torch.testing.assert_close(grads[name], whole[name], rtol=1e-4, atol=1e-7)
+    # and it is the mean loss over grad_accum = 2 batches: half the gradient of the mean
+    _, expected_grads = _loss_and_grads(per_example_loss, model, batch)
+    for name in grads:
+        torch.testing.assert_close(2 * grads[name], expected_grads[name], rtol=1e-4, atol=1e-7)
+
+
+def test_micro_batch_size_auto_is_one_on_the_cpu_and_whole_on_cuda():
+    assert resolve_micro_batch_size(0, torch.device("cpu")) == 1
+    assert resolve_micro_batch_size(0, torch.device("cuda")) == 0
+    assert resolve_micro_batch_size(3, torch.device("cpu")) == 3
+    assert resolve_micro_batch_size(3, torch.device("cuda")) == 3

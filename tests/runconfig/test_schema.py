@@ -35,6 +35,7 @@ def test_round_trip_through_flat_keys(defaults):
         ({"train.batchsize": 4}, r"unknown config key 'train\.batchsize'"),
         ({"model.quantization": "int3"}, r"model\.quantization = 'int3': must be one of"),
         ({"adapter.rank": 0}, r"adapter\.rank = 0: must be >= 1"),
+        ({"train.micro-batch-size": -1}, r"train\.micro-batch-size = -1: must be >= 0"),
         ({"data.tasks": "generation,poetry"}, r"data\.tasks = 'poetry': unknown task"),
         ({"resume": "yes"}, r"resume = 'yes': expected true or false"),
         ({"optimizer.lr": 1.0}, r"unknown config section in key 'optimizer\.lr'"),
