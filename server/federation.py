@@ -26,6 +26,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from colora.contract import decode_record
 from colora.wire import to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
@@ -33,9 +34,8 @@ from server.central_dp import build_central_dp
 from server.reports import log_round, round_record
 from server.screening import Rejection, WeightLimits, screen_evaluations, screen_replies
 from server.secure_aggregation import secure_round
+from server.tensorboard import write_round
 from server.wire_exchange import exchange, message_bytes
-from simulations.tensorboard import write_round
-from strategies.contract import decode_record
 from strategies.maths.validation import check_update
 from strategies.ordering import by_client
 from strategies.registry import build_strategy

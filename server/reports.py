@@ -16,7 +16,7 @@ from typing import Any
 
 from flwr.app import Message
 
-from strategies.contract import (
+from colora.contract import (
     CLIENT_ID,
     DP_DELTA,
     DP_DELTA_SPENT,
@@ -64,7 +64,7 @@ def round_record(
     bytes_up: int,
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
-    # Replies are screened (strategies.contract): client-id is present and an integer.
+    # Replies are screened (colora.contract): client-id is present and an integer.
     train = sorted((_metrics(m) for m in train_replies), key=lambda m: m[CLIENT_ID])
     evals = sorted(
         (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m[CLIENT_ID]

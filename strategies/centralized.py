@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora import contract
 from strategies import protocol
 from strategies.ordering import by_client
 
@@ -64,8 +65,8 @@ class Centralized(flwr_strategy.FedAvg):
     ) -> Iterable[Message]:
         # Flower's own sample size, so K is what FedAvg would train this round.
         k = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
-        config[protocol.POOLED_DATA] = True
-        config[protocol.STEPS_SCALE] = k
+        config[contract.POOLED_DATA] = True
+        config[contract.STEPS_SCALE] = k
         return self._to_trainer(
             list(super().configure_train(server_round, arrays, config, grid)), grid
         )
@@ -73,7 +74,7 @@ class Centralized(flwr_strategy.FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config[protocol.POOLED_DATA] = True
+        config[contract.POOLED_DATA] = True
         return self._to_trainer(
             list(super().configure_evaluate(server_round, arrays, config, grid)), grid
         )

@@ -23,10 +23,10 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora.contract import EVAL_LOSS_TASK, NUM_EXAMPLES, TASK_EXAMPLES
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages
-from strategies.contract import EVAL_LOSS_TASK, NUM_EXAMPLES, TASK_EXAMPLES
 from strategies.maths.averaging import weighted_average
 from strategies.maths.coba import client_weights, coba_terms
 from strategies.ordering import by_client

@@ -21,29 +21,14 @@ from flwr.serverapp import strategy as flwr_strategy
 from colora.wire import to_record
 from strategies import messages
 from strategies.maths.averaging import weighted_average
-from strategies.maths.lora_products import lora_pairs
-from strategies.merged_term import Factors, MergedTerm, stacked_factors
+from strategies.maths.lora_products import residual_factors
+from strategies.merged_term import MergedTerm
 from strategies.ordering import by_client
 
 
 @dataclass(frozen=True)
 class FedExLoraConfig:
     """FedEx-LoRA has no parameters beyond the common ``strategy.*`` keys."""
-
-
-def residual_factors(
-    states: list[dict[str, np.ndarray]], weights: list[float], mean: Mapping[str, np.ndarray]
-) -> dict[str, Factors]:
-    """Per layer, factors whose product is sum_k p_k B_k A_k - B_bar A_bar."""
-    stacked = stacked_factors(states, weights)
-    out = {}
-    for layer, (a_key, b_key) in lora_pairs(mean).items():
-        b, a = stacked[layer]
-        out[layer] = (
-            np.concatenate([b, mean[b_key]], axis=1),
-            np.concatenate([a, -mean[a_key]], axis=0),
-        )
-    return out
 
 
 class FedExLora(flwr_strategy.FedAvg):

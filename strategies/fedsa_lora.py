@@ -15,6 +15,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora import contract
 from colora.wire import to_numpy, to_record
 from strategies import messages, protocol
 from strategies.ordering import by_client
@@ -43,7 +44,7 @@ class FedSaLora(flwr_strategy.FedAvg):
         self.full: ArrayRecord | None = None
 
     def _send(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
-        config[protocol.PRIVATE_FACTORS] = ",".join(PRIVATE)
+        config[contract.PRIVATE_FACTORS] = ",".join(PRIVATE)
         return messages.select_factors(arrays, SENT)
 
     def configure_train(

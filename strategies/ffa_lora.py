@@ -16,6 +16,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora import contract
 from colora.wire import to_numpy, to_record
 from strategies import messages, protocol
 from strategies.ordering import by_client
@@ -47,7 +48,7 @@ class FfaLora(flwr_strategy.FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.full = arrays
-        config[protocol.TRAIN_FACTORS] = ",".join(SENT)
+        config[contract.TRAIN_FACTORS] = ",".join(SENT)
         sent = messages.select_factors(arrays, SENT)
         return super().configure_train(server_round, sent, config, grid)
 

@@ -22,7 +22,8 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option
 from strategies import messages
-from strategies.merged_term import MergedTerm, stacked_factors
+from strategies.maths.lora_products import stacked_factors
+from strategies.merged_term import MergedTerm
 from strategies.ordering import by_client
 
 

@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora import contract
 from strategies import protocol
 
 PRIVATE = ("A", "B")
@@ -48,13 +49,13 @@ class LocalOnly(flwr_strategy.FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.initial = arrays
-        config[protocol.PRIVATE_FACTORS] = ",".join(PRIVATE)
+        config[contract.PRIVATE_FACTORS] = ",".join(PRIVATE)
         return super().configure_train(server_round, ArrayRecord(), config, grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config[protocol.PRIVATE_FACTORS] = ",".join(PRIVATE)
+        config[contract.PRIVATE_FACTORS] = ",".join(PRIVATE)
         return super().configure_evaluate(server_round, ArrayRecord(), config, grid)
 
     def aggregate_train(

@@ -15,18 +15,17 @@ server assumes nothing. D is kept unscaled; clients apply the scale s = alpha / 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 
+from colora import contract as keys
 from colora.wire import to_record
 from strategies import messages
-from strategies import protocol as keys
-from strategies.maths.lora_products import flora_stack, lora_pairs
+from strategies.maths.lora_products import Factors
 from strategies.maths.reproducible import aligned_matmul
 
-Factors = tuple[np.ndarray, np.ndarray]  # (B_inc d_out x q, A_inc q x d_in)
 _TOTAL, _ROUND = "merged/", "merged-round"
 
 
@@ -117,15 +116,3 @@ class MergedTerm:
     def log(self) -> dict:
         ranks = [b.shape[1] for b, _ in self.increment.values()]
         return {"merged-round": self.round, "merged-increment-rank": max(ranks, default=0)}
-
-
-def stacked_factors(
-    states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]
-) -> dict[str, Factors]:
-    """FLoRA stacking per layer: B = [B_1 ... B_K], A = [p_1 A_1; ...; p_K A_K], so that
-    B @ A = sum_k p_k B_k A_k for any per-client ranks (``lora_products.flora_stack``)."""
-    out = {}
-    for layer, (a_key, b_key) in lora_pairs(states[0]).items():
-        a, b = flora_stack([s[a_key] for s in states], [s[b_key] for s in states], weights)
-        out[layer] = (b, a)
-    return out

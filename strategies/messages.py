@@ -2,7 +2,7 @@
 
 Strategies keep Flower's sampling (``configure_train`` of the parent class) and, where they
 personalise, re-address each sampled node's message with its own content. Replies are already
-screened by ``server.screening`` into the canonical form of ``strategies.contract`` (metrics
+screened by ``server.screening`` into the canonical form of ``colora.contract`` (metrics
 validated, example counts capped), so nothing here re-validates them.
 
 Heterogeneous ranks follow HetLoRA (https://arxiv.org/abs/2401.06432): with ``client-ranks``,
@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from colora import contract as keys
+from colora.contract import CLIENT_ID, NUM_EXAMPLES, decode_array
+from colora.keys import lora_rank, split_lora_key, zero_pad_rank
 from colora.wire import to_record
 from runconfig.fields import require
-from strategies import protocol as keys
-from strategies.contract import CLIENT_ID, NUM_EXAMPLES, decode_array
-from strategies.maths.averaging import lora_rank, split_lora_key, weighted_average, zero_pad_rank
+from strategies.maths.averaging import weighted_average
 
 State = dict[str, np.ndarray]
 RANKS_HELP = (

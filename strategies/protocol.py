@@ -8,10 +8,8 @@ The loop screens replies before ``aggregate_*`` sees them, and additionally call
 ``metrics.jsonl`` line, so it must be JSON-serialisable). The trivial bodies below are assigned as
 class attributes by strategies that keep no state, so there is no shared base class to inherit.
 
-**To the clients**: keys of the train/evaluate ``ConfigRecord`` tell a client how to assemble
-its shared adapter and what to send back. The reply's ``arrays`` always carries exactly the keys
-the server sent (new values; fewer ranks with ``client-ranks``), so screening can check a reply
-against what was sent. Absent keys mean plain FedAvg/CoLoRA behaviour.
+**To the clients**: the config keys and reply metrics live in :mod:`colora.contract`, a layer
+below both the strategies and the client (issue 15).
 """
 
 from __future__ import annotations
@@ -22,21 +20,6 @@ from typing import Protocol
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-
-# Metric names are spelled once, in the reply contract; these two double as config keys.
-from strategies.contract import CLIENT_ID, MERGE_ROUND  # noqa: F401
-
-# ConfigRecord keys, server -> client. Values are strings of comma-separated items or numbers.
-TRAIN_FACTORS = "train-factors"  # "A,B" (default) or "B" (FFA-LoRA: A stays frozen)
-PRIVATE_FACTORS = "private-factors"  # factors kept on the client's disk: "B" (FedSA), "A,B"
-CLIENT_RANKS = "client-ranks"  # "8,4,2": client-id c trains rank ranks[c % len] (HetLoRA)
-MERGE_MODE = "merge-mode"  # "keep" | "add" | "replace": the frozen merged term (FLoRA, FedEx)
-POOLED_DATA = "pooled-data"  # centralized baseline: train on every partition's data
-STEPS_SCALE = "steps-scale"  # centralized baseline: steps x this, the federation's budget
-PROXIMAL_MU = "proximal-mu"  # FedProx: (mu / 2) * ||theta - theta_global||^2 in the loss
-MERGE_RECORD = "merge"  # ArrayRecord beside "arrays" carrying the frozen-term payload
-# Keys inside the merge record: "<lora layer>.<suffix>".
-MERGE_A, MERGE_B, MERGE_DENSE = "merge_A", "merge_B", "merge_W"
 
 
 class FederatedStrategy(Protocol):

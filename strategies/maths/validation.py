@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from strategies.maths.averaging import split_lora_key
+from colora.keys import split_lora_key
 
 State = Mapping[str, np.ndarray]
 

@@ -4,9 +4,9 @@ per-node merge protocol sends a dense term, an increment or nothing, as each nod
 import numpy as np
 from flwr.app import ConfigRecord
 
+from colora.keys import truncate_rank
 from colora.wire import to_numpy, to_record
-from strategies.maths.averaging import truncate_rank
-from strategies.maths.lora_products import lora_pairs, product_average
+from strategies.maths.lora_products import lora_pairs
 from tests.strategies.fakes import (
     LAYERS,
     FakeGrid,
@@ -16,6 +16,7 @@ from tests.strategies.fakes import (
     strategy,
     train_round,
 )
+from tests.strategies.lora_oracles import product_average
 
 
 def _merge(message):
