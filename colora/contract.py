@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,3 +306,28 @@ def decode_record(record: ArrayRecord) -> dict[str, np.ndarray]:
             raise ReplyError(f"array key {key!r} is not a string")
         out[key] = decode_array(array, key)
     return out
+
+
+def weighted_mean(
+    entries: Iterable[Mapping[str, Any]], key: str, task: str = "", *, task_counts: bool = True
+) -> float:
+    """Mean of ``entry[key]`` over the entries (reply metrics) that have it, weighted by the
+    entry's ``num-examples.<task>`` (with ``task_counts``), else its ``num-examples``, else 1;
+    NaN when the weights sum to 0. Summed in entry order, so the bits depend on the order the
+    caller fixes."""
+    task_key = TASK_EXAMPLES + task if task_counts else NUM_EXAMPLES
+    pairs = [(e.get(task_key, e.get(NUM_EXAMPLES, 1)), e[key]) for e in entries if key in e]
+    total = sum(w for w, _ in pairs)
+    return sum(w * v for w, v in pairs) / total if total else math.nan
+
+
+def task_means(
+    entries: Iterable[Mapping[str, Any]], prefix: str, *, task_counts: bool = True
+) -> dict[str, float]:
+    """``{task: weighted_mean of <prefix><task>}`` for every task some entry reports (e.g.
+    ``prefix = "eval-loss."``), sorted by task; tasks whose weights sum to 0 are left out.
+    The one per-task mean of the round record and of CoBa's loss history."""
+    entries = list(entries)
+    tasks = sorted({k.removeprefix(prefix) for e in entries for k in e if k.startswith(prefix)})
+    means = {t: weighted_mean(entries, prefix + t, t, task_counts=task_counts) for t in tasks}
+    return {task: mean for task, mean in means.items() if not math.isnan(mean)}

@@ -132,8 +132,8 @@ class CentralDp:
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The strategy's aggregate plus N(0, (z·C/m)²) per coordinate; one accounted release."""
-        if not replies:
-            return self.wrapper.strategy.aggregate_train(server_round, replies)
+        if not replies:  # nothing to release, nothing spent (the loop never gets here)
+            return None, None
         # Sensitivity is C/m for the m updates actually in the mean: a dropout must raise the
         # noise, not keep the level set for the sampled count.
         self.wrapper.num_sampled_clients = len(replies)

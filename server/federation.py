@@ -69,10 +69,14 @@ def _record_failed_round(run_dir, server_round, message, rejected, t0) -> None:
     write_round(run_dir, record)
 
 
-def _too_few(sent, accepted, strategy) -> str:
+def _too_few(sent, accepted, strategy) -> str | None:
+    """Why a round with these replies cannot aggregate, or None when it has enough. Checked
+    here once for every strategy (``strategies.base.Strategy.min_replies``)."""
+    if len(accepted) >= strategy.min_replies:
+        return None
     return (
         f"only {len(accepted)} of {len(sent)} clients "
-        f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
+        f"replied with a usable update (min-train-nodes = {strategy.min_replies})"
     )
 
 
@@ -186,9 +190,12 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
         accepted = by_client(accepted)
-        new_arrays, why = _aggregate(trainer, server_round, accepted, initial)
+        too_few = _too_few(sent, accepted, strategy)
+        new_arrays, why = (
+            (None, too_few) if too_few else _aggregate(trainer, server_round, accepted, initial)
+        )
         if new_arrays is None:
-            reason = why or _too_few(sent, accepted, strategy)
+            reason = why or "the strategy returned no arrays"
             _record_failed_round(run_dir, server_round, reason, rejected, t0)
             _save(run_dir, server_round, arrays, strategy)
             continue

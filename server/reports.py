@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,14 +21,12 @@ from colora.contract import (
     DP_DELTA_SPENT,
     DP_EPSILON,
     DP_EPSILON_SPENT,
-    EVAL_LOSS,
-    NUM_EXAMPLES,
-    TASK_EXAMPLES,
-    TRAIN_LOSS,
+    EVAL_LOSS_TASK,
     TRAIN_LOSS_FIRST,
     TRAIN_LOSS_LAST,
     TRAIN_LOSS_TASK,
     TRAIN_SECONDS,
+    task_means,
 )
 
 log = logging.getLogger(__name__)
@@ -37,20 +34,6 @@ log = logging.getLogger(__name__)
 
 def _metrics(message: Message) -> dict[str, Any]:
     return dict(message.content["metrics"])
-
-
-def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, float]:
-    """Example-weighted mean of ``<prefix>.<task>`` over clients."""
-    sums: dict[str, float] = defaultdict(float)
-    weights: dict[str, float] = defaultdict(float)
-    for entry in entries:
-        for key, value in entry.items():
-            if key.startswith(prefix + "."):
-                task = key[len(prefix) + 1 :]
-                weight = entry.get(TASK_EXAMPLES + task, entry.get(NUM_EXAMPLES, 1))
-                sums[task] += weight * value
-                weights[task] += weight
-    return {task: sums[task] / weights[task] for task in sorted(sums) if weights[task] > 0}
 
 
 def round_record(
@@ -76,8 +59,8 @@ def round_record(
         "bytes_up": bytes_up,
         "train": train,
         "eval": evals,
-        "train_loss_by_task": _per_task(train, TRAIN_LOSS),
-        "eval_loss_by_task": _per_task(evals, EVAL_LOSS),
+        "train_loss_by_task": task_means(train, TRAIN_LOSS_TASK),
+        "eval_loss_by_task": task_means(evals, EVAL_LOSS_TASK),
         "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
         **_privacy(train),
         **extra,

@@ -8,13 +8,12 @@ depend on the harness (issue 15).
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from colora.contract import EVAL_METRIC, NUM_EXAMPLES, TASK_EXAMPLES
+from colora.contract import EVAL_METRIC, weighted_mean
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -28,15 +27,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return records
-
-
-def weighted_mean(entries: Sequence[Mapping[str, Any]], key: str, task: str = "") -> float:
-    """Mean of ``entry[key]`` weighted by ``num-examples.<task>`` or ``num-examples``."""
-    pairs = [
-        (e.get(TASK_EXAMPLES + task, e.get(NUM_EXAMPLES, 1)), e[key]) for e in entries if key in e
-    ]
-    total = sum(w for w, _ in pairs)
-    return sum(w * v for w, v in pairs) / total if total else math.nan
 
 
 def eval_metrics_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:

@@ -26,8 +26,8 @@ from typing import Any
 # module ("TensorBoard logging requires TensorBoard version 1.15 or above") and killed a run.
 from torch.utils.tensorboard import SummaryWriter
 
-from colora.contract import TRAIN_LOSS
-from server.round_record import eval_metrics_by_task, read_records, weighted_mean
+from colora.contract import TRAIN_LOSS, weighted_mean
+from server.round_record import eval_metrics_by_task, read_records
 
 TB_DIR = "tensorboard"
 _WRITTEN = "written.json"

@@ -19,7 +19,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from colora import contract
-from strategies import protocol
+from strategies.base import Strategy
 from strategies.ordering import by_client
 
 
@@ -28,7 +28,7 @@ class CentralizedConfig:
     """Centralized training has no parameters beyond the common ``strategy.*`` keys."""
 
 
-class Centralized(flwr_strategy.FedAvg):
+class Centralized(Strategy, flwr_strategy.FedAvg):
     """One pooled-data trainer taking the federation's steps budget each round."""
 
     name = "centralized"
@@ -36,15 +36,14 @@ class Centralized(flwr_strategy.FedAvg):
         "centralized is the pooled-data baseline: one client holds everyone's data, so there is "
         "nothing for secure aggregation to protect."
     )
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    round_log = protocol.empty_log
-    aggregate_evaluate = protocol.skip_evaluate
 
     def __init__(self, config: CentralizedConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
+        super().__init__(config, **common)
         self.trainer: int | None = None
+
+    @property
+    def min_replies(self) -> int:
+        return 1  # the one pooled-data trainer
 
     def _to_trainer(self, sampled: list[Message], grid: Grid) -> list[Message]:
         if not sampled:

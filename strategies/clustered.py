@@ -27,9 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
@@ -79,7 +77,7 @@ class ClusteredConfig:
         )
 
 
-class Clustered(flwr_strategy.FedAvg):
+class Clustered(updates.SendsPersonal):
     """Clusters found from update similarity; FedAvg within each cluster."""
 
     name = "clustered"
@@ -89,30 +87,15 @@ class Clustered(flwr_strategy.FedAvg):
     )
 
     def __init__(self, config: ClusteredConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.sender = updates.PersonalSender()
+        super().__init__(config, **common)
         self.assignment: dict[int, int] = {}  # client id -> cluster id, sticky once set
         self.adapters: dict[int, np.ndarray] = {}  # cluster id -> flat adapter
         self.directions: dict[int, np.ndarray] = {}  # cluster id -> mean update, for newcomers
         self.similarity: tuple[int, list[int], np.ndarray] | None = None  # round, clients, S
-        updates.warn_privacy(self.name)
 
-    def _adapter(self, client: int | None) -> np.ndarray | None:
+    def personal(self, client: int | None) -> np.ndarray | None:
         cluster = self.assignment.get(client) if client is not None else None
         return self.adapters.get(cluster) if cluster is not None else None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_train(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._adapter, remember=True)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_evaluate(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._adapter, remember=False)
 
     def _split(self, clients: list[int], S: np.ndarray) -> None:
         if self.config.cluster_method == "spectral":
@@ -139,8 +122,6 @@ class Clustered(flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
         clients, thetas, sketches = self.sender.updates(replies)
         p = np.asarray(messages.example_counts(replies))
         S = cosine_matrix(sketches)
@@ -157,9 +138,6 @@ class Clustered(flwr_strategy.FedAvg):
             self.adapters[cluster] = weighted_row_sum(thetas, weights)
             self.directions[cluster] = weighted_row_sum(sketches, weights)
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        self.sender.nodes.learn(replies)
 
     def round_log(self, server_round: int) -> dict:
         sizes: dict[str, int] = {}

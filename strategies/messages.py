@@ -114,17 +114,6 @@ def average(replies: Sequence[Message], rank: int | None = None) -> State:
     return weighted_average(padded(states(replies), rank), example_counts(replies))
 
 
-def average_record(
-    replies: Iterable[Message], min_nodes: int, rank: int | None
-) -> tuple[ArrayRecord | None, None]:
-    """``aggregate_train`` of the averaging strategies: FedAvg of the replies, or nothing when
-    fewer than ``min_nodes`` usable replies arrived."""
-    replies = list(replies)
-    if len(replies) < min_nodes:
-        return None, None
-    return to_record(average(replies, rank)), None
-
-
 def select_factors(arrays: ArrayRecord, factors: Iterable[str]) -> ArrayRecord:
     """The LoRA factors ``"A"`` and/or ``"B"`` of ``arrays`` (what FFA/FedSA-LoRA send)."""
     wanted = set(factors)

@@ -5,8 +5,8 @@ class, so ``configure_train``/``aggregate_train``/``configure_evaluate``/``aggre
 keep Flower's signatures (https://flower.ai/docs/framework/ref-api/flwr.serverapp.strategy.html).
 The loop screens replies before ``aggregate_*`` sees them, and additionally calls
 ``state_arrays``/``load_state`` (checkpoint and resume) and ``round_log`` (merged into the round's
-``metrics.jsonl`` line, so it must be JSON-serialisable). The trivial bodies below are assigned as
-class attributes by strategies that keep no state, so there is no shared base class to inherit.
+``metrics.jsonl`` line, so it must be JSON-serialisable). :class:`strategies.base.Strategy`
+carries the defaults every strategy starts from.
 
 **To the clients**: the config keys and reply metrics live in :mod:`colora.contract`, a layer
 below both the strategies and the client (issue 15).
@@ -29,6 +29,8 @@ class FederatedStrategy(Protocol):
     # "" when the weighted mean of the clients' updates is all the strategy needs, so it can
     # run under secure aggregation; otherwise the reason it needs each update in the clear.
     individual_updates: str
+    # The fewest usable train replies a round aggregates; the loop checks it, not the strategy.
+    min_replies: int
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -49,27 +51,3 @@ class FederatedStrategy(Protocol):
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None: ...
 
     def round_log(self, server_round: int) -> dict: ...
-
-
-def no_state(self) -> dict[str, np.ndarray]:
-    """``state_arrays`` of a strategy that keeps nothing between rounds."""
-    return {}
-
-
-def ignore_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-    """``load_state`` of a strategy that keeps nothing between rounds."""
-    del arrays
-
-
-def empty_log(self, server_round: int) -> dict:
-    """``round_log`` of a strategy with nothing to add to ``metrics.jsonl``."""
-    return {}
-
-
-def skip_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-    """``aggregate_evaluate``: ``server.reports`` records the per-task eval metrics itself.
-
-    Flower's version checks that every reply has the same metric keys, which fails here:
-    clients report ``eval-loss.<task>`` for their own tasks only.
-    """
-    del server_round, replies

@@ -100,3 +100,26 @@ def unflatten_state(
         out[key] = vector[start : start + size].reshape(template.shape).astype(template.dtype)
         start += size
     return out
+
+
+def update_matrix(
+    states: Sequence[dict[str, np.ndarray]], sent: dict[str, np.ndarray], keys: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K x D matrix of reply - sent over ``keys``, filled row by row with no K x D
+    temporaries; ``sent`` flattened over ``keys``). Every reply must have the sent shapes:
+    a zero-padded rank would look like an update (robust-fedavg)."""
+    for key in keys:
+        for index, state in enumerate(states):
+            if state[key].shape != sent[key].shape:
+                raise ValueError(
+                    f"reply {index} has shape {state[key].shape} for '{key}', "
+                    f"{sent[key].shape} was sent (client-ranks is not supported)"
+                )
+    dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
+    width = sum(int(sent[key].size) for key in keys)
+    deltas = np.empty((len(states), width), dtype=dtype)
+    sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
+    for row, state in enumerate(states):
+        flatten_state(state, keys, out=deltas[row])
+        deltas[row] -= sent_flat
+    return deltas, sent_flat
