@@ -31,7 +31,8 @@ from colora.wire import to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.central_dp import build_central_dp
-from server.reports import log_round, round_record
+from server.reports import failed_record, log_round, round_record
+from server.round_record import RoundRecord
 from server.screening import Rejection, WeightLimits, screen_evaluations, screen_replies
 from server.secure_aggregation import secure_round
 from server.tensorboard import write_round
@@ -58,15 +59,14 @@ def _record_failed_round(run_dir, server_round, message, rejected, t0) -> None:
         message,
         [r.reason[:200] for r in rejected],
     )
-    record = {
-        "round": server_round,
-        "failed": True,
-        "reason": message,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
-    }
-    rundir.append_metrics(run_dir, record)
-    write_round(run_dir, record)
+    seconds = time.perf_counter() - t0
+    _write(run_dir, failed_record(server_round, seconds=seconds, reason=message, rejected=rejected))
+
+
+def _write(run_dir, record: RoundRecord) -> None:
+    line = record.to_json()
+    rundir.append_metrics(run_dir, line)
+    write_round(run_dir, line)
 
 
 def _too_few(sent, accepted, strategy) -> str | None:
@@ -209,11 +209,10 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             eval_replies=evals,
             bytes_down=bytes_down + eval_bytes,
             bytes_up=bytes_up,
-            extra=strategy.round_log(server_round)
-            | (central_dp.round_log(len(accepted)) if central_dp else {}),
+            strategy=strategy.round_log(server_round),
+            central_dp=central_dp.round_log(len(accepted)) if central_dp else None,
         )
-        rundir.append_metrics(run_dir, record)
-        write_round(run_dir, record)
+        _write(run_dir, record)
         log_round(record)
         _save(run_dir, server_round, arrays, strategy)
     return FederationResult(run_dir, arrays, cfg.run.num_server_rounds)

@@ -28,6 +28,7 @@ from colora.contract import (
     TRAIN_SECONDS,
     task_means,
 )
+from server.round_record import RoundRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +46,46 @@ def round_record(
     eval_replies: Sequence[Message],
     bytes_down: int,
     bytes_up: int,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
+    strategy: Mapping[str, Any],
+    central_dp: Mapping[str, Any] | None = None,
+) -> RoundRecord:
     # Replies are screened (colora.contract): client-id is present and an integer.
     train = sorted((_metrics(m) for m in train_replies), key=lambda m: m[CLIENT_ID])
     evals = sorted(
         (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m[CLIENT_ID]
     )
-    return {
-        "round": server_round,
-        "seconds": round(seconds, 3),
-        "bytes_down": bytes_down,
-        "bytes_up": bytes_up,
-        "train": train,
-        "eval": evals,
-        "train_loss_by_task": task_means(train, TRAIN_LOSS_TASK),
-        "eval_loss_by_task": task_means(evals, EVAL_LOSS_TASK),
-        "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
-        **_privacy(train),
-        **extra,
-    }
+    return RoundRecord(
+        round=server_round,
+        seconds=round(seconds, 3),
+        bytes_down=bytes_down,
+        bytes_up=bytes_up,
+        train=train,
+        eval=evals,
+        train_loss_by_task=task_means(train, TRAIN_LOSS_TASK),
+        eval_loss_by_task=task_means(evals, EVAL_LOSS_TASK),
+        rejected=rejections(rejected),
+        privacy=_privacy(train),
+        central_dp=dict(central_dp) if central_dp is not None else None,
+        strategy=dict(strategy),
+    )
 
 
-def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def failed_record(server_round: int, *, seconds: float, reason: str, rejected: Sequence):
+    """The record of a round that could not aggregate (the previous adapter is kept)."""
+    return RoundRecord(
+        round=server_round,
+        seconds=round(seconds, 3),
+        failed=True,
+        reason=reason,
+        rejected=rejections(rejected),
+    )
+
+
+def rejections(rejected: Sequence) -> list[dict[str, Any]]:
+    return [{"node_id": r.node_id, "reason": r.reason} for r in rejected]
+
+
+def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
     """The local-DP spend of the round: per-round (ε, δ) and the most any client has spent."""
     names = {
         "epsilon_round": DP_EPSILON,
@@ -77,21 +95,21 @@ def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
     spends = [e for e in train if all(name in e for name in names.values())]
     if not spends:
-        return {}
-    return {"privacy": {out: max(e[name] for e in spends) for out, name in names.items()}}
+        return None
+    return {out: max(e[name] for e in spends) for out, name in names.items()}
 
 
-def log_round(record: Mapping[str, Any]) -> None:
+def log_round(record: RoundRecord) -> None:
     log.info(
         "Round %d done in %.1f s | down %.2f MB, up %.2f MB | %d clients, %d rejected",
-        record["round"],
-        record["seconds"],
-        record["bytes_down"] / 1e6,
-        record["bytes_up"] / 1e6,
-        len(record["train"]),
-        len(record["rejected"]),
+        record.round,
+        record.seconds,
+        record.bytes_down / 1e6,
+        record.bytes_up / 1e6,
+        len(record.train),
+        len(record.rejected),
     )
-    for entry in record["train"]:
+    for entry in record.train:
         tasks = {
             k.removeprefix(TRAIN_LOSS_TASK): round(v, 4)
             for k, v in entry.items()
@@ -105,7 +123,7 @@ def log_round(record: Mapping[str, Any]) -> None:
             tasks,
             entry.get(TRAIN_SECONDS, math.nan),
         )
-    if privacy := record.get("privacy"):
+    if privacy := record.privacy:
         log.info(
             "  local DP: (ε, δ) = (%.3g, %.1e) this round; at most (%.3g, %.1e) spent by a client",
             privacy["epsilon_round"],
@@ -114,5 +132,5 @@ def log_round(record: Mapping[str, Any]) -> None:
             privacy["delta_spent_max"],
         )
     log.info(
-        "  eval loss by task: %s", {k: round(v, 4) for k, v in record["eval_loss_by_task"].items()}
+        "  eval loss by task: %s", {k: round(v, 4) for k, v in record.eval_loss_by_task.items()}
     )

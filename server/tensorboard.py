@@ -27,7 +27,7 @@ from typing import Any
 from torch.utils.tensorboard import SummaryWriter
 
 from colora.contract import TRAIN_LOSS, weighted_mean
-from server.round_record import eval_metrics_by_task, read_records
+from server.round_record import eval_metrics_by_task, read_records, strategy_log
 
 TB_DIR = "tensorboard"
 _WRITTEN = "written.json"
@@ -52,8 +52,9 @@ def round_scalars(record: Mapping[str, Any]) -> dict[str, float]:
         "comm/bytes_up": float(record.get("bytes_up", 0)),
         "time/round_seconds": float(record.get("seconds", 0.0)),
     }
-    if isinstance(record.get("clusters"), Mapping):
-        scalars["clusters/count"] = float(len(set(record["clusters"].values())))
+    clusters = strategy_log(record).get("clusters")
+    if isinstance(clusters, Mapping):
+        scalars["clusters/count"] = float(len(set(clusters.values())))
     return {tag: float(value) for tag, value in scalars.items()}
 
 

@@ -120,7 +120,7 @@ class MergedTerm:
 
     def log(self) -> dict:
         ranks = [b.shape[1] for b, _ in self.increment.values()]
-        return {"merged-round": self.round, "merged-increment-rank": max(ranks, default=0)}
+        return {"merged_round": self.round, "merged_increment_rank": max(ranks, default=0)}
 
 
 class MergesTerm(Strategy, flwr_strategy.FedAvg):

@@ -28,4 +28,4 @@ def test_factor_mean_plus_residual_is_the_exact_average():
         )
         _, _, residual = fedex_aggregate(As, Bs, [1, 2, 3])
         np.testing.assert_allclose(fedex.term.total[layer], residual, atol=1e-6)
-    assert fedex.round_log(1)["merged-increment-rank"] == 4 * 3  # (K + 1) r
+    assert fedex.round_log(1)["merged_increment_rank"] == 4 * 3  # (K + 1) r

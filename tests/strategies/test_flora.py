@@ -44,7 +44,7 @@ def test_merged_term_is_exact_with_heterogeneous_ranks():
             [updates[n][a_key] for n in ranks], [updates[n][b_key] for n in ranks], [1, 2, 3]
         )
         np.testing.assert_allclose(flora.term.total[layer], exact, atol=1e-6)
-    assert flora.round_log(1) == {"merged-round": 1, "merged-increment-rank": 6}
+    assert flora.round_log(1) == {"merged_round": 1, "merged_increment_rank": 6}
 
 
 def test_nodes_get_an_increment_then_nothing_and_a_restarted_server_sends_dense():
