@@ -38,4 +38,4 @@ def test_central_dp_and_privacy_are_core_fields():
         round=1, seconds=0.0, central_dp={"clients": 3}, privacy={"delta_round": 1e-5}
     )
     assert line.to_json()["central_dp"] == {"clients": 3}
-    assert line.to_json()["privacy"] == {"delta_round": 0.1}
+    assert line.to_json()["privacy"] == {"delta_round": 1e-5}
