@@ -15,6 +15,7 @@ usable replies arrived, so no strategy checks the count itself (issue 15).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -29,12 +30,22 @@ from strategies.ordering import by_client
 
 
 class Strategy:
-    """Defaults of a fedcolora strategy; put it first among the bases."""
+    """Defaults of a fedcolora strategy; put it first among the bases. A strategy class names
+    itself in its header: ``class Flora(MergesTerm, name="flora", individual_updates=...)``."""
 
     name: str = ""
     # "" when the weighted mean of the clients' updates is all the strategy needs, so it can
     # run under secure aggregation; otherwise the reason it needs each update in the clear.
     individual_updates: str = ""
+
+    def __init_subclass__(
+        cls, *, name: str | None = None, individual_updates: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+        if individual_updates is not None:
+            cls.individual_updates = individual_updates
 
     def __init__(self, config: Any, **common: Any) -> None:
         super().__init__(**self.flower_kwargs(config), **common)
@@ -63,6 +74,16 @@ class Strategy:
     def round_log(self, server_round: int) -> dict:
         del server_round
         return {}
+
+
+def in_the_clear(what: str) -> str:
+    """``individual_updates`` of a strategy that reads each update: ``what`` it does with them."""
+    return f"{what}, so the server needs each update in the clear."
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The config of a strategy with no parameters beyond the common ``strategy.*`` keys."""
 
 
 class SendsFactors(Strategy, flwr_strategy.FedAvg):

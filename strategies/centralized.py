@@ -12,32 +12,24 @@ trainer node is kept while it stays connected, so its Sigma_k carries over betwe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from colora import contract
-from strategies.base import Strategy
+from strategies.base import NoOptions, Strategy
 from strategies.ordering import by_client
 
-
-@dataclass(frozen=True)
-class CentralizedConfig:
-    """Centralized training has no parameters beyond the common ``strategy.*`` keys."""
+NOTHING_SHARED = "centralized pools every client's data on one trainer: nothing to protect."
 
 
-class Centralized(Strategy, flwr_strategy.FedAvg):
+class Centralized(
+    Strategy, flwr_strategy.FedAvg, name="centralized", individual_updates=NOTHING_SHARED
+):
     """One pooled-data trainer taking the federation's steps budget each round."""
 
-    name = "centralized"
-    individual_updates = (
-        "centralized is the pooled-data baseline: one client holds everyone's data, so there is "
-        "nothing for secure aggregation to protect."
-    )
-
-    def __init__(self, config: CentralizedConfig, **common) -> None:
+    def __init__(self, config: NoOptions, **common) -> None:
         super().__init__(config, **common)
         self.trainer: int | None = None
 

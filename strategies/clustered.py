@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages, updates
+from strategies.base import in_the_clear
 from strategies.maths.averaging import normalized_weights
 from strategies.maths.reproducible import weighted_row_sum
 from strategies.maths.similarity import (
@@ -42,9 +43,12 @@ from strategies.maths.similarity import (
 )
 from strategies.maths.sketch import count_sketch, sketch_rows
 from strategies.ordering import by_client
+from strategies.updates import SendsPersonal
 
 METHODS = ("spectral", "linkage")
 _ADAPTER, _DIRECTION, _ASSIGNMENT = "cluster-adapter/", "cluster-direction/", "cluster-assignment"
+
+IN_THE_CLEAR = in_the_clear("clustered averages within groups of clients with similar updates")
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,8 @@ class ClusteredConfig:
         )
 
 
-class Clustered(updates.SendsPersonal):
+class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR):
     """Clusters found from update similarity; FedAvg within each cluster."""
-
-    name = "clustered"
-    individual_updates = (
-        "clustered groups clients by the similarity of their individual updates and averages "
-        "within each group, so the server needs each update in the clear."
-    )
 
     def __init__(self, config: ClusteredConfig, **common) -> None:
         super().__init__(config, **common)

@@ -27,12 +27,14 @@ from colora.contract import EVAL_LOSS_TASK, TASK_EXAMPLES, task_means
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages
-from strategies.base import Strategy
+from strategies.base import Strategy, in_the_clear
 from strategies.maths.averaging import weighted_average
 from strategies.maths.coba import client_weights, coba_terms
 from strategies.ordering import by_client
 
 _HISTORY = "coba-history/"  # state key per task: its validation-loss history
+
+IN_THE_CLEAR = in_the_clear("coba weights each client's update by its tasks' loss slopes")
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,14 @@ def task_counts(reply: Message) -> dict[str, float]:
     }
 
 
-class Coba(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAvg):
+class Coba(
+    Strategy,
+    messages.AnnouncesRanks,
+    flwr_strategy.FedAvg,
+    name="coba",
+    individual_updates=IN_THE_CLEAR,
+):
     """FedAvg with client weights from CoBa task weights and examples per task."""
-
-    name = "coba"
-    individual_updates = (
-        "coba weights each client's update by its tasks' loss slopes, so the server needs each "
-        "update in the clear."
-    )
 
     def __init__(self, config: CobaConfig, **common) -> None:
         super().__init__(config, **common)

@@ -58,11 +58,8 @@ def opt_from_arrays(arrays: Mapping[str, np.ndarray]) -> OptimizerState | None:
     return OptimizerState.from_arrays(mine) if mine else None
 
 
-class FedAdam(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAdam):
+class FedAdam(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAdam, name="fedadam"):
     """FedAvg of the replies, then a server Adam step with persistent moments."""
-
-    name = "fedadam"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
 
     server_update = staticmethod(fedadam_step)  # FedYogi swaps in its own
 

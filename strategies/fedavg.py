@@ -30,11 +30,8 @@ class FedAvgConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedAvg(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAvg):
+class FedAvg(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAvg, name="fedavg"):
     """Example-weighted averaging of the shared adapter; replies are pre-screened."""
-
-    name = "fedavg"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -11,30 +11,21 @@ average. R travels as low-rank factors, [B_1 ... B_K, B_bar] @ [p_1 A_1; ...; p_
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, Message
 
 from colora.wire import to_record
 from strategies import messages
+from strategies.base import in_the_clear
 from strategies.maths.averaging import weighted_average
 from strategies.maths.lora_products import Factors, residual_factors
 from strategies.merged_term import MergesTerm
 
-
-@dataclass(frozen=True)
-class FedExLoraConfig:
-    """FedEx-LoRA has no parameters beyond the common ``strategy.*`` keys."""
+IN_THE_CLEAR = in_the_clear("fedex-lora computes the residual of every client's factors")
 
 
-class FedExLora(MergesTerm):
+class FedExLora(MergesTerm, name="fedex-lora", individual_updates=IN_THE_CLEAR):
     """FedAvg of A and B, plus the residual of the exact average merged on the clients."""
-
-    name = "fedex-lora"
-    individual_updates = (
-        "fedex-lora computes the residual between the mean of the products B_k A_k and the "
-        "product of the means, so the server needs each client's factors in the clear."
-    )
 
     def merge(
         self, server_round: int, replies: Sequence[Message]

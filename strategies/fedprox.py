@@ -27,10 +27,8 @@ class FedProxConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedProx(FedAvg, flwr_strategy.FedProx):
+class FedProx(FedAvg, flwr_strategy.FedProx, name="fedprox"):
     """FedAvg's server step; the proximal term is applied in each client's loss."""
-
-    name = "fedprox"
 
     @staticmethod
     def flower_kwargs(config: FedProxConfig) -> dict[str, float]:

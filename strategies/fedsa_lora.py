@@ -8,22 +8,14 @@ model (and its exported adapter) uses its private B.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from colora import contract
 from strategies.base import SendsFactors
 
 
-@dataclass(frozen=True)
-class FedSaLoraConfig:
-    """FedSA-LoRA has no parameters beyond the common ``strategy.*`` keys."""
-
-
-class FedSaLora(SendsFactors):
+class FedSaLora(SendsFactors, name="fedsa-lora"):
     """Sends and averages A only; every client keeps its own B."""
 
-    name = "fedsa-lora"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     sent = ("A",)
     train_keys = evaluate_keys = MappingProxyType({contract.PRIVATE_FACTORS: "B"})

@@ -9,22 +9,14 @@ adapter carry the frozen A.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from colora import contract
 from strategies.base import SendsFactors
 
 
-@dataclass(frozen=True)
-class FfaLoraConfig:
-    """FFA-LoRA has no parameters beyond the common ``strategy.*`` keys."""
-
-
-class FfaLora(SendsFactors):
+class FfaLora(SendsFactors, name="ffa-lora"):
     """Sends B only; clients train B with A frozen at its seeded init."""
 
-    name = "ffa-lora"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
     sent = ("B",)
     train_keys = MappingProxyType({contract.TRAIN_FACTORS: "B"})

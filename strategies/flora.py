@@ -19,8 +19,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 
 from runconfig.fields import option
 from strategies import messages
+from strategies.base import in_the_clear
 from strategies.maths.lora_products import Factors, stacked_factors
 from strategies.merged_term import MergesTerm
+
+IN_THE_CLEAR = in_the_clear("flora stacks every client's A and B factors into the merged term")
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,8 @@ class FloraConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class Flora(MergesTerm):
+class Flora(MergesTerm, name="flora", individual_updates=IN_THE_CLEAR):
     """Stack the clients' factors and merge them exactly; restart from a fresh adapter."""
-
-    name = "flora"
-    individual_updates = (
-        "flora stacks every client's A and B factors into the merged term, so the server needs "
-        "each update in the clear."
-    )
 
     def __init__(self, config: FloraConfig, **common) -> None:
         super().__init__(config, **common)

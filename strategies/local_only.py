@@ -11,7 +11,6 @@ evaluate round.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -19,19 +18,12 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from colora import contract
 from strategies.base import SendsFactors
 
-
-@dataclass(frozen=True)
-class LocalOnlyConfig:
-    """Local-only training has no parameters beyond the common ``strategy.*`` keys."""
+NOTHING_SHARED = "local-only aggregates nothing: secure aggregation has nothing to protect."
 
 
-class LocalOnly(SendsFactors):
+class LocalOnly(SendsFactors, name="local-only", individual_updates=NOTHING_SHARED):
     """Sends no arrays and aggregates nothing; rounds only pace local training."""
 
-    name = "local-only"
-    individual_updates = (
-        "local-only aggregates nothing, so there is nothing for secure aggregation to protect."
-    )
     sent = ()  # both factors stay on each client's disk, like Sigma_k
     train_keys = evaluate_keys = MappingProxyType({contract.PRIVATE_FACTORS: "A,B"})
 

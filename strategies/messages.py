@@ -7,7 +7,7 @@ validated, example counts capped), so nothing here re-validates them.
 
 Heterogeneous ranks follow HetLoRA (https://arxiv.org/abs/2401.06432): with ``client-ranks``,
 client c trains the first r_c ranks and replies with r_c-rank factors; the averaging strategies
-zero-pad every reply back to the full rank r before averaging (``averaging.zero_pad_rank``).
+zero-pad every reply back to the full rank r before averaging (``colora.keys.zero_pad_rank``).
 """
 
 from __future__ import annotations

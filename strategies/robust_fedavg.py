@@ -34,10 +34,12 @@ from flwr.serverapp import strategy as flwr_strategy
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages
-from strategies.base import Strategy
+from strategies.base import Strategy, in_the_clear
 from strategies.maths.averaging import unflatten_state, update_matrix
 from strategies.maths.robust import RULES, robust_aggregate
 from strategies.ordering import by_client
+
+IN_THE_CLEAR = in_the_clear("robust-fedavg takes coordinate-wise medians or trimmed means")
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,10 @@ class RobustFedAvgConfig:
         )
 
 
-class RobustFedAvg(Strategy, flwr_strategy.FedAvg):
+class RobustFedAvg(
+    Strategy, flwr_strategy.FedAvg, name="robust-fedavg", individual_updates=IN_THE_CLEAR
+):
     """FedAvg's sampling; the server step is global + robust(clipped updates)."""
-
-    name = "robust-fedavg"
-    individual_updates = (
-        "robust-fedavg takes coordinate-wise medians or trimmed means over the clients' "
-        "updates, so the server needs each update in the clear."
-    )
 
     def __init__(self, config: RobustFedAvgConfig, **common) -> None:
         super().__init__(config, **common)

@@ -29,10 +29,14 @@ from flwr.app import ArrayRecord, Message, MetricRecord
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, updates
+from strategies.base import in_the_clear
 from strategies.maths.similarity import cosine_matrix, mixing_weights, personalized_mixtures
 from strategies.ordering import by_client
+from strategies.updates import SendsPersonal
 
 _MIX, _SIM = "mixture/", "similarity/"  # state keys: mixture/<client>, similarity/<round>/...
+
+IN_THE_CLEAR = in_the_clear("similarity-weighted mixes clients by the similarity of their updates")
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,10 @@ class SimilarityRound:
     weights: np.ndarray
 
 
-class SimilarityWeighted(updates.SendsPersonal):
+class SimilarityWeighted(
+    SendsPersonal, name="similarity-weighted", individual_updates=IN_THE_CLEAR
+):
     """Per-client softmax(cos / tau) mixtures of the clients' adapters."""
-
-    name = "similarity-weighted"
-    individual_updates = (
-        "similarity-weighted mixes each client's own aggregate from the cosine similarity of "
-        "every pair of updates, so the server needs each update in the clear."
-    )
 
     def __init__(self, config: SimilarityWeightedConfig, **common) -> None:
         super().__init__(config, **common)
