@@ -1,7 +1,8 @@
 # fedcolora: one command to set up and run, one command to test.
 #   make run    set everything up (venv, pinned CPU torch, bundled model) and run the default
 #               federation: 3 QLoRA clients (generation, translation, summarization), 3 rounds
-#   make test   set up, lint, and run every test tier (what CI runs)
+#   make test   set up, lint, check the package layers (lint-imports), and run every test tier
+#               (what CI runs)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,13 +39,14 @@ run: $(STAMP) $(FLWR_HOME)/config.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

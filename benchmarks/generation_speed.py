@@ -1,7 +1,7 @@
 """Benchmark batched generation speed on the bundled model: batch 1 against batch 16.
 
 For batch size b, generates replies to the first ``--batches`` x b MBPP validation problems
-(chat-template prompts, greedy decoding, left padding, KV cache; see ``codetasks.generate``)
+(chat-template prompts, greedy decoding, left padding, KV cache; see ``colora.generate``)
 with at most ``--max-new-tokens`` new tokens each, and prints new tokens per second (new tokens
 generated, up to each reply's stop token, divided by wall time) for each base-model
 quantization and batch size. Each configuration first runs one untimed warm-up batch.
@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from codetasks.generate import generate_with_stats
 from codetasks.loading import load_task
 from colora.base_model import load_base_model, load_tokenizer
+from colora.generate import generate_with_stats
 from runconfig.schema import ModelSettings
 
 

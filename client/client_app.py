@@ -15,9 +15,9 @@ from client.compression import codec_mod
 from client.privacy import local_dp_mod, secagg_mod
 from client.rounds import RoundPlan, evaluate_round, train_round
 from client.runtime import client_data, model_runtime
+from colora import contract as keys
 from colora.wire import to_record, to_torch
 from runconfig import parse_run_config
-from strategies import protocol as keys
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Flower's log shipping is noise here

@@ -39,15 +39,14 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 
 from client.data import client_identity
+from colora.contract import SECAGG_KEYS, SECAGG_MAX_WEIGHT
+from colora.keys import lora_rank, truncate_rank
 from runconfig import parse_run_config
 from runconfig.schema import PrivacySettings
-from strategies.maths.averaging import lora_rank, truncate_rank
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "privacy_ledger.json"
-SECAGG_KEYS = "secagg-keys"  # FitIns config: the adapter's key order (Parameters has none)
-SECAGG_MAX_WEIGHT = 10_000.0  # the server's SecAgg+ max_weight (server.secure_aggregation)
 
 
 def gaussian_sigma(privacy: PrivacySettings) -> float:

@@ -25,7 +25,8 @@ from client.batching import batch_stream, eval_batches
 from client.personal_store import PERSONAL_FILE, load_personal, save_personal
 from client.runtime import ClientData, ModelRuntime
 from client.train import Phase, evaluate_loss, resolve_micro_batch_size, train
-from codetasks.evaluate import EvalSettings, evaluate_model
+from colora import contract as keys
+from colora import contract as names
 from colora.adapter import (
     FACTORS,
     folded_state,
@@ -39,11 +40,10 @@ from colora.adapter import (
     shared_state,
 )
 from colora.base_model import device
+from colora.evaluate import EvalSettings, evaluate_model
 from colora.export import save_adapter
+from colora.keys import lora_rank, split_lora_key, truncate_rank, zero_pad_rank
 from runconfig.schema import RunConfig
-from strategies import contract as names
-from strategies import protocol as keys
-from strategies.maths.averaging import lora_rank, split_lora_key, truncate_rank, zero_pad_rank
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TASK_NAMES: tuple[str, ...] = ("generation", "translation", "summarization")
+from runconfig.schema import TASK_NAMES  # the lowest layer owns the names (issue 15)
 
 
 @dataclass(frozen=True)

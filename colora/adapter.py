@@ -28,6 +28,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
+from colora.keys import lora_key
 from runconfig.fields import require
 from runconfig.schema import AdapterSettings
 
@@ -195,7 +196,7 @@ def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
     for name, _ in _lora_layers(model):
         sigma = sigmas.get(_sigma_key(name))
         if sigma is not None:
-            key = f"{name}.lora_B.weight"  # PEFT's saved key: the adapter name is stripped
+            key = lora_key(name, "B")  # PEFT's saved key: the adapter name is stripped
             state[key] = state[key] @ sigma.weight.detach().float().cpu()
     return state
 

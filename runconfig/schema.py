@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codetasks.examples import TASK_NAMES
 from runconfig.fields import ConfigError, build_section, flatten_section, one_of, option, require
 
+TASK_NAMES: tuple[str, ...] = ("generation", "translation", "summarization")  # codetasks
 PERSONAL_MODES = ("sigma", "none")
 SCHEDULES = ("alternating", "joint")
 PARTITIONS = ("by-task", "dirichlet", "iid")

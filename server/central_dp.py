@@ -49,7 +49,7 @@ CENTRAL_DP_STRATEGIES = ("fedavg", "fedprox")
 # Without sampling amplification the population does not enter the bound; Flower's accountant
 # still wants one at least as large as any round's sample.
 POPULATION = 2**31 - 1
-METRICS_KEY = "central_dp"  # the per-round entry in metrics.jsonl
+METRICS_KEY = "central_dp"  # RoundRecord.central_dp, the per-round entry in metrics.jsonl
 
 
 def _rdp_epsilon(noise_multiplier: float, releases: int, delta: float) -> float:
@@ -132,8 +132,8 @@ class CentralDp:
         self, server_round: int, replies: list[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The strategy's aggregate plus N(0, (z·C/m)²) per coordinate; one accounted release."""
-        if not replies:
-            return self.wrapper.strategy.aggregate_train(server_round, replies)
+        if not replies:  # nothing to release, nothing spent (the loop never gets here)
+            return None, None
         # Sensitivity is C/m for the m updates actually in the mean: a dropout must raise the
         # noise, not keep the level set for the sampled count.
         self.wrapper.num_sampled_clients = len(replies)
@@ -166,20 +166,18 @@ class CentralDp:
                     GaussianPrivacyEvent(entry["noise_multiplier"], entry["clients"], POPULATION)
                 )
 
-    def round_log(self, clients: int) -> dict[str, dict[str, float | int]]:
-        """The ``central_dp`` entry of this round's metrics line."""
+    def round_log(self, clients: int) -> dict[str, float | int]:
+        """The ``central_dp`` entry of this round's record (``RoundRecord.central_dp``)."""
         spent = self.accountant.get_privacy_spent()
         return {
-            METRICS_KEY: {
-                "noise_multiplier": self.noise_multiplier,
-                "clip_norm": self.clip_norm,
-                "clients": clients,
-                "noise_std": compute_stdv(self.noise_multiplier, self.clip_norm, max(clients, 1)),
-                "epsilon_spent": spent.epsilon,
-                "delta": spent.delta,
-                "releases": spent.num_releases,
-                "epsilon_planned": self.planned_epsilon,
-            }
+            "noise_multiplier": self.noise_multiplier,
+            "clip_norm": self.clip_norm,
+            "clients": clients,
+            "noise_std": compute_stdv(self.noise_multiplier, self.clip_norm, max(clients, 1)),
+            "epsilon_spent": spent.epsilon,
+            "delta": spent.delta,
+            "releases": spent.num_releases,
+            "epsilon_planned": self.planned_epsilon,
         }
 
 

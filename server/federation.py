@@ -26,16 +26,17 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from colora.contract import decode_record
 from colora.wire import to_numpy, to_record
 from runconfig.schema import RunConfig
 from server import run_dir as rundir
 from server.central_dp import build_central_dp
-from server.reports import log_round, round_record
+from server.reports import failed_record, log_round, round_record
+from server.round_record import RoundRecord
 from server.screening import Rejection, WeightLimits, screen_evaluations, screen_replies
 from server.secure_aggregation import secure_round
+from server.tensorboard import write_round
 from server.wire_exchange import exchange, message_bytes
-from simulations.tensorboard import write_round
-from strategies.contract import decode_record
 from strategies.maths.validation import check_update
 from strategies.ordering import by_client
 from strategies.registry import build_strategy
@@ -58,21 +59,24 @@ def _record_failed_round(run_dir, server_round, message, rejected, t0) -> None:
         message,
         [r.reason[:200] for r in rejected],
     )
-    record = {
-        "round": server_round,
-        "failed": True,
-        "reason": message,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
-    }
-    rundir.append_metrics(run_dir, record)
-    write_round(run_dir, record)
+    seconds = time.perf_counter() - t0
+    _write(run_dir, failed_record(server_round, seconds=seconds, reason=message, rejected=rejected))
 
 
-def _too_few(sent, accepted, strategy) -> str:
+def _write(run_dir, record: RoundRecord) -> None:
+    line = record.to_json()
+    rundir.append_metrics(run_dir, line)
+    write_round(run_dir, line)
+
+
+def _too_few(sent, accepted, strategy) -> str | None:
+    """Why a round with these replies cannot aggregate, or None when it has enough. Checked
+    here once for every strategy (``strategies.base.Strategy.min_replies``)."""
+    if len(accepted) >= strategy.min_replies:
+        return None
     return (
         f"only {len(accepted)} of {len(sent)} clients "
-        f"replied with a usable update (min-train-nodes = {strategy.min_train_nodes})"
+        f"replied with a usable update (min-train-nodes = {strategy.min_replies})"
     )
 
 
@@ -186,9 +190,12 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
         # amplifies last-bit differences. Aggregating in client-id order keeps a re-run round
         # (after a resume) bit-identical to the uninterrupted run.
         accepted = by_client(accepted)
-        new_arrays, why = _aggregate(trainer, server_round, accepted, initial)
+        too_few = _too_few(sent, accepted, strategy)
+        new_arrays, why = (
+            (None, too_few) if too_few else _aggregate(trainer, server_round, accepted, initial)
+        )
         if new_arrays is None:
-            reason = why or _too_few(sent, accepted, strategy)
+            reason = why or "the strategy returned no arrays"
             _record_failed_round(run_dir, server_round, reason, rejected, t0)
             _save(run_dir, server_round, arrays, strategy)
             continue
@@ -202,11 +209,10 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
             eval_replies=evals,
             bytes_down=bytes_down + eval_bytes,
             bytes_up=bytes_up,
-            extra=strategy.round_log(server_round)
-            | (central_dp.round_log(len(accepted)) if central_dp else {}),
+            strategy=strategy.round_log(server_round),
+            central_dp=central_dp.round_log(len(accepted)) if central_dp else None,
         )
-        rundir.append_metrics(run_dir, record)
-        write_round(run_dir, record)
+        _write(run_dir, record)
         log_round(record)
         _save(run_dir, server_round, arrays, strategy)
     return FederationResult(run_dir, arrays, cfg.run.num_server_rounds)

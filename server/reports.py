@@ -10,47 +10,31 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.app import Message
 
-from strategies.contract import (
+from colora.contract import (
     CLIENT_ID,
     DP_DELTA,
     DP_DELTA_SPENT,
     DP_EPSILON,
     DP_EPSILON_SPENT,
-    EVAL_LOSS,
-    NUM_EXAMPLES,
-    TASK_EXAMPLES,
-    TRAIN_LOSS,
+    EVAL_LOSS_TASK,
     TRAIN_LOSS_FIRST,
     TRAIN_LOSS_LAST,
     TRAIN_LOSS_TASK,
     TRAIN_SECONDS,
+    task_means,
 )
+from server.round_record import RoundRecord
 
 log = logging.getLogger(__name__)
 
 
 def _metrics(message: Message) -> dict[str, Any]:
     return dict(message.content["metrics"])
-
-
-def _per_task(entries: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, float]:
-    """Example-weighted mean of ``<prefix>.<task>`` over clients."""
-    sums: dict[str, float] = defaultdict(float)
-    weights: dict[str, float] = defaultdict(float)
-    for entry in entries:
-        for key, value in entry.items():
-            if key.startswith(prefix + "."):
-                task = key[len(prefix) + 1 :]
-                weight = entry.get(TASK_EXAMPLES + task, entry.get(NUM_EXAMPLES, 1))
-                sums[task] += weight * value
-                weights[task] += weight
-    return {task: sums[task] / weights[task] for task in sorted(sums) if weights[task] > 0}
 
 
 def round_record(
@@ -62,29 +46,46 @@ def round_record(
     eval_replies: Sequence[Message],
     bytes_down: int,
     bytes_up: int,
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    # Replies are screened (strategies.contract): client-id is present and an integer.
+    strategy: Mapping[str, Any],
+    central_dp: Mapping[str, Any] | None = None,
+) -> RoundRecord:
+    # Replies are screened (colora.contract): client-id is present and an integer.
     train = sorted((_metrics(m) for m in train_replies), key=lambda m: m[CLIENT_ID])
     evals = sorted(
         (_metrics(m) for m in eval_replies if not m.has_error()), key=lambda m: m[CLIENT_ID]
     )
-    return {
-        "round": server_round,
-        "seconds": round(seconds, 3),
-        "bytes_down": bytes_down,
-        "bytes_up": bytes_up,
-        "train": train,
-        "eval": evals,
-        "train_loss_by_task": _per_task(train, TRAIN_LOSS),
-        "eval_loss_by_task": _per_task(evals, EVAL_LOSS),
-        "rejected": [{"node_id": r.node_id, "reason": r.reason} for r in rejected],
-        **_privacy(train),
-        **extra,
-    }
+    return RoundRecord(
+        round=server_round,
+        seconds=round(seconds, 3),
+        bytes_down=bytes_down,
+        bytes_up=bytes_up,
+        train=train,
+        eval=evals,
+        train_loss_by_task=task_means(train, TRAIN_LOSS_TASK),
+        eval_loss_by_task=task_means(evals, EVAL_LOSS_TASK),
+        rejected=rejections(rejected),
+        privacy=_privacy(train),
+        central_dp=dict(central_dp) if central_dp is not None else None,
+        strategy=dict(strategy),
+    )
 
 
-def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def failed_record(server_round: int, *, seconds: float, reason: str, rejected: Sequence):
+    """The record of a round that could not aggregate (the previous adapter is kept)."""
+    return RoundRecord(
+        round=server_round,
+        seconds=round(seconds, 3),
+        failed=True,
+        reason=reason,
+        rejected=rejections(rejected),
+    )
+
+
+def rejections(rejected: Sequence) -> list[dict[str, Any]]:
+    return [{"node_id": r.node_id, "reason": r.reason} for r in rejected]
+
+
+def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
     """The local-DP spend of the round: per-round (ε, δ) and the most any client has spent."""
     names = {
         "epsilon_round": DP_EPSILON,
@@ -94,21 +95,21 @@ def _privacy(train: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
     spends = [e for e in train if all(name in e for name in names.values())]
     if not spends:
-        return {}
-    return {"privacy": {out: max(e[name] for e in spends) for out, name in names.items()}}
+        return None
+    return {out: max(e[name] for e in spends) for out, name in names.items()}
 
 
-def log_round(record: Mapping[str, Any]) -> None:
+def log_round(record: RoundRecord) -> None:
     log.info(
         "Round %d done in %.1f s | down %.2f MB, up %.2f MB | %d clients, %d rejected",
-        record["round"],
-        record["seconds"],
-        record["bytes_down"] / 1e6,
-        record["bytes_up"] / 1e6,
-        len(record["train"]),
-        len(record["rejected"]),
+        record.round,
+        record.seconds,
+        record.bytes_down / 1e6,
+        record.bytes_up / 1e6,
+        len(record.train),
+        len(record.rejected),
     )
-    for entry in record["train"]:
+    for entry in record.train:
         tasks = {
             k.removeprefix(TRAIN_LOSS_TASK): round(v, 4)
             for k, v in entry.items()
@@ -122,7 +123,7 @@ def log_round(record: Mapping[str, Any]) -> None:
             tasks,
             entry.get(TRAIN_SECONDS, math.nan),
         )
-    if privacy := record.get("privacy"):
+    if privacy := record.privacy:
         log.info(
             "  local DP: (ε, δ) = (%.3g, %.1e) this round; at most (%.3g, %.1e) spent by a client",
             privacy["epsilon_round"],
@@ -131,5 +132,5 @@ def log_round(record: Mapping[str, Any]) -> None:
             privacy["delta_spent_max"],
         )
     log.info(
-        "  eval loss by task: %s", {k: round(v, 4) for k, v in record["eval_loss_by_task"].items()}
+        "  eval loss by task: %s", {k: round(v, 4) for k, v in record.eval_loss_by_task.items()}
     )

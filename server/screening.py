@@ -1,7 +1,7 @@
 """Screen client replies before any strategy sees them.
 
 Every train and evaluate reply is parsed once into the typed contract
-(``strategies.contract``: types, finiteness, ranges, required metrics, arrays decoded without
+(``colora.contract``: types, finiteness, ranges, required metrics, arrays decoded without
 pickle). A train reply is further rejected if its arrays do not match what was sent to that
 node (a missing or extra key, a wrong shape or dtype, NaN or Inf, a payload larger than what
 was sent) or if its example counts exceed what the configuration lets a client load; when the
@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from codetasks.examples import TASK_NAMES
+from colora import contract
+from colora.contract import CLIENT_RANKS, ReplyError, TrainReply
 from colora.wire import payload_bytes
 from server.weights import capped_weights, count_reason
-from strategies import contract
-from strategies.contract import ReplyError, TrainReply
 from strategies.maths.validation import check_rank_compatible, check_update
-from strategies.protocol import CLIENT_RANKS
 
 log = logging.getLogger(__name__)
 

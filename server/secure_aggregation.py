@@ -35,7 +35,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from client.privacy import SECAGG_KEYS, SECAGG_MAX_WEIGHT
+from colora.contract import SECAGG_KEYS, SECAGG_MAX_WEIGHT
 from runconfig.schema import PrivacySettings
 from server.screening import Rejection
 

@@ -24,7 +24,7 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType
 
-import simulations.tensorboard  # noqa: F401  (imported here, on the main thread; see there)
+import server.tensorboard  # noqa: F401  (imported here, on the main thread; see there)
 
 APP_DIR = Path(__file__).resolve().parents[1]
 

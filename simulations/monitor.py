@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from simulations.results import read_records
+from server.round_record import read_records
 
 
 @dataclass

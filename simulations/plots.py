@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from server.round_record import strategy_log
 from simulations.results import RunResult, series
 
 _ANNOTATE_MAX = 12  # write the values into heatmap cells up to this many clients
@@ -82,8 +83,9 @@ def _heatmap(ax: plt.Axes, matrix: np.ndarray, clients: Sequence[str], title: st
 def last_similarity(run: RunResult) -> tuple[int, Mapping[str, Any]] | None:
     """``(round, similarity log)`` of the last round that logged one."""
     for record in reversed(run.ok_records):
-        if isinstance(record.get("similarity"), Mapping) and record["similarity"].get("matrix"):
-            return record["round"], record["similarity"]
+        similarity = strategy_log(record).get("similarity")
+        if isinstance(similarity, Mapping) and similarity.get("matrix"):
+            return record["round"], similarity
     return None
 
 
@@ -108,9 +110,9 @@ def plot_similarity(run: RunResult, path: Path) -> Path | None:
 def cluster_grid(run: RunResult) -> tuple[list[int], list[str], np.ndarray] | None:
     """``(rounds, clients, grid)``: grid[i, j] = cluster of client j after round i, -1 unknown."""
     logged = [
-        (r["round"], r["clusters"])
+        (r["round"], strategy_log(r)["clusters"])
         for r in run.ok_records
-        if isinstance(r.get("clusters"), Mapping) and r["clusters"]
+        if isinstance(strategy_log(r).get("clusters"), Mapping) and strategy_log(r)["clusters"]
     ]
     if not logged:
         return None

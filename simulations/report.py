@@ -17,7 +17,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from colora.contract import TRAIN_LOSS
 from runconfig.fields import ConfigError
+from server.tensorboard import sync_run
 from simulations import plots
 from simulations.experiment import Experiment, parse_experiment, run_name
 from simulations.markup import (
@@ -38,8 +40,6 @@ from simulations.results import (
     metrics_of,
 )
 from simulations.runner import EXPERIMENT_COPY
-from simulations.tensorboard import sync_run
-from strategies.contract import TRAIN_LOSS
 
 NA = "n/a"
 _MB, _GIB = 1e6, 1024**3

@@ -19,46 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from strategies.contract import EVAL_LOSS, EVAL_METRIC, NUM_EXAMPLES, TASK_EXAMPLES, TRAIN_LOSS
+from colora.contract import EVAL_LOSS, TRAIN_LOSS
+from server.round_record import eval_metrics_by_task, read_records
 
 SUMMARY_FILE = "run_summary.json"
 _RUN_NAME = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 Metric = tuple[str, str]  # (metric name, task)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of a ``metrics.jsonl`` (stops at a line still being written)."""
-    if not Path(path).exists():
-        return []
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
-
-
-def weighted_mean(entries: Sequence[Mapping[str, Any]], key: str, task: str = "") -> float:
-    """Mean of ``entry[key]`` weighted by ``num-examples.<task>`` or ``num-examples``."""
-    pairs = [
-        (e.get(TASK_EXAMPLES + task, e.get(NUM_EXAMPLES, 1)), e[key]) for e in entries if key in e
-    ]
-    total = sum(w for w, _ in pairs)
-    return sum(w * v for w, v in pairs) / total if total else math.nan
-
-
-def eval_metrics_by_task(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """``{task: {metric: mean over clients}}`` of the ``eval.<task>.<metric>`` entries."""
-    entries = record.get("eval", [])
-    keys = sorted(
-        {k for e in entries for k in e if k.startswith(EVAL_METRIC) and k.count(".") >= 2}
-    )
-    out: dict[str, dict[str, float]] = defaultdict(dict)
-    for key in keys:
-        _, task, metric = key.split(".", 2)
-        out[task][metric] = weighted_mean(entries, key, task)
-    return dict(out)
 
 
 def record_metrics(record: Mapping[str, Any]) -> dict[Metric, float]:

@@ -36,11 +36,11 @@ from tqdm import tqdm
 
 from runconfig.fields import ConfigError
 from server import run_dir as rundir
+from server.round_record import read_records
+from server.tensorboard import sync_run
 from simulations import summary
 from simulations.experiment import APP_DIR, Experiment, RunSpec
 from simulations.monitor import MemorySampler, RoundTail
-from simulations.results import read_records
-from simulations.tensorboard import sync_run
 
 DONE, RESUME, RESTART, FRESH = "done", "resume", "restart", "fresh"
 SPEC_FILE = "run_spec.json"

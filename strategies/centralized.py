@@ -12,38 +12,30 @@ trainer node is kept while it stays connected, so its Sigma_k carries over betwe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
-from strategies import protocol
+from colora import contract
+from strategies.base import NoOptions, Strategy
 from strategies.ordering import by_client
 
-
-@dataclass(frozen=True)
-class CentralizedConfig:
-    """Centralized training has no parameters beyond the common ``strategy.*`` keys."""
+NOTHING_SHARED = "centralized pools every client's data on one trainer: nothing to protect."
 
 
-class Centralized(flwr_strategy.FedAvg):
+class Centralized(
+    Strategy, flwr_strategy.FedAvg, name="centralized", individual_updates=NOTHING_SHARED
+):
     """One pooled-data trainer taking the federation's steps budget each round."""
 
-    name = "centralized"
-    individual_updates = (
-        "centralized is the pooled-data baseline: one client holds everyone's data, so there is "
-        "nothing for secure aggregation to protect."
-    )
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    round_log = protocol.empty_log
-    aggregate_evaluate = protocol.skip_evaluate
-
-    def __init__(self, config: CentralizedConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
+    def __init__(self, config: NoOptions, **common) -> None:
+        super().__init__(config, **common)
         self.trainer: int | None = None
+
+    @property
+    def min_replies(self) -> int:
+        return 1  # the one pooled-data trainer
 
     def _to_trainer(self, sampled: list[Message], grid: Grid) -> list[Message]:
         if not sampled:
@@ -64,8 +56,8 @@ class Centralized(flwr_strategy.FedAvg):
     ) -> Iterable[Message]:
         # Flower's own sample size, so K is what FedAvg would train this round.
         k = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
-        config[protocol.POOLED_DATA] = True
-        config[protocol.STEPS_SCALE] = k
+        config[contract.POOLED_DATA] = True
+        config[contract.STEPS_SCALE] = k
         return self._to_trainer(
             list(super().configure_train(server_round, arrays, config, grid)), grid
         )
@@ -73,7 +65,7 @@ class Centralized(flwr_strategy.FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        config[protocol.POOLED_DATA] = True
+        config[contract.POOLED_DATA] = True
         return self._to_trainer(
             list(super().configure_evaluate(server_round, arrays, config, grid)), grid
         )

@@ -27,13 +27,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages, updates
+from strategies.base import in_the_clear
 from strategies.maths.averaging import normalized_weights
 from strategies.maths.reproducible import weighted_row_sum
 from strategies.maths.similarity import (
@@ -44,9 +43,12 @@ from strategies.maths.similarity import (
 )
 from strategies.maths.sketch import count_sketch, sketch_rows
 from strategies.ordering import by_client
+from strategies.updates import SendsPersonal
 
 METHODS = ("spectral", "linkage")
 _ADAPTER, _DIRECTION, _ASSIGNMENT = "cluster-adapter/", "cluster-direction/", "cluster-assignment"
+
+IN_THE_CLEAR = in_the_clear("clustered averages within groups of clients with similar updates")
 
 
 @dataclass(frozen=True)
@@ -79,40 +81,19 @@ class ClusteredConfig:
         )
 
 
-class Clustered(flwr_strategy.FedAvg):
+class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR):
     """Clusters found from update similarity; FedAvg within each cluster."""
 
-    name = "clustered"
-    individual_updates = (
-        "clustered groups clients by the similarity of their individual updates and averages "
-        "within each group, so the server needs each update in the clear."
-    )
-
     def __init__(self, config: ClusteredConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.sender = updates.PersonalSender()
+        super().__init__(config, **common)
         self.assignment: dict[int, int] = {}  # client id -> cluster id, sticky once set
         self.adapters: dict[int, np.ndarray] = {}  # cluster id -> flat adapter
         self.directions: dict[int, np.ndarray] = {}  # cluster id -> mean update, for newcomers
         self.similarity: tuple[int, list[int], np.ndarray] | None = None  # round, clients, S
-        updates.warn_privacy(self.name)
 
-    def _adapter(self, client: int | None) -> np.ndarray | None:
+    def personal(self, client: int | None) -> np.ndarray | None:
         cluster = self.assignment.get(client) if client is not None else None
         return self.adapters.get(cluster) if cluster is not None else None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_train(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._adapter, remember=True)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_evaluate(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._adapter, remember=False)
 
     def _split(self, clients: list[int], S: np.ndarray) -> None:
         if self.config.cluster_method == "spectral":
@@ -139,8 +120,6 @@ class Clustered(flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
         clients, thetas, sketches = self.sender.updates(replies)
         p = np.asarray(messages.example_counts(replies))
         S = cosine_matrix(sketches)
@@ -157,9 +136,6 @@ class Clustered(flwr_strategy.FedAvg):
             self.adapters[cluster] = weighted_row_sum(thetas, weights)
             self.directions[cluster] = weighted_row_sum(sketches, weights)
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        self.sender.nodes.learn(replies)
 
     def round_log(self, server_round: int) -> dict:
         sizes: dict[str, int] = {}

@@ -23,15 +23,18 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora.contract import EVAL_LOSS_TASK, TASK_EXAMPLES, task_means
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages
-from strategies.contract import EVAL_LOSS_TASK, NUM_EXAMPLES, TASK_EXAMPLES
+from strategies.base import Strategy, in_the_clear
 from strategies.maths.averaging import weighted_average
 from strategies.maths.coba import client_weights, coba_terms
 from strategies.ordering import by_client
 
 _HISTORY = "coba-history/"  # state key per task: its validation-loss history
+
+IN_THE_CLEAR = in_the_clear("coba weights each client's update by its tasks' loss slopes")
 
 
 @dataclass(frozen=True)
@@ -66,18 +69,17 @@ def task_counts(reply: Message) -> dict[str, float]:
     }
 
 
-class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
+class Coba(
+    Strategy,
+    messages.AnnouncesRanks,
+    flwr_strategy.FedAvg,
+    name="coba",
+    individual_updates=IN_THE_CLEAR,
+):
     """FedAvg with client weights from CoBa task weights and examples per task."""
 
-    name = "coba"
-    individual_updates = (
-        "coba weights each client's update by its tasks' loss slopes, so the server needs each "
-        "update in the clear."
-    )
-
     def __init__(self, config: CobaConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
+        super().__init__(config, **common)
         self.history: dict[str, list[float]] = {}  # task -> validation loss per evaluate round
         self.rounds_seen = 0
         self.last_log: dict = {}
@@ -108,8 +110,6 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
         counts = [task_counts(r) for r in replies]
         omega = self.task_weights({t for c in counts for t in c})
         p = client_weights(counts, omega)
@@ -124,21 +124,15 @@ class Coba(messages.AnnouncesRanks, flwr_strategy.FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
         """Append this round's example-weighted validation loss of every task."""
-        sums: dict[str, float] = {}
-        totals: dict[str, float] = {}
-        for reply in by_client(replies):  # float sums in a fixed order: reproducible bits
-            metrics = reply.content["metrics"]
-            n = float(metrics[NUM_EXAMPLES])  # screened: present, finite, >= 0
-            for key, value in metrics.items():
-                if key.startswith(EVAL_LOSS_TASK) and n > 0:
-                    task = key.removeprefix(EVAL_LOSS_TASK)
-                    sums[task] = sums.get(task, 0.0) + n * float(value)
-                    totals[task] = totals.get(task, 0.0) + n
+        # Float sums in a fixed order (by client): reproducible bits. Weighted by num-examples,
+        # which screening caps for evaluate replies; a per-task count there is not screened.
+        entries = [reply.content["metrics"] for reply in by_client(replies)]
+        means = task_means(entries, EVAL_LOSS_TASK, task_counts=False)
         self.rounds_seen += 1
-        for task in sums:
-            self.history.setdefault(task, []).append(sums[task] / totals[task])
+        for task, mean in means.items():
+            self.history.setdefault(task, []).append(mean)
         for task, losses in self.history.items():
-            if task not in sums:
+            if task not in means:
                 losses.append(losses[-1])  # a missing point repeats the last loss
 
     def round_log(self, server_round: int) -> dict:

@@ -10,7 +10,7 @@ and swaps in its own step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,8 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_record
 from runconfig.fields import option, require
-from strategies import messages, protocol
+from strategies import messages
+from strategies.base import Strategy
 from strategies.maths.server_opt import OptimizerState, fedadam_step
 from strategies.ordering import by_client
 
@@ -47,35 +48,6 @@ class FedOptConfig:
             )
         messages.parse_ranks("client_ranks", self.client_ranks)
 
-    def flower_kwargs(self) -> dict[str, float]:
-        return {
-            "eta": self.server_learning_rate,
-            "beta_1": self.server_beta1,
-            "beta_2": self.server_beta2,
-            "tau": self.server_epsilon,
-        }
-
-
-def server_step(strategy, replies: Iterable[Message], step: Callable) -> ArrayRecord | None:
-    """Average the replies and take one adaptive step from ``strategy.current_arrays``."""
-    replies = by_client(replies)
-    if len(replies) < strategy.min_train_nodes:
-        return None
-    x = strategy.current_arrays  # what configure_train sent (Flower's FedOpt keeps it)
-    mean = messages.average(replies, strategy.rank)
-    delta = {key: mean[key].astype(np.float64) - x[key] for key in x}
-    c = strategy.config
-    new_x, strategy.opt_state = step(
-        x,
-        delta,
-        strategy.opt_state,
-        eta=c.server_learning_rate,
-        beta1=c.server_beta1,
-        beta2=c.server_beta2,
-        tau=c.server_epsilon,
-    )
-    return to_record(new_x)
-
 
 def opt_arrays(state: OptimizerState | None) -> dict[str, np.ndarray]:
     return {} if state is None else {_OPT + k: v for k, v in state.to_arrays().items()}
@@ -86,25 +58,43 @@ def opt_from_arrays(arrays: Mapping[str, np.ndarray]) -> OptimizerState | None:
     return OptimizerState.from_arrays(mine) if mine else None
 
 
-class FedAdam(messages.AnnouncesRanks, flwr_strategy.FedAdam):
+class FedAdam(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAdam, name="fedadam"):
     """FedAvg of the replies, then a server Adam step with persistent moments."""
 
-    name = "fedadam"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
-    aggregate_evaluate = protocol.skip_evaluate
-    round_log = protocol.empty_log
+    server_update = staticmethod(fedadam_step)  # FedYogi swaps in its own
 
     def __init__(self, config: FedOptConfig, **common) -> None:
-        super().__init__(**config.flower_kwargs(), **common)
-        self.config = config
+        super().__init__(config, **common)
         self.opt_state: OptimizerState | None = None
 
-    server_update = staticmethod(fedadam_step)  # FedYogi swaps in its own
+    @staticmethod
+    def flower_kwargs(config: FedOptConfig) -> dict[str, float]:
+        # Flower's FedOpt validates and keeps these; the step itself is server_update's.
+        return {
+            "eta": config.server_learning_rate,
+            "beta_1": config.server_beta1,
+            "beta_2": config.server_beta2,
+            "tau": config.server_epsilon,
+        }
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return server_step(self, replies, self.server_update), None
+        """Average the replies and take one adaptive step from ``current_arrays``."""
+        x = self.current_arrays  # what configure_train sent (Flower's FedOpt keeps it)
+        mean = messages.average(by_client(replies), self.rank)
+        delta = {key: mean[key].astype(np.float64) - x[key] for key in x}
+        c = self.config
+        new_x, self.opt_state = self.server_update(
+            x,
+            delta,
+            self.opt_state,
+            eta=c.server_learning_rate,
+            beta1=c.server_beta1,
+            beta2=c.server_beta2,
+            tau=c.server_epsilon,
+        )
+        return to_record(new_x), None
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return opt_arrays(self.opt_state)

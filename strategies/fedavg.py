@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
+from colora.wire import to_record
 from runconfig.fields import option
-from strategies import messages, protocol
+from strategies import messages
+from strategies.base import Strategy
 from strategies.ordering import by_client
 
 
@@ -28,21 +30,10 @@ class FedAvgConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedAvg(messages.AnnouncesRanks, flwr_strategy.FedAvg):
+class FedAvg(Strategy, messages.AnnouncesRanks, flwr_strategy.FedAvg, name="fedavg"):
     """Example-weighted averaging of the shared adapter; replies are pre-screened."""
-
-    name = "fedavg"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    round_log = protocol.empty_log
-    aggregate_evaluate = protocol.skip_evaluate
-
-    def __init__(self, config: FedAvgConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return messages.average_record(by_client(replies), self.min_train_nodes, self.rank)
+        return to_record(messages.average(by_client(replies), self.rank)), None

@@ -10,87 +10,26 @@ average. R travels as low-rank factors, [B_1 ... B_K, B_bar] @ [p_1 A_1; ...; p_
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, Message
 
 from colora.wire import to_record
 from strategies import messages
+from strategies.base import in_the_clear
 from strategies.maths.averaging import weighted_average
-from strategies.maths.lora_products import lora_pairs
-from strategies.merged_term import Factors, MergedTerm, stacked_factors
-from strategies.ordering import by_client
+from strategies.maths.lora_products import Factors, residual_factors
+from strategies.merged_term import MergesTerm
+
+IN_THE_CLEAR = in_the_clear("fedex-lora computes the residual of every client's factors")
 
 
-@dataclass(frozen=True)
-class FedExLoraConfig:
-    """FedEx-LoRA has no parameters beyond the common ``strategy.*`` keys."""
-
-
-def residual_factors(
-    states: list[dict[str, np.ndarray]], weights: list[float], mean: Mapping[str, np.ndarray]
-) -> dict[str, Factors]:
-    """Per layer, factors whose product is sum_k p_k B_k A_k - B_bar A_bar."""
-    stacked = stacked_factors(states, weights)
-    out = {}
-    for layer, (a_key, b_key) in lora_pairs(mean).items():
-        b, a = stacked[layer]
-        out[layer] = (
-            np.concatenate([b, mean[b_key]], axis=1),
-            np.concatenate([a, -mean[a_key]], axis=0),
-        )
-    return out
-
-
-class FedExLora(flwr_strategy.FedAvg):
+class FedExLora(MergesTerm, name="fedex-lora", individual_updates=IN_THE_CLEAR):
     """FedAvg of A and B, plus the residual of the exact average merged on the clients."""
 
-    name = "fedex-lora"
-    individual_updates = (
-        "fedex-lora computes the residual between the mean of the products B_k A_k and the "
-        "product of the means, so the server needs each client's factors in the clear."
-    )
-
-    def __init__(self, config: FedExLoraConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.term = MergedTerm()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.term.address(super().configure_train(server_round, arrays, config, grid))
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.term.address(super().configure_evaluate(server_round, arrays, config, grid))
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
-        self.term.learn(replies)
-        self.term.release_increment()
+    def merge(
+        self, server_round: int, replies: Sequence[Message]
+    ) -> tuple[ArrayRecord | None, Mapping[str, Factors]]:
         states, weights = messages.states(replies), messages.example_counts(replies)
         mean = weighted_average(states, weights)
-        self.term.add(server_round, residual_factors(states, weights, mean))
-        return to_record(mean), None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        self.term.learn(replies)
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return self.term.to_arrays()
-
-    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.term.load(arrays)
-
-    def round_log(self, server_round: int) -> dict:
-        return self.term.log()
+        return to_record(mean), residual_factors(states, weights, mean)

@@ -8,15 +8,13 @@ drift on heterogeneous tasks. Heterogeneous ranks work as in ``fedavg``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp import strategy as flwr_strategy
 
 from runconfig.fields import option, require
-from strategies import messages, protocol
-from strategies.ordering import by_client
+from strategies import messages
+from strategies.fedavg import FedAvg
 
 
 @dataclass(frozen=True)
@@ -29,21 +27,9 @@ class FedProxConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class FedProx(messages.AnnouncesRanks, flwr_strategy.FedProx):
-    """FedAvg server step; the proximal term is applied in each client's loss."""
+class FedProx(FedAvg, flwr_strategy.FedProx, name="fedprox"):
+    """FedAvg's server step; the proximal term is applied in each client's loss."""
 
-    name = "fedprox"
-    individual_updates = ""  # the weighted mean of the updates is enough (SecAgg+ ok)
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    round_log = protocol.empty_log
-    aggregate_evaluate = protocol.skip_evaluate
-
-    def __init__(self, config: FedProxConfig, **common) -> None:
-        super().__init__(proximal_mu=config.proximal_mu, **common)
-        self.config = config
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return messages.average_record(by_client(replies), self.min_train_nodes, self.rank)
+    @staticmethod
+    def flower_kwargs(config: FedProxConfig) -> dict[str, float]:
+        return {"proximal_mu": config.proximal_mu}

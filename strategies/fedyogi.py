@@ -12,8 +12,7 @@ from strategies.fedadam import FedAdam
 from strategies.maths.server_opt import fedyogi_step
 
 
-class FedYogi(FedAdam):
+class FedYogi(FedAdam, name="fedyogi"):
     """FedAvg of the replies, then a server Yogi step with persistent moments."""
 
-    name = "fedyogi"
     server_update = staticmethod(fedyogi_step)

@@ -12,18 +12,18 @@ base plus the merged term, which is in the checkpoint's strategy state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, ConfigRecord, Message
 
 from runconfig.fields import option
 from strategies import messages
-from strategies.merged_term import MergedTerm, stacked_factors
-from strategies.ordering import by_client
+from strategies.base import in_the_clear
+from strategies.maths.lora_products import Factors, stacked_factors
+from strategies.merged_term import MergesTerm
+
+IN_THE_CLEAR = in_the_clear("flora stacks every client's A and B factors into the merged term")
 
 
 @dataclass(frozen=True)
@@ -34,55 +34,26 @@ class FloraConfig:
         messages.parse_ranks("client_ranks", self.client_ranks)
 
 
-class Flora(flwr_strategy.FedAvg):
+class Flora(MergesTerm, name="flora", individual_updates=IN_THE_CLEAR):
     """Stack the clients' factors and merge them exactly; restart from a fresh adapter."""
 
-    name = "flora"
-    individual_updates = (
-        "flora stacks every client's A and B factors into the merged term, so the server needs "
-        "each update in the clear."
-    )
-
     def __init__(self, config: FloraConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.term = MergedTerm()
+        super().__init__(config, **common)
         self.fresh: ArrayRecord | None = None  # the round's starting adapter (B = 0)
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def train_arrays(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
         if self.fresh is None:
             self.fresh = arrays
         messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return self.term.address(super().configure_train(server_round, self.fresh, config, grid))
+        return self.fresh
 
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
+    def evaluate_arrays(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
         messages.announce_ranks(self.config.client_ranks, arrays, config)
-        return self.term.address(super().configure_evaluate(server_round, arrays, config, grid))
+        return arrays
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
-        self.term.learn(replies)
-        self.term.release_increment()
-        increment = stacked_factors(messages.states(replies), messages.example_counts(replies))
-        self.term.add(server_round, increment)
-        return self.fresh, None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        self.term.learn(replies)
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        return self.term.to_arrays()
-
-    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.term.load(arrays)
-
-    def round_log(self, server_round: int) -> dict:
-        return self.term.log()
+    def merge(
+        self, server_round: int, replies: Sequence[Message]
+    ) -> tuple[ArrayRecord | None, Mapping[str, Factors]]:
+        return self.fresh, stacked_factors(
+            messages.states(replies), messages.example_counts(replies)
+        )

@@ -11,55 +11,23 @@ evaluate round.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from types import MappingProxyType
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, Message, MetricRecord
 
-from strategies import protocol
+from colora import contract
+from strategies.base import SendsFactors
 
-PRIVATE = ("A", "B")
-
-
-@dataclass(frozen=True)
-class LocalOnlyConfig:
-    """Local-only training has no parameters beyond the common ``strategy.*`` keys."""
+NOTHING_SHARED = "local-only aggregates nothing: secure aggregation has nothing to protect."
 
 
-class LocalOnly(flwr_strategy.FedAvg):
+class LocalOnly(SendsFactors, name="local-only", individual_updates=NOTHING_SHARED):
     """Sends no arrays and aggregates nothing; rounds only pace local training."""
 
-    name = "local-only"
-    individual_updates = (
-        "local-only aggregates nothing, so there is nothing for secure aggregation to protect."
-    )
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    round_log = protocol.empty_log
-    aggregate_evaluate = protocol.skip_evaluate
-
-    def __init__(self, config: LocalOnlyConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.initial: ArrayRecord | None = None
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.initial = arrays
-        config[protocol.PRIVATE_FACTORS] = ",".join(PRIVATE)
-        return super().configure_train(server_round, ArrayRecord(), config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        config[protocol.PRIVATE_FACTORS] = ",".join(PRIVATE)
-        return super().configure_evaluate(server_round, ArrayRecord(), config, grid)
+    sent = ()  # both factors stay on each client's disk, like Sigma_k
+    train_keys = evaluate_keys = MappingProxyType({contract.PRIVATE_FACTORS: "A,B"})
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if len(list(replies)) < self.min_train_nodes:
-            return None, None
-        return self.initial, None
+        return self.full, None

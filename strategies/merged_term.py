@@ -16,17 +16,21 @@ server assumes nothing. D is kept unscaled; clients apply the scale s = alpha / 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
 
+from colora import contract as keys
 from colora.wire import to_record
 from strategies import messages
-from strategies import protocol as keys
-from strategies.maths.lora_products import flora_stack, lora_pairs
+from strategies.base import Strategy
+from strategies.maths.lora_products import Factors
 from strategies.maths.reproducible import aligned_matmul
+from strategies.ordering import by_client
 
-Factors = tuple[np.ndarray, np.ndarray]  # (B_inc d_out x q, A_inc q x d_in)
 _TOTAL, _ROUND = "merged/", "merged-round"
 
 
@@ -116,16 +120,67 @@ class MergedTerm:
 
     def log(self) -> dict:
         ranks = [b.shape[1] for b, _ in self.increment.values()]
-        return {"merged-round": self.round, "merged-increment-rank": max(ranks, default=0)}
+        return {"merged_round": self.round, "merged_increment_rank": max(ranks, default=0)}
 
 
-def stacked_factors(
-    states: Sequence[Mapping[str, np.ndarray]], weights: Sequence[float]
-) -> dict[str, Factors]:
-    """FLoRA stacking per layer: B = [B_1 ... B_K], A = [p_1 A_1; ...; p_K A_K], so that
-    B @ A = sum_k p_k B_k A_k for any per-client ranks (``lora_products.flora_stack``)."""
-    out = {}
-    for layer, (a_key, b_key) in lora_pairs(states[0]).items():
-        a, b = flora_stack([s[a_key] for s in states], [s[b_key] for s in states], weights)
-        out[layer] = (b, a)
-    return out
+class MergesTerm(Strategy, flwr_strategy.FedAvg):
+    """A strategy that aggregates exactly by growing the frozen merged term (FLoRA, FedEx-LoRA).
+
+    Every message carries the node's merge keys and record (:meth:`MergedTerm.address`); each
+    round the subclass's :meth:`merge` gives the new global arrays and the low-rank increment
+    of D. The term is the strategy's state and its log.
+    """
+
+    def __init__(self, config: Any, **common: Any) -> None:
+        super().__init__(config, **common)
+        self.term = MergedTerm()
+
+    def train_arrays(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+        """What the train messages carry; may add config keys."""
+        del config
+        return arrays
+
+    def evaluate_arrays(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+        """What the evaluate messages carry; may add config keys."""
+        del config
+        return arrays
+
+    def merge(
+        self, server_round: int, replies: Sequence[Message]
+    ) -> tuple[ArrayRecord | None, Mapping[str, Factors]]:
+        """(the next global arrays, the increment B_inc @ A_inc of D per layer)."""
+        raise NotImplementedError
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sent = self.train_arrays(arrays, config)
+        return self.term.address(super().configure_train(server_round, sent, config, grid))
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sent = self.evaluate_arrays(arrays, config)
+        return self.term.address(super().configure_evaluate(server_round, sent, config, grid))
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = by_client(replies)
+        self.term.learn(replies)
+        self.term.release_increment()
+        arrays, increment = self.merge(server_round, replies)
+        self.term.add(server_round, increment)
+        return arrays, None
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
+        self.term.learn(replies)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return self.term.to_arrays()
+
+    def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.term.load(arrays)
+
+    def round_log(self, server_round: int) -> dict:
+        return self.term.log()

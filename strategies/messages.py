@@ -2,12 +2,12 @@
 
 Strategies keep Flower's sampling (``configure_train`` of the parent class) and, where they
 personalise, re-address each sampled node's message with its own content. Replies are already
-screened by ``server.screening`` into the canonical form of ``strategies.contract`` (metrics
+screened by ``server.screening`` into the canonical form of ``colora.contract`` (metrics
 validated, example counts capped), so nothing here re-validates them.
 
 Heterogeneous ranks follow HetLoRA (https://arxiv.org/abs/2401.06432): with ``client-ranks``,
 client c trains the first r_c ranks and replies with r_c-rank factors; the averaging strategies
-zero-pad every reply back to the full rank r before averaging (``averaging.zero_pad_rank``).
+zero-pad every reply back to the full rank r before averaging (``colora.keys.zero_pad_rank``).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from colora import contract as keys
+from colora.contract import CLIENT_ID, NUM_EXAMPLES, decode_array
+from colora.keys import lora_rank, split_lora_key, zero_pad_rank
 from colora.wire import to_record
 from runconfig.fields import require
-from strategies import protocol as keys
-from strategies.contract import CLIENT_ID, NUM_EXAMPLES, decode_array
-from strategies.maths.averaging import lora_rank, split_lora_key, weighted_average, zero_pad_rank
+from strategies.maths.averaging import weighted_average
 
 State = dict[str, np.ndarray]
 RANKS_HELP = (
@@ -111,17 +112,6 @@ def padded(states_: Sequence[State], rank: int | None) -> list[State]:
 def average(replies: Sequence[Message], rank: int | None = None) -> State:
     """FedAvg of the replies' arrays weighted by ``num-examples``, zero-padded to ``rank``."""
     return weighted_average(padded(states(replies), rank), example_counts(replies))
-
-
-def average_record(
-    replies: Iterable[Message], min_nodes: int, rank: int | None
-) -> tuple[ArrayRecord | None, None]:
-    """``aggregate_train`` of the averaging strategies: FedAvg of the replies, or nothing when
-    fewer than ``min_nodes`` usable replies arrived."""
-    replies = list(replies)
-    if len(replies) < min_nodes:
-        return None, None
-    return to_record(average(replies, rank)), None
 
 
 def select_factors(arrays: ArrayRecord, factors: Iterable[str]) -> ArrayRecord:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from flwr.app import Message
 
-from strategies.protocol import CLIENT_ID
+from colora.contract import CLIENT_ID
 
 
 def client_order(reply: Message) -> tuple[float, int]:

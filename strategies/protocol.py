@@ -5,13 +5,11 @@ class, so ``configure_train``/``aggregate_train``/``configure_evaluate``/``aggre
 keep Flower's signatures (https://flower.ai/docs/framework/ref-api/flwr.serverapp.strategy.html).
 The loop screens replies before ``aggregate_*`` sees them, and additionally calls
 ``state_arrays``/``load_state`` (checkpoint and resume) and ``round_log`` (merged into the round's
-``metrics.jsonl`` line, so it must be JSON-serialisable). The trivial bodies below are assigned as
-class attributes by strategies that keep no state, so there is no shared base class to inherit.
+``metrics.jsonl`` line, so it must be JSON-serialisable). :class:`strategies.base.Strategy`
+carries the defaults every strategy starts from.
 
-**To the clients**: keys of the train/evaluate ``ConfigRecord`` tell a client how to assemble
-its shared adapter and what to send back. The reply's ``arrays`` always carries exactly the keys
-the server sent (new values; fewer ranks with ``client-ranks``), so screening can check a reply
-against what was sent. Absent keys mean plain FedAvg/CoLoRA behaviour.
+**To the clients**: the config keys and reply metrics live in :mod:`colora.contract`, a layer
+below both the strategies and the client (issue 15).
 """
 
 from __future__ import annotations
@@ -23,21 +21,6 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-# Metric names are spelled once, in the reply contract; these two double as config keys.
-from strategies.contract import CLIENT_ID, MERGE_ROUND  # noqa: F401
-
-# ConfigRecord keys, server -> client. Values are strings of comma-separated items or numbers.
-TRAIN_FACTORS = "train-factors"  # "A,B" (default) or "B" (FFA-LoRA: A stays frozen)
-PRIVATE_FACTORS = "private-factors"  # factors kept on the client's disk: "B" (FedSA), "A,B"
-CLIENT_RANKS = "client-ranks"  # "8,4,2": client-id c trains rank ranks[c % len] (HetLoRA)
-MERGE_MODE = "merge-mode"  # "keep" | "add" | "replace": the frozen merged term (FLoRA, FedEx)
-POOLED_DATA = "pooled-data"  # centralized baseline: train on every partition's data
-STEPS_SCALE = "steps-scale"  # centralized baseline: steps x this, the federation's budget
-PROXIMAL_MU = "proximal-mu"  # FedProx: (mu / 2) * ||theta - theta_global||^2 in the loss
-MERGE_RECORD = "merge"  # ArrayRecord beside "arrays" carrying the frozen-term payload
-# Keys inside the merge record: "<lora layer>.<suffix>".
-MERGE_A, MERGE_B, MERGE_DENSE = "merge_A", "merge_B", "merge_W"
-
 
 class FederatedStrategy(Protocol):
     """What ``server.federation.run_federation`` calls on a strategy."""
@@ -46,6 +29,8 @@ class FederatedStrategy(Protocol):
     # "" when the weighted mean of the clients' updates is all the strategy needs, so it can
     # run under secure aggregation; otherwise the reason it needs each update in the clear.
     individual_updates: str
+    # The fewest usable train replies a round aggregates; the loop checks it, not the strategy.
+    min_replies: int
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -66,27 +51,3 @@ class FederatedStrategy(Protocol):
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None: ...
 
     def round_log(self, server_round: int) -> dict: ...
-
-
-def no_state(self) -> dict[str, np.ndarray]:
-    """``state_arrays`` of a strategy that keeps nothing between rounds."""
-    return {}
-
-
-def ignore_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-    """``load_state`` of a strategy that keeps nothing between rounds."""
-    del arrays
-
-
-def empty_log(self, server_round: int) -> dict:
-    """``round_log`` of a strategy with nothing to add to ``metrics.jsonl``."""
-    return {}
-
-
-def skip_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-    """``aggregate_evaluate``: ``server.reports`` records the per-task eval metrics itself.
-
-    Flower's version checks that every reply has the same metric keys, which fails here:
-    clients report ``eval-loss.<task>`` for their own tasks only.
-    """
-    del server_round, replies

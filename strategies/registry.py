@@ -13,18 +13,19 @@ from typing import Any
 
 from runconfig.fields import ConfigError, build_section
 from runconfig.schema import RunConfig
-from strategies.centralized import Centralized, CentralizedConfig
+from strategies.base import NoOptions
+from strategies.centralized import Centralized
 from strategies.clustered import Clustered, ClusteredConfig
 from strategies.coba import Coba, CobaConfig
 from strategies.fedadam import FedAdam, FedOptConfig
 from strategies.fedavg import FedAvg, FedAvgConfig
-from strategies.fedex_lora import FedExLora, FedExLoraConfig
+from strategies.fedex_lora import FedExLora
 from strategies.fedprox import FedProx, FedProxConfig
-from strategies.fedsa_lora import FedSaLora, FedSaLoraConfig
+from strategies.fedsa_lora import FedSaLora
 from strategies.fedyogi import FedYogi
-from strategies.ffa_lora import FfaLora, FfaLoraConfig
+from strategies.ffa_lora import FfaLora
 from strategies.flora import Flora, FloraConfig
-from strategies.local_only import LocalOnly, LocalOnlyConfig
+from strategies.local_only import LocalOnly
 from strategies.protocol import FederatedStrategy
 from strategies.robust_fedavg import RobustFedAvg, RobustFedAvgConfig
 from strategies.similarity_weighted import SimilarityWeighted, SimilarityWeightedConfig
@@ -56,12 +57,12 @@ STRATEGIES: dict[str, StrategyEntry] = _by_name(
     StrategyEntry(FedProx, FedProxConfig),
     StrategyEntry(FedAdam, FedOptConfig),
     StrategyEntry(FedYogi, FedOptConfig),
-    StrategyEntry(FfaLora, FfaLoraConfig),
-    StrategyEntry(FedSaLora, FedSaLoraConfig),
+    StrategyEntry(FfaLora, NoOptions),
+    StrategyEntry(FedSaLora, NoOptions),
     StrategyEntry(Flora, FloraConfig),
-    StrategyEntry(FedExLora, FedExLoraConfig),
-    StrategyEntry(LocalOnly, LocalOnlyConfig),
-    StrategyEntry(Centralized, CentralizedConfig),
+    StrategyEntry(FedExLora, NoOptions),
+    StrategyEntry(LocalOnly, NoOptions),
+    StrategyEntry(Centralized, NoOptions),
 )
 
 

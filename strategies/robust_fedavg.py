@@ -23,7 +23,7 @@ cannot run under secure aggregation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +33,13 @@ from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_record
 from runconfig.fields import one_of, option, require
-from strategies import messages, protocol
-from strategies.maths.averaging import flatten_state, unflatten_state
+from strategies import messages
+from strategies.base import Strategy, in_the_clear
+from strategies.maths.averaging import unflatten_state, update_matrix
 from strategies.maths.robust import RULES, robust_aggregate
 from strategies.ordering import by_client
+
+IN_THE_CLEAR = in_the_clear("robust-fedavg takes coordinate-wise medians or trimmed means")
 
 
 @dataclass(frozen=True)
@@ -68,21 +71,13 @@ class RobustFedAvgConfig:
         )
 
 
-class RobustFedAvg(flwr_strategy.FedAvg):
+class RobustFedAvg(
+    Strategy, flwr_strategy.FedAvg, name="robust-fedavg", individual_updates=IN_THE_CLEAR
+):
     """FedAvg's sampling; the server step is global + robust(clipped updates)."""
 
-    name = "robust-fedavg"
-    individual_updates = (
-        "robust-fedavg takes coordinate-wise medians or trimmed means over the clients' "
-        "updates, so the server needs each update in the clear."
-    )
-    state_arrays = protocol.no_state
-    load_state = protocol.ignore_state
-    aggregate_evaluate = protocol.skip_evaluate
-
     def __init__(self, config: RobustFedAvgConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
+        super().__init__(config, **common)
         self._global: dict[str, np.ndarray] = {}  # float copy of the adapter sent this round
         self._log: tuple[int, dict] | None = None  # (server round, its round_log entry)
 
@@ -96,13 +91,11 @@ class RobustFedAvg(flwr_strategy.FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
         if not self._global:
             raise RuntimeError("robust-fedavg: aggregate_train before configure_train")
         states = messages.states(replies)
         keys = sorted(set(self._global).intersection(*states))
-        deltas, global_flat = _update_matrix(states, self._global, keys)
+        deltas, global_flat = update_matrix(states, self._global, keys)
         aggregate, bound, clipped = robust_aggregate(
             deltas,
             self.config.robust_rule,
@@ -134,25 +127,3 @@ def _float_copy(array: np.ndarray) -> np.ndarray:
     """A writable copy that keeps a floating dtype (float32 stays float32)."""
     dtype = array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32
     return np.array(array, dtype=dtype, copy=True)
-
-
-def _update_matrix(
-    states: Sequence[dict[str, np.ndarray]], sent: dict[str, np.ndarray], keys: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(K x D matrix of reply - sent over ``keys``, filled row by row with no K x D
-    temporaries; ``sent`` flattened over ``keys``)."""
-    for key in keys:
-        for index, state in enumerate(states):
-            if state[key].shape != sent[key].shape:
-                raise ValueError(
-                    f"robust-fedavg: reply {index} has shape {state[key].shape} for '{key}', "
-                    f"{sent[key].shape} was sent (client-ranks is not supported)"
-                )
-    dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
-    width = sum(int(sent[key].size) for key in keys)
-    deltas = np.empty((len(states), width), dtype=dtype)
-    sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
-    for row, state in enumerate(states):
-        flatten_state(state, keys, out=deltas[row])
-        deltas[row] -= sent_flat
-    return deltas, sent_flat

@@ -24,17 +24,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
-from flwr.serverapp import strategy as flwr_strategy
+from flwr.app import ArrayRecord, Message, MetricRecord
 
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, updates
+from strategies.base import in_the_clear
 from strategies.maths.similarity import cosine_matrix, mixing_weights, personalized_mixtures
 from strategies.ordering import by_client
+from strategies.updates import SendsPersonal
 
 _MIX, _SIM = "mixture/", "similarity/"  # state keys: mixture/<client>, similarity/<round>/...
+
+IN_THE_CLEAR = in_the_clear("similarity-weighted mixes clients by the similarity of their updates")
 
 
 @dataclass(frozen=True)
@@ -57,45 +59,24 @@ class SimilarityRound:
     weights: np.ndarray
 
 
-class SimilarityWeighted(flwr_strategy.FedAvg):
+class SimilarityWeighted(
+    SendsPersonal, name="similarity-weighted", individual_updates=IN_THE_CLEAR
+):
     """Per-client softmax(cos / tau) mixtures of the clients' adapters."""
 
-    name = "similarity-weighted"
-    individual_updates = (
-        "similarity-weighted mixes each client's own aggregate from the cosine similarity of "
-        "every pair of updates, so the server needs each update in the clear."
-    )
-
     def __init__(self, config: SimilarityWeightedConfig, **common) -> None:
-        super().__init__(**common)
-        self.config = config
-        self.sender = updates.PersonalSender()
+        super().__init__(config, **common)
         self.mixtures: dict[int, np.ndarray] = {}  # client id -> its next flat adapter
         self._mixed: np.ndarray | None = None  # K x D block the mixtures of a round live in
         self.history: list[SimilarityRound] = []
-        updates.warn_privacy(self.name)
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_train(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._mixture, remember=True)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        sampled = super().configure_evaluate(server_round, arrays, config, grid)
-        return self.sender.address(sampled, arrays, self._mixture, remember=False)
-
-    def _mixture(self, client: int | None) -> np.ndarray | None:
+    def personal(self, client: int | None) -> np.ndarray | None:
         return self.mixtures.get(client) if client is not None else None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        if len(replies) < self.min_train_nodes:
-            return None, None
         clients, thetas, sketches = self.sender.updates(replies)
         p = messages.example_counts(replies)
         S = cosine_matrix(sketches)
@@ -113,9 +94,6 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
         self.mixtures.update(zip(clients, self._mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
-        self.sender.nodes.learn(replies)
 
     def round_log(self, server_round: int) -> dict:
         last = self.history[-1] if self.history else None

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_numpy, to_record
 from strategies import messages
+from strategies.base import Strategy
 from strategies.maths.averaging import flatten_state, normalized_weights, unflatten_state
 from strategies.maths.reproducible import aligned_empty, weighted_row_sum
 from strategies.maths.sketch import DEFAULT_WIDTH, count_sketch, sketch_rows
@@ -126,3 +130,33 @@ def vectors_to_arrays(prefix: str, vectors: Mapping[int, np.ndarray]) -> dict[st
 
 def vectors_from_arrays(prefix: str, arrays: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
     return {int(k.removeprefix(prefix)): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+class SendsPersonal(Strategy, flwr_strategy.FedAvg):
+    """A strategy that sends each client its own adapter and compares individual updates
+    (similarity-weighted, clustered). Subclasses say which adapter a client gets
+    (:meth:`personal`); a client without one gets the round's global arrays."""
+
+    def __init__(self, config: Any, **common: Any) -> None:
+        super().__init__(config, **common)
+        self.sender = PersonalSender()
+        warn_privacy(self.name)
+
+    def personal(self, client: int | None) -> np.ndarray | None:
+        """The flat adapter of ``client`` (None: not known, or none of its own yet)."""
+        raise NotImplementedError
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sampled = super().configure_train(server_round, arrays, config, grid)
+        return self.sender.address(sampled, arrays, self.personal, remember=True)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        sampled = super().configure_evaluate(server_round, arrays, config, grid)
+        return self.sender.address(sampled, arrays, self.personal, remember=False)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
+        self.sender.nodes.learn(replies)

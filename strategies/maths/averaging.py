@@ -1,4 +1,4 @@
-"""Weighted averaging of flattened LoRA state dicts, and HetLoRA rank padding.
+"""Weighted averaging of flattened LoRA state dicts.
 
 FedAvg (McMahan et al. 2017, https://arxiv.org/abs/1602.05629) averages client parameters with
 weights p_k = n_k / Σ n_j. Applied to the LoRA factors A and B this is FedIT
@@ -12,23 +12,11 @@ with keys ``<module>.lora_A.weight`` (shape r×d_in) and ``<module>.lora_B.weigh
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-State = Mapping[str, np.ndarray]
-
-# "<prefix>.lora_A.weight" or, from a full model state dict, "<prefix>.lora_A.<adapter>.weight".
-_LORA_KEY = re.compile(r"^(?P<prefix>.+)\.lora_(?P<factor>[AB])(?:\.[^.]+)?\.weight$")
-
-
-def split_lora_key(key: str) -> tuple[str, str] | None:
-    """Return (module prefix, "A" or "B") for a LoRA factor key, or None for any other key."""
-    match = _LORA_KEY.match(key)
-    if match is None:
-        return None
-    return match["prefix"], match["factor"]
+from colora.keys import State
 
 
 def normalized_weights(weights: Sequence[float]) -> np.ndarray:
@@ -114,60 +102,24 @@ def unflatten_state(
     return out
 
 
-def state_delta(after: State, before: State) -> dict[str, np.ndarray]:
-    """after − before per key (what a client changed in a round); key sets and shapes must match."""
-    _check_same_layout([before, after])
-    return {key: np.asarray(after[key]) - np.asarray(before[key]) for key in before}
-
-
-def lora_rank(state: State) -> int:
-    """The LoRA rank r shared by every lora_A (r×d_in) and lora_B (d_out×r) in ``state``."""
-    ranks: dict[str, int] = {}
-    for key, value in state.items():
-        parsed = split_lora_key(key)
-        if parsed is not None:
-            ranks[key] = np.shape(value)[0] if parsed[1] == "A" else np.shape(value)[1]
-    if not ranks:
-        raise ValueError("state has no lora_A / lora_B keys")
-    if len(set(ranks.values())) > 1:
-        raise ValueError(f"state mixes LoRA ranks {sorted(set(ranks.values()))}")
-    return next(iter(ranks.values()))
-
-
-def _resize_rank(state: State, rank: int, *, grow: bool) -> dict[str, np.ndarray]:
-    """Zero-pad (grow) or cut (not grow) the rank axis: rows of lora_A, columns of lora_B."""
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    current = lora_rank(state)
-    if grow and rank < current:
-        raise ValueError(f"cannot zero-pad rank {current} down to {rank}; use truncate_rank")
-    if not grow and rank > current:
-        raise ValueError(f"cannot truncate rank {current} up to {rank}; use zero_pad_rank")
-    out: dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        parsed = split_lora_key(key)
-        value = np.asarray(value)
-        if parsed is None:
-            out[key] = value.copy()
-            continue
-        axis = 0 if parsed[1] == "A" else 1
-        if grow:
-            pad = [(0, 0), (0, 0)]
-            pad[axis] = (0, rank - current)
-            out[key] = np.pad(value, pad)
-        else:
-            out[key] = np.take(value, np.arange(rank), axis=axis)
-    return out
-
-
-def zero_pad_rank(state: State, rank: int) -> dict[str, np.ndarray]:
-    """HetLoRA: pad lora_A with zero rows and lora_B with zero columns up to ``rank``.
-
-    The padded ranks contribute B[:, j]·A[j, :] = 0, so the product B·A is unchanged.
-    """
-    return _resize_rank(state, rank, grow=True)
-
-
-def truncate_rank(state: State, rank: int) -> dict[str, np.ndarray]:
-    """HetLoRA: keep the first ``rank`` rows of lora_A and columns of lora_B (for small clients)."""
-    return _resize_rank(state, rank, grow=False)
+def update_matrix(
+    states: Sequence[dict[str, np.ndarray]], sent: dict[str, np.ndarray], keys: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K x D matrix of reply - sent over ``keys``, filled row by row with no K x D
+    temporaries; ``sent`` flattened over ``keys``). Every reply must have the sent shapes:
+    a zero-padded rank would look like an update (robust-fedavg)."""
+    for key in keys:
+        for index, state in enumerate(states):
+            if state[key].shape != sent[key].shape:
+                raise ValueError(
+                    f"reply {index} has shape {state[key].shape} for '{key}', "
+                    f"{sent[key].shape} was sent (client-ranks is not supported)"
+                )
+    dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
+    width = sum(int(sent[key].size) for key in keys)
+    deltas = np.empty((len(states), width), dtype=dtype)
+    sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
+    for row, state in enumerate(states):
+        flatten_state(state, keys, out=deltas[row])
+        deltas[row] -= sent_flat
+    return deltas, sent_flat

@@ -1,30 +1,34 @@
-"""The inexact-aggregation trap of federated LoRA, and the exact aggregations that avoid it.
+"""The exact aggregations of federated LoRA, as low-rank factors (docs/ALGORITHMS.md).
 
 Averaging the factors is not averaging the update:
 
     Σ p_k B_k A_k − (Σ p_k B_k)(Σ p_k A_k) = Σ p_k (B_k − B̄)(A_k − Ā)
 
-(expand the right side and use Σ p_k = 1). Three exact methods are covered here:
+(expand the right side and use Σ p_k = 1). The exact methods never form a dense product here;
+they hand factors to the frozen merged term (``strategies.merged_term``):
 
-- FedEx-LoRA (https://arxiv.org/abs/2410.09432): keep (Ā, B̄) as the next adapter and fold the
-  residual s·(Σ p_k B_k A_k − B̄Ā) into the frozen base weight.
 - FLoRA (https://arxiv.org/abs/2409.05976): stack A = [p_1A_1; …; p_KA_K] and B = [B_1 … B_K], so
-  B·A = Σ p_k B_k A_k for any per-client ranks r_k, and merge s·B·A into the base weight.
+  B·A = Σ p_k B_k A_k for any per-client ranks r_k (:func:`stacked_factors`).
+- FedEx-LoRA (https://arxiv.org/abs/2410.09432): keep (Ā, B̄) as the next adapter and fold the
+  residual Σ p_k B_k A_k − B̄Ā = [B_1 … B_K, B̄]·[p_1A_1; …; p_KA_K; −Ā] (:func:`residual_factors`).
 - FFA-LoRA (https://arxiv.org/abs/2403.12313): A is frozen and identical on every client, so the
   residual above vanishes and averaging B alone is exact (nothing extra to compute here).
 
-Shapes: A_k is r_k×d_in, B_k is d_out×r_k. Arithmetic runs in float64; results come back in the
-inputs' floating dtype. Weights p are normalised with ``normalized_weights``.
+Shapes: A_k is r_k×d_in, B_k is d_out×r_k. Stacking runs in float64; results come back in the
+inputs' floating dtype. Weights p are normalised with ``normalized_weights``. The dense
+products the tests compare against are in ``tests/strategies/lora_oracles.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from strategies.maths.averaging import State, normalized_weights, split_lora_key, weighted_average
-from strategies.maths.reproducible import aligned_matmul, weighted_row_sum
+from colora.keys import State, split_lora_key
+from strategies.maths.averaging import normalized_weights
+
+Factors = tuple[np.ndarray, np.ndarray]  # (B d_out x q, A q x d_in) of one layer
 
 
 def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
@@ -66,54 +70,6 @@ def _prepare(
     return a64, b64, weights, dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
 
 
-def _product(b: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """B @ A on aligned operands in their common dtype (``maths.reproducible``)."""
-    return aligned_matmul(b, a, np.result_type(b, a))
-
-
-def product_average(
-    As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
-) -> np.ndarray:
-    """The exact average Σ_k p_k B_k A_k (d_out×d_in); ranks may differ per client."""
-    a64, b64, weights, dtype = _prepare(As, Bs, p)
-    total = sum(w * _product(b, a) for w, a, b in zip(weights, a64, b64, strict=True))
-    return np.asarray(total).astype(dtype)
-
-
-def _factor_means(
-    a64: list[np.ndarray], b64: list[np.ndarray], weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    if len({a.shape for a in a64}) > 1:
-        raise ValueError("averaging factors needs one rank for all clients; zero_pad_rank first")
-    a_bar = weighted_row_sum([a.ravel() for a in a64], weights).reshape(a64[0].shape)
-    b_bar = weighted_row_sum([b.ravel() for b in b64], weights).reshape(b64[0].shape)
-    return a_bar, b_bar
-
-
-def _covariance(
-    a64: list[np.ndarray],
-    b64: list[np.ndarray],
-    weights: np.ndarray,
-    a_bar: np.ndarray,
-    b_bar: np.ndarray,
-) -> np.ndarray:
-    terms = (w * _product(b - b_bar, a - a_bar) for w, a, b in zip(weights, a64, b64, strict=True))
-    return np.asarray(sum(terms))
-
-
-def factor_average_error(
-    As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
-) -> np.ndarray:
-    """Σ_k p_k (B_k − B̄)(A_k − Ā): what fedavg of the factors misses (= exact − B̄Ā).
-
-    Computed in the covariance form rather than as a difference of two products, which avoids
-    cancellation when the error is small next to the average.
-    """
-    a64, b64, weights, dtype = _prepare(As, Bs, p)
-    a_bar, b_bar = _factor_means(a64, b64, weights)
-    return _covariance(a64, b64, weights, a_bar, b_bar).astype(dtype)
-
-
 def flora_stack(
     As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -125,57 +81,27 @@ def flora_stack(
     return a_stacked.astype(dtype), b_stacked.astype(dtype)
 
 
-def fedex_aggregate(
-    As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FedEx-LoRA: (Ā, B̄, R) with R = Σ p_k B_k A_k − B̄Ā, so B̄Ā + R is the exact average."""
-    a64, b64, weights, dtype = _prepare(As, Bs, p)
-    a_bar, b_bar = _factor_means(a64, b64, weights)
-    residual = _covariance(a64, b64, weights, a_bar, b_bar)
-    return a_bar.astype(dtype), b_bar.astype(dtype), residual.astype(dtype)
+def stacked_factors(states: Sequence[State], weights: Sequence[float]) -> dict[str, Factors]:
+    """FLoRA stacking per layer: B = [B_1 ... B_K], A = [p_1 A_1; ...; p_K A_K], so that
+    B @ A = sum_k p_k B_k A_k for any per-client ranks (:func:`flora_stack`)."""
+    out = {}
+    for layer, (a_key, b_key) in lora_pairs(states[0]).items():
+        a, b = flora_stack([s[a_key] for s in states], [s[b_key] for s in states], weights)
+        out[layer] = (b, a)
+    return out
 
 
-def _module_factors(
-    states: Sequence[State],
-) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
-    """Prefix -> (A_k list, B_k list) over clients; every client must have the same modules."""
-    if not states:
-        raise ValueError("no client states to aggregate")
-    pairs = lora_pairs(states[0])
-    for index, state in enumerate(states[1:], start=1):
-        if lora_pairs(state) != pairs:
-            raise ValueError(f"state {index} has different LoRA modules or key names than state 0")
-    return {
-        prefix: ([s[a_key] for s in states], [s[b_key] for s in states])
-        for prefix, (a_key, b_key) in pairs.items()
-    }
-
-
-def exact_delta_weights(
-    states: Sequence[State], p: Sequence[float], scale: float
-) -> dict[str, np.ndarray]:
-    """Per module prefix, the exact merged update s·Σ_k p_k B_k A_k (d_out×d_in)."""
-    return {
-        prefix: scale * product_average(As, Bs, p)
-        for prefix, (As, Bs) in _module_factors(states).items()
-    }
-
-
-def fedex_state(
-    states: Sequence[State], p: Sequence[float], scale: float
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """FedEx-LoRA on whole states: (fedavg of every key, {prefix: s·R}) to fold into W0."""
-    residuals = {
-        prefix: scale * factor_average_error(As, Bs, p)
-        for prefix, (As, Bs) in _module_factors(states).items()
-    }
-    return weighted_average(states, p), residuals
-
-
-def flora_merge(states: Sequence[State], p: Sequence[float], scale: float) -> dict[str, np.ndarray]:
-    """FLoRA on whole states: {prefix: s·B_stacked·A_stacked}; ranks may differ per client."""
-    merged: dict[str, np.ndarray] = {}
-    for prefix, (As, Bs) in _module_factors(states).items():
-        a_stacked, b_stacked = flora_stack(As, Bs, p)
-        merged[prefix] = scale * _product(b_stacked, a_stacked)
-    return merged
+def residual_factors(
+    states: Sequence[State], weights: Sequence[float], mean: Mapping[str, np.ndarray]
+) -> dict[str, Factors]:
+    """FedEx-LoRA, per layer: factors whose product is sum_k p_k B_k A_k - B_bar A_bar, with
+    ``mean`` the factor means (B_bar, A_bar): the stacking above with one more block."""
+    stacked = stacked_factors(states, weights)
+    out = {}
+    for layer, (a_key, b_key) in lora_pairs(mean).items():
+        b, a = stacked[layer]
+        out[layer] = (
+            np.concatenate([b, mean[b_key]], axis=1),
+            np.concatenate([a, -mean[a_key]], axis=0),
+        )
+    return out

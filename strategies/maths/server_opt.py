@@ -19,6 +19,7 @@ dtype, and m and v are kept in at least float32 so that τ² does not underflow 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -90,14 +91,19 @@ def _check_keys(x: State, mean_delta: State, state: OptimizerState) -> None:
                 )
 
 
-def _adaptive_step(
+def adaptive_step(
     x: State,
     mean_delta: State,
     state: OptimizerState | None,
-    hyper: tuple[float, float, float, float],
+    *,
+    eta: float,
+    beta1: float,
+    beta2: float,
+    tau: float,
     yogi: bool,
 ) -> tuple[dict[str, np.ndarray], OptimizerState]:
-    eta, beta1, beta2, tau = hyper
+    """One FedAdam (``yogi=False``) or FedYogi server step; ``state=None`` starts from m = 0,
+    v = τ²."""
     _check_hyperparameters(eta, beta1, beta2, tau)
     state = OptimizerState.initial(x, tau) if state is None else state
     _check_keys(x, mean_delta, state)
@@ -119,29 +125,5 @@ def _adaptive_step(
     return new_x, OptimizerState(m=new_m, v=new_v, step=state.step + 1)
 
 
-def fedadam_step(
-    x: State,
-    mean_delta: State,
-    state: OptimizerState | None,
-    *,
-    eta: float,
-    beta1: float,
-    beta2: float,
-    tau: float,
-) -> tuple[dict[str, np.ndarray], OptimizerState]:
-    """One FedAdam server step; ``state=None`` starts from m = 0, v = τ²."""
-    return _adaptive_step(x, mean_delta, state, (eta, beta1, beta2, tau), yogi=False)
-
-
-def fedyogi_step(
-    x: State,
-    mean_delta: State,
-    state: OptimizerState | None,
-    *,
-    eta: float,
-    beta1: float,
-    beta2: float,
-    tau: float,
-) -> tuple[dict[str, np.ndarray], OptimizerState]:
-    """One FedYogi server step; ``state=None`` starts from m = 0, v = τ²."""
-    return _adaptive_step(x, mean_delta, state, (eta, beta1, beta2, tau), yogi=True)
+fedadam_step = functools.partial(adaptive_step, yogi=False)  # one FedAdam server step
+fedyogi_step = functools.partial(adaptive_step, yogi=True)  # one FedYogi server step

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from strategies.maths.averaging import normalized_weights
-from strategies.maths.cluster_tools import farthest_point_kmeans, max_overlap_assignment
+from strategies.maths.cluster_tools import farthest_point_kmeans
 from strategies.maths.reproducible import (
     aligned_copy,
     aligned_empty,
@@ -229,38 +229,3 @@ def spectral_clusters(S: np.ndarray, max_k: int | None = None) -> np.ndarray:
     norms = np.linalg.norm(embedding, axis=1, keepdims=True)
     embedding = np.divide(embedding, norms, out=np.zeros_like(embedding), where=norms > 0)
     return canonical_labels(farthest_point_kmeans(embedding, k))
-
-
-def sticky_relabel(previous: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Rename the ids in ``new`` to the ``previous`` ids they overlap most, for stable logs.
-
-    Both arrays hold one cluster id per client, aligned by client; ``previous`` may hold −1 for a
-    client that had no cluster. New clusters are matched one-to-one to previous clusters so that
-    the total number of clients keeping their id is maximal (Hungarian algorithm). A new cluster
-    with no overlap gets the smallest id used by no previous cluster.
-    """
-    previous, new = np.asarray(previous, dtype=np.int64), np.asarray(new, dtype=np.int64)
-    if previous.shape != new.shape or previous.ndim != 1:
-        raise ValueError(f"previous {previous.shape} and new {new.shape} must be equal 1-D shapes")
-    new_ids = np.unique(new)
-    old_ids = np.unique(previous[previous >= 0])
-    overlap = np.array(
-        [[np.sum((new == a) & (previous == b)) for b in old_ids] for a in new_ids], dtype=float
-    ).reshape(len(new_ids), len(old_ids))
-    match = max_overlap_assignment(overlap)
-    rename: dict[int, int] = {}
-    for row, col in enumerate(match):
-        if col >= 0 and overlap[row, col] > 0:
-            rename[int(new_ids[row])] = int(old_ids[col])
-    taken = set(old_ids.tolist())
-    fresh = (i for i in range(len(new) + len(old_ids) + 1) if i not in taken)
-    for cluster in _first_appearance_order(new):
-        if cluster not in rename:
-            rename[cluster] = next(fresh)
-    return np.array([rename[int(c)] for c in new], dtype=np.int64)
-
-
-def _first_appearance_order(labels: np.ndarray) -> list[int]:
-    labels = np.asarray(labels)
-    _, first = np.unique(labels, return_index=True)
-    return [int(labels[i]) for i in np.sort(first)]

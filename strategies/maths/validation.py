@@ -8,7 +8,7 @@ one-line reason that names the offending key.
 
 ``check_rank_compatible`` is the HetLoRA variant (https://arxiv.org/abs/2401.06432): a client with
 a smaller budget may train only the first r_k ≤ r ranks, so it sends lora_A as r_k×d_in and
-lora_B as d_out×r_k; the server then zero-pads it (``averaging.zero_pad_rank``). Every module of
+lora_B as d_out×r_k; the server then zero-pads it (``colora.keys.zero_pad_rank``). Every module of
 one reply must use the same r_k, and every other key must match the reference exactly.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from strategies.maths.averaging import split_lora_key
+from colora.keys import split_lora_key
 
 State = Mapping[str, np.ndarray]
 

@@ -32,8 +32,8 @@ def _check_centralized(rounds):
 def _check_merged(increment_rank):
     def check(rounds):
         for record in rounds:
-            assert record["merged-round"] == record["round"]
-            assert record["merged-increment-rank"] == increment_rank
+            assert record["strategy"]["merged_round"] == record["round"]
+            assert record["strategy"]["merged_increment_rank"] == increment_rank
             assert {e["merge-round"] for e in record["train"]} == {record["round"] - 1}
 
     return check
@@ -41,15 +41,15 @@ def _check_merged(increment_rank):
 
 def _check_similarity(rounds):
     for record in rounds:
-        assert len(record["similarity"]["matrix"]) == 3
+        assert len(record["strategy"]["similarity"]["matrix"]) == 3
 
 
 def _check_clustered(rounds):
-    assert all(set(r["clusters"]) == {"0", "1", "2"} for r in rounds)
+    assert all(set(r["strategy"]["clusters"]) == {"0", "1", "2"} for r in rounds)
 
 
 def _check_coba(rounds):
-    assert all(abs(sum(r["coba_client_weights"].values()) - 1) < 1e-5 for r in rounds)
+    assert all(abs(sum(r["strategy"]["coba_client_weights"].values()) - 1) < 1e-5 for r in rounds)
 
 
 CHECKS = {

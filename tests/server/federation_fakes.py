@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 
+from colora import contract as names
 from colora.wire import to_numpy
 from runconfig import parse_run_config
 from server.federation import FederationResult, run_federation
-from strategies import contract as names
 from tests.conftest import pyproject_defaults
 from tests.strategies.fakes import lora_state
 

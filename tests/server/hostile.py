@@ -13,8 +13,8 @@ import math
 import numpy as np
 from flwr.app import Array, ConfigRecord, Message, MetricRecord, RecordDict
 
+from colora import contract as names
 from colora.wire import to_record
-from strategies import contract as names
 from tests.server.federation_fakes import TASKS, honest_arrays, train_metrics
 
 NPY_STYPE = names.NPY_STYPE

@@ -102,7 +102,7 @@ def test_noise_is_added_once_with_std_z_c_over_m(n_clients):
     assert not np.array_equal(to_numpy(again)["layer.lora_A.weight"], noise)
     spent = dp.accountant.get_privacy_spent()
     assert spent.num_releases == 2
-    log = dp.round_log(n_clients)["central_dp"]
+    log = dp.round_log(n_clients)
     assert log["noise_std"] == pytest.approx(sigma) and log["releases"] == 2
     assert log["epsilon_spent"] == spent.epsilon
 
@@ -118,7 +118,7 @@ def test_resume_recomposes_the_rounds_already_released():
     cfg = _cfg(**{"privacy.dp-noise-multiplier": 1.0})
     dp = CentralDp(build_strategy(cfg), cfg)
     _round(dp, {"a.lora_A.weight": np.zeros((2, 2), np.float32)}, 3)
-    record = {"round": 1, **dp.round_log(3)}
+    record = {"round": 1, "central_dp": dp.round_log(3)}
     resumed = CentralDp(build_strategy(cfg), cfg)
     resumed.restore([record, {"round": 2, "failed": True}])
     assert resumed.accountant.get_privacy_spent() == dp.accountant.get_privacy_spent()

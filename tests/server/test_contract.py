@@ -1,4 +1,4 @@
-"""The reply contract (``strategies.contract``): what parses, and that nothing else raises
+"""The reply contract (``colora.contract``): what parses, and that nothing else raises
 anything but ``ReplyError``."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import contract as names
-from strategies.contract import ReplyError, decode_array, parse_evaluate, parse_train
+from colora import contract as names
+from colora.contract import ReplyError, decode_array, parse_evaluate, parse_train
 from tests.server.hostile import forced_metrics, npy_array, npy_bytes
 
 pytestmark = pytest.mark.usefixtures("server_task_identity")

@@ -21,8 +21,8 @@ from flwr.app import Array, Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from colora import contract as names
 from colora.wire import to_numpy
-from strategies import contract as names
 from strategies.registry import STRATEGIES
 from tests.server import hostile
 from tests.server.federation_fakes import (

@@ -67,7 +67,7 @@ def test_a_hostile_evaluate_reply_is_rejected_and_the_run_goes_on(tmp_path, stra
     assert all(BAD_NODE - 1 not in [e["client-id"] for e in line["eval"]] for line in lines)
     assert_same_adapter(bad, good)
     if strategy == "coba":  # the history holds only the valid clients' losses, all finite
-        history = lines[-1]["coba_history"]
+        history = lines[-1]["strategy"]["coba_history"]
         assert history and all(np.isfinite(v).all() for v in history.values())
 
 

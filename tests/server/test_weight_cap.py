@@ -13,10 +13,10 @@ from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from colora import contract as names
 from colora.wire import to_numpy
 from server import run_dir as rundir
 from server.weights import capped_weights
-from strategies import contract as names
 from tests.server.federation_fakes import TASKS, AnsweringGrid, assert_same_arrays, federate
 from tests.strategies.fakes import lora_state
 

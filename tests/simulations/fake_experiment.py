@@ -44,7 +44,7 @@ def _eval_entries(gen_loss: float, pass1: tuple[float, float]) -> list[dict]:
     ]  # fmt: skip
 
 
-def _record(rnd: int, gen_loss: float, pass1: tuple[float, float], extra: dict) -> dict:
+def _record(rnd: int, gen_loss: float, pass1: tuple[float, float], strategy: dict) -> dict:
     return {
         "round": rnd,
         "seconds": 10.0,
@@ -55,7 +55,7 @@ def _record(rnd: int, gen_loss: float, pass1: tuple[float, float], extra: dict) 
         "train_loss_by_task": {"generation": 2.0 + rnd, "translation": 2.5},
         "eval_loss_by_task": {"generation": gen_loss, "translation": 3.0},
         "rejected": [],
-        **extra,
+        "strategy": strategy,
     }
 
 

@@ -90,7 +90,7 @@ def test_series_skip_failed_rounds_and_average_seeds(fake_experiment):
 def test_report_backfills_tensorboard_once(fake_experiment):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from simulations.tensorboard import sync_run
+    from server.tensorboard import sync_run
 
     write_report(fake_experiment)
     run_dir = fake_experiment / "runs" / "fedavg-seed0"

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from colora.keys import truncate_rank, zero_pad_rank
 from colora.wire import to_numpy
 from runconfig.fields import ConfigError
-from strategies.maths.averaging import truncate_rank, weighted_average, zero_pad_rank
+from strategies.maths.averaging import weighted_average
 from tests.strategies.fakes import RANK, FakeGrid, lora_state, metrics, strategy, train_round
 
 

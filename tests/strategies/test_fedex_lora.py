@@ -3,8 +3,9 @@
 import numpy as np
 
 from colora.wire import to_numpy
-from strategies.maths.lora_products import fedex_aggregate, lora_pairs, product_average
+from strategies.maths.lora_products import lora_pairs
 from tests.strategies.fakes import FakeGrid, lora_state, metrics, strategy, train_round
+from tests.strategies.lora_oracles import fedex_aggregate, product_average
 
 
 def test_factor_mean_plus_residual_is_the_exact_average():
@@ -27,4 +28,4 @@ def test_factor_mean_plus_residual_is_the_exact_average():
         )
         _, _, residual = fedex_aggregate(As, Bs, [1, 2, 3])
         np.testing.assert_allclose(fedex.term.total[layer], residual, atol=1e-6)
-    assert fedex.round_log(1)["merged-increment-rank"] == 4 * 3  # (K + 1) r
+    assert fedex.round_log(1)["merged_increment_rank"] == 4 * 3  # (K + 1) r

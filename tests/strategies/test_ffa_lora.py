@@ -4,8 +4,9 @@ import numpy as np
 from flwr.app import ConfigRecord
 
 from colora.wire import to_numpy, to_record
-from strategies.maths.lora_products import lora_pairs, product_average
+from strategies.maths.lora_products import lora_pairs
 from tests.strategies.fakes import FakeGrid, lora_state, metrics, sent_state, strategy, train_round
+from tests.strategies.lora_oracles import product_average
 
 
 def test_only_b_travels_and_the_product_average_is_exact():

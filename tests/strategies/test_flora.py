@@ -4,9 +4,9 @@ per-node merge protocol sends a dense term, an increment or nothing, as each nod
 import numpy as np
 from flwr.app import ConfigRecord
 
+from colora.keys import truncate_rank
 from colora.wire import to_numpy, to_record
-from strategies.maths.averaging import truncate_rank
-from strategies.maths.lora_products import lora_pairs, product_average
+from strategies.maths.lora_products import lora_pairs
 from tests.strategies.fakes import (
     LAYERS,
     FakeGrid,
@@ -16,6 +16,7 @@ from tests.strategies.fakes import (
     strategy,
     train_round,
 )
+from tests.strategies.lora_oracles import product_average
 
 
 def _merge(message):
@@ -43,7 +44,7 @@ def test_merged_term_is_exact_with_heterogeneous_ranks():
             [updates[n][a_key] for n in ranks], [updates[n][b_key] for n in ranks], [1, 2, 3]
         )
         np.testing.assert_allclose(flora.term.total[layer], exact, atol=1e-6)
-    assert flora.round_log(1) == {"merged-round": 1, "merged-increment-rank": 6}
+    assert flora.round_log(1) == {"merged_round": 1, "merged_increment_rank": 6}
 
 
 def test_nodes_get_an_increment_then_nothing_and_a_restarted_server_sends_dense():

@@ -1,18 +1,15 @@
-"""Hand-worked tests for strategies.maths.averaging (fedavg weights, flattening, HetLoRA ranks)."""
+"""Hand-worked tests for strategies.maths.averaging (fedavg weights, flattening) and the
+LoRA key layout of colora.keys (HetLoRA ranks)."""
 
 import numpy as np
 import pytest
 
+from colora.keys import lora_key, lora_rank, split_lora_key, truncate_rank, zero_pad_rank
 from strategies.maths.averaging import (
     flatten_state,
-    lora_rank,
     normalized_weights,
-    split_lora_key,
-    state_delta,
-    truncate_rank,
     unflatten_state,
     weighted_average,
-    zero_pad_rank,
 )
 
 A_KEY = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
@@ -68,18 +65,14 @@ def test_flatten_and_unflatten_by_hand():
         unflatten_state(np.zeros(4), state)
 
 
-def test_state_delta_by_hand():
-    before = {"w": np.array([1.0, 2.0]), "b": np.array([[0.5]])}
-    after = {"w": np.array([1.5, 1.0]), "b": np.array([[0.25]])}
-    delta = state_delta(after, before)
-    np.testing.assert_array_equal(delta["w"], [0.5, -1.0])
-    np.testing.assert_array_equal(delta["b"], [[-0.25]])
-
-
 def test_split_lora_key():
     assert split_lora_key(A_KEY) == ("base_model.model.model.layers.0.self_attn.q_proj", "A")
     assert split_lora_key("m.v_proj.lora_B.default.weight") == ("m.v_proj", "B")
     assert split_lora_key("m.v_proj.base_layer.weight") is None
+    assert split_lora_key(lora_key("m.v_proj", "B")) == ("m.v_proj", "B")
+    assert lora_key("m.q_proj", "A") == "m.q_proj.lora_A.weight"
+    with pytest.raises(ValueError, match="'A' or 'B'"):
+        lora_key("m.q_proj", "C")
 
 
 def test_zero_pad_and_truncate_rank_by_hand():

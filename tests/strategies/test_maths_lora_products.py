@@ -1,18 +1,16 @@
-"""Tests for strategies.maths.lora_products: the fedavg factor error and the exact methods."""
+"""Tests for strategies.maths.lora_products (the exact methods as factors), checked by hand and
+against the dense oracles of tests/strategies/lora_oracles.py."""
 
 import numpy as np
 import pytest
 
 from strategies.maths.lora_products import (
-    exact_delta_weights,
-    factor_average_error,
-    fedex_aggregate,
-    fedex_state,
-    flora_merge,
     flora_stack,
     lora_pairs,
-    product_average,
+    residual_factors,
+    stacked_factors,
 )
+from tests.strategies.lora_oracles import factor_average_error, fedex_aggregate, product_average
 
 # Two clients, rank 1, d_out = d_in = 2, chosen so every product is a unit matrix entry:
 #   B1 A1 = [[1],[0]]·[[1,0]] = [[1,0],[0,0]],   B2 A2 = [[0],[1]]·[[0,1]] = [[0,0],[0,1]].
@@ -95,28 +93,32 @@ def test_lora_pairs():
         lora_pairs({"m.q_proj.lora_A.weight": A1})
 
 
-def test_state_level_helpers_by_hand():
+def test_stacked_and_residual_factors_by_hand():
     states = [_state(A1, B1), _state(A2, B2)]
-    # p = (1/2, 1/2), s = 2: exact ΔW = 2·diag(0.5, 0.5) = I.
-    # FedEx residual = 2·p1p2·(B1−B2)(A1−A2) = 2·0.25·[[1,−1],[−1,1]] = [[0.5,−0.5],[−0.5,0.5]].
-    np.testing.assert_allclose(exact_delta_weights(states, [1, 1], 2.0)["m.q_proj"], np.eye(2))
-    np.testing.assert_allclose(flora_merge(states, [1, 1], 2.0)["m.q_proj"], np.eye(2))
-    avg, residuals = fedex_state(states, [1, 1], 2.0)
-    np.testing.assert_allclose(avg["m.q_proj.lora_A.weight"], [[0.5, 0.5]])
-    np.testing.assert_allclose(avg["m.q_proj.lora_B.weight"], [[0.5], [0.5]])
-    np.testing.assert_allclose(residuals["m.q_proj"], [[0.5, -0.5], [-0.5, 0.5]])
-    # s·B̄Ā + s·R = 2·[[0.25,0.25],[0.25,0.25]] + R = I: exact.
-    merged = 2.0 * avg["m.q_proj.lora_B.weight"] @ avg["m.q_proj.lora_A.weight"]
-    np.testing.assert_allclose(merged + residuals["m.q_proj"], np.eye(2))
+    # p = (1/2, 1/2): exact = diag(0.5, 0.5). Ā = [[0.5, 0.5]], B̄ = [[0.5], [0.5]], so
+    # B̄Ā = 0.25·ones and the residual is p1·p2·(B1−B2)(A1−A2) = [[0.25,−0.25],[−0.25,0.25]].
+    b, a = stacked_factors(states, [1, 1])["m.q_proj"]
+    np.testing.assert_allclose(b, [[1, 0], [0, 1]])
+    np.testing.assert_allclose(a, [[0.5, 0], [0, 0.5]])
+    mean = _state(np.array([[0.5, 0.5]]), np.array([[0.5], [0.5]]))
+    b, a = residual_factors(states, [1, 1], mean)["m.q_proj"]
+    assert b.shape == (2, 3) and a.shape == (3, 2)  # rank K + 1
+    np.testing.assert_allclose(b @ a, [[0.25, -0.25], [-0.25, 0.25]])
 
 
-def test_state_level_errors():
-    rank2 = _state(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="one rank"):
-        fedex_state([_state(A1, B1), rank2], [1, 1], 1.0)
-    with pytest.raises(ValueError, match="different LoRA modules"):
-        flora_merge([_state(A1, B1), _state(A1, B1, "m.v_proj")], [1, 1], 1.0)
+def test_residual_factors_match_the_fedex_oracle_on_random_factors():
+    rng = np.random.default_rng(3)
+    p = [2.0, 1.0, 5.0]
+    states = [_state(rng.normal(size=(2, 4)), rng.normal(size=(3, 2))) for _ in p]
+    As = [s["m.q_proj.lora_A.weight"] for s in states]
+    Bs = [s["m.q_proj.lora_B.weight"] for s in states]
+    a_bar, b_bar, residual = fedex_aggregate(As, Bs, p)
+    b, a = residual_factors(states, p, _state(a_bar, b_bar))["m.q_proj"]
+    np.testing.assert_allclose(b @ a, residual, atol=1e-12)
+
+
+def test_stacking_errors():
     with pytest.raises(ValueError, match="not a LoRA product"):
-        product_average([A1], [np.zeros((2, 3))], [1])
+        flora_stack([A1], [np.zeros((2, 3))], [1])
     with pytest.raises(ValueError, match="2 A factors, 1 B factors"):
-        product_average([A1, A2], [B1], [1, 1])
+        flora_stack([A1, A2], [B1], [1, 1])

@@ -14,7 +14,6 @@ from strategies.maths.similarity import (
     peer_weights,
     personalized_mixtures,
     spectral_clusters,
-    sticky_relabel,
 )
 
 R = 1 / math.sqrt(2)
@@ -134,31 +133,6 @@ def test_planted_structure_is_recovered():
         peer = next(j for j in range(6) if j != i and task[j] == task[i])
         others = [j for j in range(6) if task[j] != task[i]]
         assert W[i, peer] > 2 * W[i, others].max()
-
-
-def test_sticky_relabel_keeps_ids():
-    previous = np.array([0, 0, 1, 1, 2, 2])
-    # Same partition, ids permuted -> the previous ids come back.
-    np.testing.assert_array_equal(sticky_relabel(previous, [2, 2, 0, 0, 1, 1]), previous)
-    # Clients 4 and 5 split: each half overlaps old cluster 2 by one client; the tie goes to the
-    # first ({4} keeps 2) and {5} gets the smallest id no previous cluster used, 3.
-    np.testing.assert_array_equal(sticky_relabel(previous, [1, 1, 0, 0, 2, 5]), [0, 0, 1, 1, 2, 3])
-    # −1: client had no cluster; a cluster made only of such clients gets a fresh id.
-    np.testing.assert_array_equal(sticky_relabel([4, 4, -1], [0, 0, 1]), [4, 4, 0])
-    # Old cluster 8 merged into 3; the newcomer's cluster shares no client with 8, so it does not
-    # inherit 8 and takes the smallest id no previous cluster used, 0.
-    np.testing.assert_array_equal(sticky_relabel([3, 3, 8, -1], [0, 0, 0, 1]), [3, 3, 3, 0])
-
-
-def test_sticky_relabel_is_optimal_not_greedy():
-    # New cluster 0 = clients 0..4 (3 were in 7, 2 in 9); new cluster 1 = clients 5, 6 (in 7).
-    # Greedy would give 0 -> 7 (3 kept) and leave 1 with nothing: 3 clients keep their id.
-    # Optimal: 0 -> 9 and 1 -> 7, so 2 + 2 = 4 clients keep their id.
-    previous = np.array([7, 7, 7, 9, 9, 7, 7])
-    new = np.array([0, 0, 0, 0, 0, 1, 1])
-    np.testing.assert_array_equal(sticky_relabel(previous, new), [9, 9, 9, 9, 9, 7, 7])
-    with pytest.raises(ValueError, match="equal 1-D shapes"):
-        sticky_relabel(previous, new[:3])
 
 
 def test_peer_weights_by_hand():

@@ -100,14 +100,6 @@ def test_example_counts_do_not_weight_the_aggregate():
     np.testing.assert_allclose(_flat(to_numpy(new)), _flat(GLOBAL) + plain_mean, rtol=1e-6)
 
 
-def test_too_few_replies_give_nothing():
-    robust = strategy("robust-fedavg", **{"min-train-nodes": 3, "min-available-nodes": 3})
-    sent = list(robust.configure_train(1, to_record(GLOBAL), ConfigRecord(), FakeGrid(UPDATES)))
-    replies = [reply(m, GLOBAL, metrics(i)) for i, m in enumerate(sent[:2])]
-    assert robust.aggregate_train(1, replies) == (None, None)
-    assert robust.round_log(1) == {}
-
-
 def test_a_reply_of_another_rank_is_rejected():
     robust = strategy("robust-fedavg")
     sent = list(robust.configure_train(1, to_record(GLOBAL), ConfigRecord(), FakeGrid(UPDATES)))

@@ -1,4 +1,4 @@
-"""The typed contract between a fedcolora client and the server: metric names and replies.
+"""The typed contract between a fedcolora client and the server: config keys, metric names, replies.
 
 A client's train reply carries ``arrays`` (its shared adapter, one Flower ``Array`` per key)
 and ``metrics``; an evaluate reply carries ``metrics`` only. This module spells every metric
@@ -12,15 +12,21 @@ The .npy format is NumPy's NEP 1 (https://numpy.org/neps/nep-0001-npy-format.htm
 C- or Fortran-ordered array. Anything else (another version, an object or structured dtype,
 a truncated payload, another ``stype``) is refused, not handed to a more permissive parser.
 
-This is a leaf module: it imports only NumPy and Flower, so clients, the server and the
-strategies can all depend on it.
+**Server -> client**: keys of the train/evaluate ``ConfigRecord`` tell a client how to
+assemble its shared adapter and what to send back. The reply's ``arrays`` always carries
+exactly the keys the server sent (new values; fewer ranks with ``client-ranks``), so screening
+can check a reply against what was sent. Absent keys mean plain FedAvg/CoLoRA behaviour.
+``client-id`` and ``merge-round`` double as config keys.
+
+This is a leaf module: it imports only NumPy and Flower. It lives in ``colora``, below both the
+strategies and the client, so either side and the server can depend on it (issue 15).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +54,20 @@ EVAL_SECONDS = "eval-seconds."  # + task
 DP_EPSILON, DP_DELTA = "dp-epsilon", "dp-delta"  # local DP spent this round
 DP_EPSILON_SPENT, DP_DELTA_SPENT = "dp-epsilon-spent", "dp-delta-spent"  # ... in total
 DP_NOISE_STD = "dp-noise-std"
+
+# ConfigRecord keys, server -> client. Values are strings of comma-separated items or numbers.
+TRAIN_FACTORS = "train-factors"  # "A,B" (default) or "B" (FFA-LoRA: A stays frozen)
+PRIVATE_FACTORS = "private-factors"  # factors kept on the client's disk: "B" (FedSA), "A,B"
+CLIENT_RANKS = "client-ranks"  # "8,4,2": client-id c trains rank ranks[c % len] (HetLoRA)
+MERGE_MODE = "merge-mode"  # "keep" | "add" | "replace": the frozen merged term (FLoRA, FedEx)
+POOLED_DATA = "pooled-data"  # centralized baseline: train on every partition's data
+STEPS_SCALE = "steps-scale"  # centralized baseline: steps x this, the federation's budget
+PROXIMAL_MU = "proximal-mu"  # FedProx: (mu / 2) * ||theta - theta_global||^2 in the loss
+MERGE_RECORD = "merge"  # ArrayRecord beside "arrays" carrying the frozen-term payload
+# Keys inside the merge record: "<lora layer>.<suffix>".
+MERGE_A, MERGE_B, MERGE_DENSE = "merge_A", "merge_B", "merge_W"
+SECAGG_KEYS = "secagg-keys"  # FitIns config: the adapter's key order (Parameters has none)
+SECAGG_MAX_WEIGHT = 10_000.0  # SecAgg+ max_weight: above any client's example count
 
 NPY_STYPE = "numpy.ndarray"  # Flower's SType.NUMPY
 MAX_CLIENT_ID = 2**31 - 1
@@ -286,3 +306,28 @@ def decode_record(record: ArrayRecord) -> dict[str, np.ndarray]:
             raise ReplyError(f"array key {key!r} is not a string")
         out[key] = decode_array(array, key)
     return out
+
+
+def weighted_mean(
+    entries: Iterable[Mapping[str, Any]], key: str, task: str = "", *, task_counts: bool = True
+) -> float:
+    """Mean of ``entry[key]`` over the entries (reply metrics) that have it, weighted by the
+    entry's ``num-examples.<task>`` (with ``task_counts``), else its ``num-examples``, else 1;
+    NaN when the weights sum to 0. Summed in entry order, so the bits depend on the order the
+    caller fixes."""
+    task_key = TASK_EXAMPLES + task if task_counts else NUM_EXAMPLES
+    pairs = [(e.get(task_key, e.get(NUM_EXAMPLES, 1)), e[key]) for e in entries if key in e]
+    total = sum(w for w, _ in pairs)
+    return sum(w * v for w, v in pairs) / total if total else math.nan
+
+
+def task_means(
+    entries: Iterable[Mapping[str, Any]], prefix: str, *, task_counts: bool = True
+) -> dict[str, float]:
+    """``{task: weighted_mean of <prefix><task>}`` for every task some entry reports (e.g.
+    ``prefix = "eval-loss."``), sorted by task; tasks whose weights sum to 0 are left out.
+    The one per-task mean of the round record and of CoBa's loss history."""
+    entries = list(entries)
+    tasks = sorted({k.removeprefix(prefix) for e in entries for k in e if k.startswith(prefix)})
+    means = {t: weighted_mean(entries, prefix + t, t, task_counts=task_counts) for t in tasks}
+    return {task: mean for task, mean in means.items() if not math.isnan(mean)}

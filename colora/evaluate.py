@@ -6,7 +6,7 @@ pass@1 of generated Python executed against unit tests in a sandbox (here MBPP, 
 cyclomatic complexity of that Python; BLEU-4, exact match and CodeBLEU for CodeXGLUE Java→C#
 translation; smoothed BLEU-4, ROUGE-L, chrF (and METEOR where WordNet is installed) for
 summarization. :func:`evaluate_model` is the Python API (the federated client calls it on its
-local validation split); :func:`run_evaluate` backs ``python -m codetasks evaluate``.
+local validation split); its command line is ``python -m colora evaluate`` (:mod:`colora.__main__`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from codetasks.examples import Example, example_problem
-from codetasks.generate import generate_with_stats
-from codetasks.loading import load_task
 from codetasks.metrics import TASK_METRICS, CodeBLEUUnavailable, corpus_bleu4, exact_match
 from codetasks.metrics.bleu import smoothed_bleu4
 from codetasks.metrics.code_quality import aggregate_quality, quality_report
@@ -33,17 +29,10 @@ from codetasks.metrics.execution import candidate_program, run_generation, summa
 from codetasks.metrics.rouge import rouge_l
 from codetasks.prompts import COMPLETION_FORMAT, parse_answer, user_prompt
 from codetasks.sandbox import SANDBOX_MODE, SKIPPED, sandbox_mode
-from runconfig.schema import ModelSettings
+from colora.generate import generate_with_stats
 
 log = logging.getLogger(__name__)
 
-# Named benchmarks: (task, load_task source, default split).
-BENCHMARKS: dict[str, tuple[str, str, str]] = {
-    "mbpp": ("generation", "", "valid"),
-    "humaneval": ("generation", "humaneval", "test"),
-    "codexglue": ("translation", "", "valid"),
-    "mined": ("summarization", "", "valid"),
-}
 SKIPPED_EXAMPLES = "skipped-examples"  # examples left out of scoring, each with its reason
 # Scores of one (prediction, reference) pair, stored with each example of the report.
 PER_EXAMPLE_METRICS = {
@@ -216,112 +205,3 @@ def _score_references(
         log.warning("CodeBLEU skipped: %s", error)
         references = [example.target for example in examples]
         return {name: metric(parsed, references) for name, metric in per_example.items()}
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """What to evaluate: a base model and, optionally, a PEFT adapter directory on top."""
-
-    label: str
-    base: ModelSettings
-    adapter_dir: Path | None = None
-
-
-def resolve_model(
-    spec: str, *, base_model: str | None = None, quantization: str | None = None,
-    client: int | None = None, shared: bool = False,
-) -> ModelChoice:  # fmt: skip
-    """``"base"``, an adapter directory, or a run directory (with ``client`` or ``shared``).
-
-    The base model is ``base_model`` when given, else the run's ``model.source``, else the
-    adapter's ``base_model_name_or_path`` when that directory exists, else the bundled model.
-    """
-    if spec == "base":
-        return ModelChoice("base", ModelSettings(base_model or "bundled", quantization or "nf4"))
-    path = Path(spec).expanduser()
-    if (path / "adapter_config.json").is_file():
-        config = json.loads((path / "adapter_config.json").read_text())
-        recorded = config.get("base_model_name_or_path") or ""
-        source = base_model or (recorded if Path(recorded).is_dir() else "bundled")
-        return ModelChoice(str(path), ModelSettings(source, quantization or "nf4"), path)
-    if (path / "config.json").is_file():
-        return _run_model(path, base_model, quantization, client, shared)
-    raise FileNotFoundError(f"{spec!r} is neither 'base', an adapter dir nor a run dir")
-
-
-def _run_model(
-    run_dir: Path, base_model: str | None, quantization: str | None, client: int | None,
-    shared: bool,
-) -> ModelChoice:  # fmt: skip
-    if (client is None) == (not shared):
-        raise ValueError(f"{run_dir} is a run directory: pass exactly one of --client/--shared")
-    adapter = run_dir / ("shared_adapter" if shared else f"clients/client-{client}/adapter")
-    if not (adapter / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"no exported adapter at {adapter}")
-    config = json.loads((run_dir / "config.json").read_text())
-    base = ModelSettings(base_model or config.get("model.source", "bundled"),
-                         quantization or config.get("model.quantization", "nf4"),
-                         config.get("model.cache-dir", ""))  # fmt: skip
-    return ModelChoice(f"{run_dir}:{adapter.relative_to(run_dir)}", base, adapter)
-
-
-def load_model(choice: ModelChoice):
-    """The base model (frozen, NF4 or float) with the adapter loaded, and its tokenizer."""
-    from peft import PeftModel
-
-    from colora.base_model import load_base_model, load_tokenizer
-
-    model = load_base_model(choice.base, inference_only=True)
-    if choice.adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, str(choice.adapter_dir))
-    return model, load_tokenizer(choice.base)
-
-
-def load_benchmark(
-    benchmark: str, task: str | None, split: str | None, *, data_root: Path,
-    limit: int | None = None,
-) -> tuple[str, str, list[Example]]:  # fmt: skip
-    """(task, split, examples) of a named benchmark or a ``.jsonl`` file of ``task``."""
-    if benchmark in BENCHMARKS:
-        bench_task, source, default_split = BENCHMARKS[benchmark]
-        if task not in (None, bench_task):
-            raise ValueError(f"benchmark {benchmark!r} is a {bench_task} benchmark, not {task}")
-        task, split = bench_task, split or default_split
-    elif benchmark.endswith(".jsonl"):
-        if task is None:
-            raise ValueError(f"--task is required for a JSONL benchmark ({benchmark})")
-        source, split = benchmark, split or "valid"
-    else:
-        raise ValueError(
-            f"unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}, *.jsonl"
-        )
-    return task, split, load_task(task, split, data_root=data_root, source=source, limit=limit)
-
-
-def run_evaluate(args) -> tuple[EvalReport, Path]:
-    """The ``evaluate`` subcommand: resolve, load, evaluate, and write the JSON report."""
-    task, split, examples = load_benchmark(
-        args.benchmark, args.task, args.split, data_root=args.data_root, limit=args.limit
-    )
-    choice = resolve_model(
-        args.model, base_model=args.base_model, quantization=args.quantization,
-        client=args.client, shared=args.shared,
-    )  # fmt: skip
-    if args.threads:
-        torch.set_num_threads(args.threads)  # on a busy CPU, fewer threads can be faster
-    model, tokenizer = load_model(choice)
-    torch.manual_seed(args.seed)  # only matters when sampling
-    settings = EvalSettings(
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, top_p=args.top_p, quality=not args.no_quality,
-        timeout_s=args.timeout, progress=not args.no_progress,
-    )  # fmt: skip
-    report = evaluate_model(model, tokenizer, examples, task, settings)
-    name = Path(args.benchmark).stem if args.benchmark.endswith(".jsonl") else args.benchmark
-    report = dataclasses.replace(
-        report, model=choice.label, benchmark=name, split=split, limit=args.limit,
-        settings=report.settings | {"base_model": choice.base.source,
-                                    "quantization": choice.base.quantization},
-    )  # fmt: skip
-    out = args.out or Path(f"eval-{name}-{split}.json")
-    return report, report.save(out)

@@ -26,8 +26,8 @@ from typing import Any
 # module ("TensorBoard logging requires TensorBoard version 1.15 or above") and killed a run.
 from torch.utils.tensorboard import SummaryWriter
 
-from simulations.results import eval_metrics_by_task, read_records, weighted_mean
-from strategies.contract import TRAIN_LOSS
+from colora.contract import TRAIN_LOSS, weighted_mean
+from server.round_record import eval_metrics_by_task, read_records, strategy_log
 
 TB_DIR = "tensorboard"
 _WRITTEN = "written.json"
@@ -52,8 +52,9 @@ def round_scalars(record: Mapping[str, Any]) -> dict[str, float]:
         "comm/bytes_up": float(record.get("bytes_up", 0)),
         "time/round_seconds": float(record.get("seconds", 0.0)),
     }
-    if isinstance(record.get("clusters"), Mapping):
-        scalars["clusters/count"] = float(len(set(record["clusters"].values())))
+    clusters = strategy_log(record).get("clusters")
+    if isinstance(clusters, Mapping):
+        scalars["clusters/count"] = float(len(set(clusters.values())))
     return {tag: float(value) for tag, value in scalars.items()}
 
 

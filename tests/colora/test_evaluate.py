@@ -14,19 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from codetasks import evaluate as evaluate_module
-from codetasks.__main__ import main
-from codetasks.evaluate import (
-    SKIPPED_EXAMPLES,
-    EvalSettings,
-    evaluate_model,
-    load_benchmark,
-    resolve_model,
-)
-from codetasks.generate import GenerationResult
 from codetasks.loading import load_task
 from codetasks.prompts import to_response
 from codetasks.sandbox import SANDBOX_MODE, TESTS_IN_SANDBOX, TESTS_SPLIT, sandbox_mode
+from colora import evaluate as evaluate_module
+from colora.__main__ import load_benchmark, load_model, main, resolve_model
+from colora.evaluate import SKIPPED_EXAMPLES, EvalSettings, evaluate_model
+from colora.generate import GenerationResult
 from runconfig.schema import AdapterSettings, ModelSettings
 
 REPORT_KEYS = ["model", "task", "benchmark", "split", "limit", "n", "metrics", "seconds",
@@ -176,7 +170,7 @@ def test_loaded_adapter_holds_the_saved_weights(adapter_dir):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    model, _ = evaluate_module.load_model(resolve_model(str(adapter_dir), quantization="none"))
+    model, _ = load_model(resolve_model(str(adapter_dir), quantization="none"))
     assert isinstance(model, PeftModel)
     saved = load_file(adapter_dir / "adapter_model.safetensors")
     key = next(k for k in saved if "lora_A" in k)

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from codetasks.examples import TASK_NAMES, Example
-from codetasks.generate import (
+from codetasks.loading import load_task
+from colora import precision
+from colora.generate import (
     DEFAULT_MAX_NEW_TOKENS,
     _batches,
     chat_prompt,
@@ -17,8 +19,6 @@ from codetasks.generate import (
     generate_with_stats,
     stop_token_ids,
 )
-from codetasks.loading import load_task
-from colora import precision
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_a_finished_row_leaves_the_batch_without_changing_the_others(
 
 
 def test_replies_stop_once_the_answer_is_final(varied_model, tiny_tokenizer, mbpp, monkeypatch):
-    import codetasks.generate as generate_module
+    import colora.generate as generate_module
 
     monkeypatch.setattr(generate_module, "answer_is_final", lambda task, text: True)
     result = generate_with_stats(varied_model, tiny_tokenizer, mbpp[:3], batch_size=3,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codetasks.generate import generate_with_stats
 from codetasks.loading import load_task
 from colora import precision
 from colora.base_model import load_base_model
+from colora.generate import generate_with_stats
 from runconfig.schema import ModelSettings
 
 pytestmark = [
