@@ -3,8 +3,9 @@
 fedcolora's own strategy, in the spirit of Clustered FL (Sattler et al. 2020,
 https://arxiv.org/abs/1910.01991) and IFCA (Ghosh et al. 2020, https://arxiv.org/abs/2006.04088).
 No task labels are used: clusters come from S_ij = cos(Delta_i, Delta_j) of the clients'
-updates, by spectral clustering with k from the eigengap, or by complete linkage cut at a
-distance 1 - S (``strategies.maths.similarity``).
+updates (measured on ``strategy.similarity-measure``, ``strategies.maths.update_measures``), by
+spectral clustering of the row-standardised peer affinity with k from the eigengap, or by
+complete linkage cut at a distance 1 - S (``strategies.maths.similarity``).
 
 - Warm-up: rounds 1..R0 are FedAvg. The split uses the updates of round max(R0, 1), which all
   start from the same global adapter, so their directions are comparable.
@@ -61,8 +62,11 @@ class ClusteredConfig:
         0.5, "linkage: the largest distance 1 - cos between two clients of one cluster."
     )
     max_clusters: int = option(0, "spectral: the largest k considered; 0 = clients - 1.")
+    tau: float = updates.tau_option()
+    similarity_measure: str = updates.measure_option()
 
     def __post_init__(self) -> None:
+        updates.check_similarity_options(self)
         require(
             self.warmup_rounds >= 0, "strategy", "warmup_rounds", self.warmup_rounds, "must be >= 0"
         )
@@ -91,7 +95,7 @@ class Clustered(flwr_strategy.FedAvg):
     def __init__(self, config: ClusteredConfig, **common) -> None:
         super().__init__(**common)
         self.config = config
-        self.sender = updates.PersonalSender()
+        self.sender = updates.PersonalSender(measure=config.similarity_measure)
         self.assignment: dict[int, int] = {}  # client id -> cluster id, sticky once set
         self.adapters: dict[int, np.ndarray] = {}  # cluster id -> flat adapter
         self.directions: dict[int, np.ndarray] = {}  # cluster id -> mean update, for newcomers
@@ -116,7 +120,9 @@ class Clustered(flwr_strategy.FedAvg):
 
     def _split(self, clients: list[int], S: np.ndarray) -> None:
         if self.config.cluster_method == "spectral":
-            labels = spectral_clusters(S, max_k=self.config.max_clusters or None)
+            labels = spectral_clusters(
+                S, max_k=self.config.max_clusters or None, tau=self.config.tau
+            )
         else:
             labels = complete_linkage(S, threshold=self.config.cluster_threshold)
         self.assignment = {c: int(label) for c, label in zip(clients, labels, strict=True)}
