@@ -1,9 +1,9 @@
 """Similarity-weighted aggregation: each client gets its own mixture of its peers' adapters.
 
 fedcolora's own strategy, in the spirit of FedAMP (Huang et al. 2021,
-https://arxiv.org/abs/2007.03797) and FedMosaic's relevance weighting: with Delta_k client k's update
-this round, measured on ``strategy.similarity-measure`` (``strategies.maths.update_measures``:
-by default the per-module product B A, sketched),
+https://arxiv.org/abs/2007.03797) and FedMosaic's relevance weighting: with Delta_k client k's
+update this round, measured on ``strategy.similarity-measure``
+(``strategies.maths.update_measures``: by default the per-module product B A, sketched),
 
     S_ij = cos(Delta_i, Delta_j),   z_ij = (S_ij - mean_i) / std_i  over the peers j != i,
     W_ii = beta,   W_ij = (1 - beta) * softmax_{j != i}(z_ij / tau),
