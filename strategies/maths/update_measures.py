@@ -98,6 +98,7 @@ class UpdateMeasure:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
         self.measure, self.m = measure, m
         self.modules = lora_modules(shapes)
+        self._last_sent: tuple[np.ndarray, np.ndarray] | None = None
         self.input_size = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
         if measure != "factors" and not self.modules:
             raise ValueError(f"measure {measure!r} needs LoRA factors; the adapter has none")
@@ -112,15 +113,26 @@ class UpdateMeasure:
         """Write the update's vector (``size`` entries) into ``out`` and return it."""
         if self.measure == "factors":
             return np.subtract(theta, sent, out=out)
+        if self.measure == "product":  # linear in ΔW: (B A − B⁰ A⁰) Ω = B (A Ω) − B⁰ (A⁰ Ω)
+            return np.subtract(self.product_sketch(theta), self._sent_sketch(sent), out=out)
         start = 0
-        for index, module in enumerate(self.modules):
-            if self.measure == "b":
-                part = np.subtract(theta[module.b], sent[module.b])
-            else:  # linear in ΔW: (B A − B⁰ A⁰) Ω = B (A Ω) − B⁰ (A⁰ Ω)
-                part = self._module(index, module, theta) - self._module(index, module, sent)
-            out[start : start + part.size] = part.ravel()
-            start += part.size
+        for module in self.modules:
+            stop = start + module.b.stop - module.b.start
+            np.subtract(theta[module.b], sent[module.b], out=out[start:stop])
+            start = stop
         return out
+
+    def product_sketch(self, flat: np.ndarray) -> np.ndarray:
+        """The concatenated B_l (A_l Ω_l) of one flat adapter (``size`` float64 values)."""
+        parts = [self._module(i, module, flat).ravel() for i, module in enumerate(self.modules)]
+        return np.concatenate(parts)
+
+    def _sent_sketch(self, sent: np.ndarray) -> np.ndarray:
+        """``product_sketch(sent)``, reused while consecutive clients were sent the same array
+        (every client in round 1, newcomers later); one entry, so no K×size cache builds up."""
+        if self._last_sent is None or self._last_sent[0] is not sent:
+            self._last_sent = (sent, self.product_sketch(sent))
+        return self._last_sent[1]
 
     def _module(self, index: int, module: LoraModule, flat: np.ndarray) -> np.ndarray:
         """B (A Ω) of one module in float64, on aligned operands (kernel fixed by shape)."""
