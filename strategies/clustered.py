@@ -134,7 +134,8 @@ class Clustered(flwr_strategy.FedAvg):
             return
         centroids = np.stack([self.directions[i] for i in ids])
         if centroids.shape[1] != sketches.shape[1]:
-            # A checkpoint written before updates were sketched holds whole mean updates.
+            # A checkpoint written before updates were sketched holds whole mean updates (of
+            # the factors: resume it with similarity-measure = "factors" to compare alike).
             width = self.sender.sketch_width
             centroids = sketch_rows(centroids, count_sketch(centroids.shape[1], width))
         for client, delta in zip(clients, sketches, strict=True):
