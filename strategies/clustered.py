@@ -3,8 +3,9 @@
 fedcolora's own strategy, in the spirit of Clustered FL (Sattler et al. 2020,
 https://arxiv.org/abs/1910.01991) and IFCA (Ghosh et al. 2020, https://arxiv.org/abs/2006.04088).
 No task labels are used: clusters come from S_ij = cos(Delta_i, Delta_j) of the clients'
-updates, by spectral clustering with k from the eigengap, or by complete linkage cut at a
-distance 1 - S (``strategies.maths.similarity``).
+updates (measured on ``strategy.similarity-measure``, ``strategies.maths.update_measures``), by
+spectral clustering of the row-standardised peer affinity with k from the eigengap, or by
+complete linkage cut at a distance 1 - S (``strategies.maths.similarity``).
 
 - Warm-up: rounds 1..R0 are FedAvg. The split uses the updates of round max(R0, 1), which all
   start from the same global adapter, so their directions are comparable.
@@ -63,8 +64,11 @@ class ClusteredConfig:
         0.5, "linkage: the largest distance 1 - cos between two clients of one cluster."
     )
     max_clusters: int = option(0, "spectral: the largest k considered; 0 = clients - 1.")
+    tau: float = updates.tau_option()
+    similarity_measure: str = updates.measure_option()
 
     def __post_init__(self) -> None:
+        updates.check_similarity_options(self)
         require(
             self.warmup_rounds >= 0, "strategy", "warmup_rounds", self.warmup_rounds, "must be >= 0"
         )
@@ -97,7 +101,9 @@ class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR
 
     def _split(self, clients: list[int], S: np.ndarray) -> None:
         if self.config.cluster_method == "spectral":
-            labels = spectral_clusters(S, max_k=self.config.max_clusters or None)
+            labels = spectral_clusters(
+                S, max_k=self.config.max_clusters or None, tau=self.config.tau
+            )
         else:
             labels = complete_linkage(S, threshold=self.config.cluster_threshold)
         self.assignment = {c: int(label) for c, label in zip(clients, labels, strict=True)}
@@ -109,7 +115,8 @@ class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR
             return
         centroids = np.stack([self.directions[i] for i in ids])
         if centroids.shape[1] != sketches.shape[1]:
-            # A checkpoint written before updates were sketched holds whole mean updates.
+            # A checkpoint written before updates were sketched holds whole mean updates (of
+            # the factors: resume it with similarity-measure = "factors" to compare alike).
             width = self.sender.sketch_width
             centroids = sketch_rows(centroids, count_sketch(centroids.shape[1], width))
         for client, delta in zip(clients, sketches, strict=True):

@@ -1,14 +1,19 @@
 """Similarity-weighted aggregation: each client gets its own mixture of its peers' adapters.
 
 fedcolora's own strategy, in the spirit of FedAMP (Huang et al. 2021,
-https://arxiv.org/abs/2007.03797) and FedMosaic's relevance weighting: with Delta_k the flattened
-update of client k this round,
+https://arxiv.org/abs/2007.03797) and FedMosaic's relevance weighting: with Delta_k client k's
+update this round, measured on ``strategy.similarity-measure``
+(``strategies.maths.update_measures``: by default the per-module product B A, sketched),
 
-    S_ij = cos(Delta_i, Delta_j),   W_ij = softmax_j(S_ij / tau),
+    S_ij = cos(Delta_i, Delta_j),   z_ij = (S_ij - mean_i) / std_i  over the peers j != i,
+    W_ii = beta,   W_ij = (1 - beta) * softmax_{j != i}(z_ij / tau),
     theta'_i = (1 - lambda) * sum_j p_j theta_j + lambda * sum_j W_ij theta_j,
 
-so clients on similar tasks help each other more and lambda = 0 is FedAvg. S is computed from
-count sketches of the updates (``strategies.maths.sketch``: O(K D) instead of O(K^2 D), with
+so clients on similar tasks help each other more and lambda = 0 is FedAvg. The self weight
+beta is its own parameter and the peers' softmax is taken on row-standardised similarities
+(``similarity.peer_weights``), so the self-similarity S_ii = 1 does not swamp the peers and
+tau is in units of each client's spread (issue 11). S is computed from count sketches of the
+updates (``strategies.maths.sketch``: O(K D) instead of O(K^2 D), with
 the error bound stated there; exact for adapters of at most 8192 values). Client i's next train
 and evaluate messages carry theta'_i; a node the server has not heard from yet gets the FedAvg
 mean, which is also the round's global arrays. S is logged every round (``metrics.jsonl``) and
@@ -30,7 +35,7 @@ from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, updates
 from strategies.base import in_the_clear
-from strategies.maths.similarity import cosine_matrix, mixing_weights, personalized_mixtures
+from strategies.maths.similarity import cosine_matrix, peer_weights, personalized_mixtures
 from strategies.ordering import by_client
 from strategies.updates import SendsPersonal
 
@@ -41,11 +46,22 @@ IN_THE_CLEAR = in_the_clear("similarity-weighted mixes clients by the similarity
 
 @dataclass(frozen=True)
 class SimilarityWeightedConfig:
-    tau: float = option(0.5, "Temperature of the peer weights softmax_j(S_ij / tau).")
+    tau: float = updates.tau_option()
+    self_weight: float = option(
+        0.5, "beta in [0, 1]: each client's weight on its own adapter; peers share 1 - beta."
+    )
     mixing: float = option(1.0, "lambda in [0, 1]: 0 = FedAvg, 1 = each client's own mixture.")
+    similarity_measure: str = updates.measure_option()
 
     def __post_init__(self) -> None:
-        require(self.tau > 0, "strategy", "tau", self.tau, "must be > 0")
+        updates.check_similarity_options(self)
+        require(
+            0 <= self.self_weight <= 1,
+            "strategy",
+            "self_weight",
+            self.self_weight,
+            "must be in [0, 1]",
+        )
         require(0 <= self.mixing <= 1, "strategy", "mixing", self.mixing, "must be in [0, 1]")
 
 
@@ -62,7 +78,7 @@ class SimilarityRound:
 class SimilarityWeighted(
     SendsPersonal, name="similarity-weighted", individual_updates=IN_THE_CLEAR
 ):
-    """Per-client softmax(cos / tau) mixtures of the clients' adapters."""
+    """Per-client mixtures: beta on itself, 1 - beta over peers by standardised similarity."""
 
     def __init__(self, config: SimilarityWeightedConfig, **common) -> None:
         super().__init__(config, **common)
@@ -80,7 +96,7 @@ class SimilarityWeighted(
         clients, thetas, sketches = self.sender.updates(replies)
         p = messages.example_counts(replies)
         S = cosine_matrix(sketches)
-        W = mixing_weights(S, self.config.tau)
+        W = self._weights(S)
         # Keep copies for clients absent this round, so last round's K x D block is freed
         # before the new one is allocated (its memory is then reused, not faulted in afresh).
         self.mixtures = {c: v.copy() for c, v in self.mixtures.items() if c not in set(clients)}
@@ -94,6 +110,9 @@ class SimilarityWeighted(
         self.mixtures.update(zip(clients, self._mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
         return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
+
+    def _weights(self, S: np.ndarray) -> np.ndarray:
+        return peer_weights(S, self.config.self_weight, self.config.tau)
 
     def round_log(self, server_round: int) -> dict:
         last = self.history[-1] if self.history else None
@@ -121,4 +140,4 @@ class SimilarityWeighted(
         for r in rounds:
             S = np.asarray(arrays[f"{_SIM}{r}/matrix"])
             clients = tuple(int(c) for c in arrays[f"{_SIM}{r}/clients"])
-            self.history.append(SimilarityRound(r, clients, S, mixing_weights(S, self.config.tau)))
+            self.history.append(SimilarityRound(r, clients, S, self._weights(S)))

@@ -1,7 +1,8 @@
 """Per-client flattened updates for the task-similarity-aware strategies.
 
 ``similarity-weighted`` and ``clustered`` compare individual updates Delta_k = theta_k - sent_k
-(flattened over the shared adapter, keys sorted) and send each node its own adapter. This
+(flattened over the shared adapter, keys sorted; measured on the factors, B alone or the
+product B A, ``strategies.maths.update_measures``) and send each node its own adapter. This
 module keeps what each node was sent, maps nodes to stable client ids, and builds the K x D
 matrix of parameters and the K x k count sketches of the updates (``strategies.maths.sketch``)
 that the maths in ``strategies.maths.similarity`` works on.
@@ -22,11 +23,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategy
 
 from colora.wire import to_numpy, to_record
+from runconfig.fields import one_of, option, require
 from strategies import messages
 from strategies.base import Strategy
 from strategies.maths.averaging import flatten_state, normalized_weights, unflatten_state
 from strategies.maths.reproducible import aligned_empty, weighted_row_sum
 from strategies.maths.sketch import DEFAULT_WIDTH, count_sketch, sketch_rows
+from strategies.maths.update_measures import MEASURES, UpdateMeasure
 
 log = logging.getLogger(__name__)
 _ROWS_PER_SKETCH = 8  # updates formed at once for the sketch (8 x D float32 of scratch)
@@ -35,6 +38,31 @@ PRIVACY_NOTE = (
     "strategy %s compares individual client updates, so it cannot run under "
     "secure aggregation: the server sees every client's update in the clear"
 )
+
+
+def measure_option():
+    """``strategy.similarity-measure``: what S is measured on (shared by the similarity-aware
+    strategies; the default was chosen from the bundled-model measurements in the README)."""
+    return option(
+        "product",
+        "What update similarity is measured on: 'product' (per-module B A, sketched), "
+        "'b' (B's update alone) or 'factors' (A and B concatenated).",
+    )
+
+
+def tau_option():
+    """``strategy.tau``: temperature of the peer softmax, in units of each row's spread."""
+    return option(
+        1.0,
+        "Temperature of the peer weights softmax over j != i of the row-standardised "
+        "similarities (S_ij - mean_i) / std_i; smaller = sharper.",
+    )
+
+
+def check_similarity_options(config) -> None:
+    """Raise ConfigError naming ``strategy.tau`` or ``strategy.similarity-measure``."""
+    require(config.tau > 0, "strategy", "tau", config.tau, "must be > 0")
+    one_of("strategy", "similarity_measure", config.similarity_measure, MEASURES)
 
 
 def warn_privacy(name: str) -> None:
@@ -55,8 +83,9 @@ def weighted_mean(rows: np.ndarray, weights: Sequence[float]) -> np.ndarray:
 class PersonalSender:
     """Sends each node its own flat adapter and remembers it, so Delta can be formed later."""
 
-    def __init__(self, sketch_width: int = DEFAULT_WIDTH) -> None:
+    def __init__(self, sketch_width: int = DEFAULT_WIDTH, measure: str = "factors") -> None:
         self.sketch_width = sketch_width
+        self.measure = measure  # what S is measured on (``maths.update_measures.MEASURES``)
         self.nodes = messages.NodeClients()
         self.sent: dict[int, np.ndarray] = {}  # node id -> flat adapter of its train message
         self.like: dict[str, np.ndarray] = {}  # layout of the shared adapter
@@ -93,13 +122,15 @@ class PersonalSender:
         return out
 
     def updates(self, replies: Sequence[Message]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(client ids, theta K x D, sketched Delta K x k) of the replies, in reply order.
+        """(client ids, theta K x D, sketched update K x k) of the replies, in reply order.
 
         theta is a 64-byte-aligned buffer reused from round to round (valid until the next
         call): at K = 100 it is 1 GB, and faulting in fresh memory every round costs seconds.
-        Delta is never held whole: a few rows at a time are formed and count-sketched
-        (``maths.sketch``; exact when D <= the sketch width), so the working memory is theta
-        plus K x k. What was sent is forgotten here, so its arrays can be freed.
+        The update is the ``measure`` of (theta_k, sent_k) (``maths.update_measures``: the
+        factor difference, B's alone, or the sketched product B A); it is never held whole:
+        a few rows at a time are formed and count-sketched (``maths.sketch``; exact when it
+        has at most the sketch width), so the working memory is theta plus K x k. What was
+        sent is forgotten here, so its arrays can be freed.
         """
         self.nodes.learn(replies)
         keys = sorted(self.like)
@@ -107,15 +138,17 @@ class PersonalSender:
         if self._thetas is None or self._thetas.shape != shape:
             self._thetas = None
             self._thetas = aligned_empty(shape, np.float32)
-        thetas, sketch = self._thetas, count_sketch(shape[1], self.sketch_width)
+        thetas = self._thetas
+        measure = UpdateMeasure(self.measure, {key: self.like[key].shape for key in keys})
+        sketch = count_sketch(measure.size, self.sketch_width)
         sketches = np.empty((shape[0], sketch.out_width), np.float64)
-        deltas = np.empty((min(_ROWS_PER_SKETCH, shape[0]), shape[1]), np.float32)
+        deltas = np.empty((min(_ROWS_PER_SKETCH, shape[0]), measure.size), np.float32)
         for start in range(0, shape[0], _ROWS_PER_SKETCH):
             chunk = replies[start : start + _ROWS_PER_SKETCH]
             for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
                 flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
                 sent = self.sent[reply.metadata.src_node_id]
-                np.subtract(thetas[row], sent, out=deltas[row - start])
+                measure.features(thetas[row], sent, out=deltas[row - start])
             sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
         self.sent = {}
         return [messages.client_id(r) for r in replies], thetas, sketches
@@ -139,7 +172,7 @@ class SendsPersonal(Strategy, flwr_strategy.FedAvg):
 
     def __init__(self, config: Any, **common: Any) -> None:
         super().__init__(config, **common)
-        self.sender = PersonalSender()
+        self.sender = PersonalSender(measure=config.similarity_measure)
         warn_privacy(self.name)
 
     def personal(self, client: int | None) -> np.ndarray | None:

@@ -203,23 +203,36 @@ def complete_linkage(
     return canonical_labels(labels)
 
 
-def spectral_clusters(S: np.ndarray, max_k: int | None = None) -> np.ndarray:
+def peer_affinity(S: np.ndarray, tau: float = 0.5) -> np.ndarray:
+    """Symmetric affinity (P + Pᵀ)/2 with P = ``peer_weights(S, 0, τ)``: zero diagonal, rows
+    of P standardised per client, so each client's own scale of similarity is used (like the
+    local scaling of self-tuning spectral clustering, Zelnik-Manor & Perona 2004)."""
+    P = peer_weights(S, 0.0, tau)
+    return (P + P.T) / 2
+
+
+def spectral_clusters(S: np.ndarray, max_k: int | None = None, tau: float = 0.5) -> np.ndarray:
     """Spectral clustering (Ng, Jordan & Weiss 2001) with k from the eigengap heuristic.
 
-    Affinity = S clipped to ≥ 0 (anti-correlated updates are unrelated, not attractive); the
-    diagonal S_ii = 1 stays in, so every client has a positive degree.
-    L = I − D^{-1/2} A D^{-1/2}; with eigenvalues λ_1 ≤ … ≤ λ_K, k = argmax_{k ≤ max_k}
+    Affinity 𝒜 = ``peer_affinity(S, τ)``, not S itself: with raw cosines the unit diagonal and
+    the all-positive off-diagonal made the eigengap pick k = 1 on the bundled model's S, whose
+    same-task pairs (0.5–0.6) stood well above cross-task ones (0.05–0.2) (issue 11). The row
+    standardisation makes the gap relative to each client's spread, and the zero diagonal keeps
+    a client's self-similarity out, as Ng, Jordan & Weiss do.
+    L = I − D^{-1/2} 𝒜 D^{-1/2}; with eigenvalues λ_1 ≤ … ≤ λ_K, k = argmax_{k ≤ max_k}
     (λ_{k+1} − λ_k), so k is at most K − 1 (default max_k = K − 1). The k smallest
     eigenvectors, row-normalised, are grouped by a deterministic farthest-point k-means.
+    Identical updates give equal affinities, one eigenvalue 0 and the rest K/(K − 1): k = 1.
     """
-    affinity = np.clip(_square(S), 0.0, None)
-    K = affinity.shape[0]
+    S = _square(S)
+    K = S.shape[0]
     if K == 1:
         return np.zeros(1, dtype=np.int64)
     max_k = K - 1 if max_k is None else max_k
     if max_k < 1:
         raise ValueError(f"max_k must be >= 1, got {max_k}")
-    # A client with no positive affinity at all would divide by zero; the floor isolates it.
+    affinity = peer_affinity(S, tau)
+    # Every row of P sums to 1, so degrees are >= 1/2; the floor is only a guard.
     inv_sqrt_degree = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-12))
     laplacian = np.eye(K) - inv_sqrt_degree[:, None] * affinity * inv_sqrt_degree[None, :]
     eigenvalues, eigenvectors = np.linalg.eigh(aligned_copy(laplacian))

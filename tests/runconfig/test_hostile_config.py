@@ -48,7 +48,8 @@ def test_non_finite_integers_are_a_config_error_not_an_overflow(key, value):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("strategy.tau", math.inf), ("strategy.mixing", math.nan)]
+    ("key", "value"),
+    [("strategy.tau", math.inf), ("strategy.mixing", math.nan), ("strategy.self-weight", math.nan)],
 )
 def test_strategy_specific_floats_are_finite_too(key, value):
     cfg = parse_run_config({**DEFAULTS, "strategy.name": "similarity-weighted", key: value})

@@ -42,7 +42,9 @@ def _oversized(state):  # 8 MB smuggled beside the adapter
     return {**state, "extra.weight": np.zeros((1024, 2048), np.float32)}
 
 
-@pytest.mark.parametrize("strategy_name", ["fedavg", "fedadam", "similarity-weighted", "coba"])
+@pytest.mark.parametrize(
+    "strategy_name", ["fedavg", "fedadam", "similarity-weighted", "clustered", "coba"]
+)
 @pytest.mark.parametrize(
     ("spoil", "reason"),
     [

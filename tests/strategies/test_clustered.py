@@ -68,10 +68,11 @@ def test_bad_method_is_named():
 
 def test_a_checkpoint_with_whole_mean_updates_still_places_newcomers():
     """Checkpoints from before the sketch hold D-long cluster directions; a newcomer is then
-    compared in sketch space after sketching them (sketch width 48 < D = 66 here)."""
+    compared in sketch space after sketching them (sketch width 48 < D = 66 here). Those
+    checkpoints measured updates on the factors, so the run resumes with that measure."""
     x0 = lora_state(np.random.default_rng(0))
     clients = PlantedClients(x0)
-    old = strategy("clustered")
+    old = strategy("clustered", **{"similarity-measure": "factors"})
     old.sender.sketch_width = 48
     flat = flatten_state(x0)
     old.load_state(

@@ -11,6 +11,7 @@ from strategies.maths.similarity import (
     complete_linkage,
     cosine_matrix,
     mixing_weights,
+    peer_affinity,
     peer_weights,
     personalized_mixtures,
     spectral_clusters,
@@ -170,3 +171,66 @@ def test_peer_weights_edges():
         peer_weights(S, 1.5)
     with pytest.raises(ValueError, match="tau"):
         peer_weights(S, 0.5, tau=0)
+
+
+def test_peer_affinity_and_its_spectrum_by_hand():
+    # Two pairs, S = 0.5 inside a pair and 0.1 across. Row 0's peers [0.5, 0.1, 0.1]: mean 0.2333,
+    # std (√2/3)·0.4, so z = [√2, −1/√2, −1/√2]. τ = 1, β = 0: weights ∝ [e^√2, e^−0.7071 ×2]
+    # = [4.113250, 0.493069 ×2] / 5.099388 = [0.806616, 0.096692 ×2]. Every row alike, so the
+    # affinity is symmetric with degree 1, and its eigenvalues are p + 2q = 1, p − 2q = 0.613232
+    # and −p twice: L has 0, 0.386768, 1.806616, 1.806616. Largest gap after λ_2: k = 2.
+    S = np.array([[1, 0.5, 0.1, 0.1], [0.5, 1, 0.1, 0.1], [0.1, 0.1, 1, 0.5], [0.1, 0.1, 0.5, 1]])
+    p, q = 0.806616, 0.096692
+    expected = np.array([[0, p, q, q], [p, 0, q, q], [q, q, 0, p], [q, q, p, 0]])
+    np.testing.assert_allclose(peer_affinity(S, tau=1.0), expected, atol=1e-6)
+    laplacian = np.eye(4) - peer_affinity(S, tau=1.0)
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(laplacian), [0, 0.386768, 1.806616, 1.806616], atol=1e-6
+    )
+    np.testing.assert_array_equal(spectral_clusters(S, tau=1.0), [0, 0, 1, 1])
+
+
+# S measured on the bundled model (issue 11; README, similarity-weighted aggregation): 6 clients
+# by task, clients 0/3 generation, 1/4 translation, 2/5 summarization, round 1.
+S_B_ROUND_1 = np.array(  # B's update, 16 examples per client
+    [
+        [1.0, 0.075, 0.062, 0.272, 0.085, 0.061],
+        [0.075, 1.0, 0.052, 0.045, 0.525, 0.031],
+        [0.062, 0.052, 1.0, 0.02, 0.055, 0.384],
+        [0.272, 0.045, 0.02, 1.0, 0.063, 0.017],
+        [0.085, 0.525, 0.055, 0.063, 1.0, 0.034],
+        [0.061, 0.031, 0.384, 0.017, 0.034, 1.0],
+    ]
+)
+S_FACTORS_ROUND_1 = np.array(  # the concatenated factors, 8 examples per client
+    [
+        [1.0, 0.137, 0.091, 0.154, 0.15, 0.104],
+        [0.137, 1.0, 0.06, 0.087, 0.485, 0.08],
+        [0.091, 0.06, 1.0, 0.033, 0.092, 0.433],
+        [0.154, 0.087, 0.033, 1.0, 0.06, 0.033],
+        [0.15, 0.485, 0.092, 0.06, 1.0, 0.098],
+        [0.104, 0.08, 0.433, 0.033, 0.098, 1.0],
+    ]
+)
+TASKS = np.array([0, 1, 2, 0, 1, 2])
+
+
+def _peer_ratio(W: np.ndarray, i: int) -> float:
+    peer = (i + 3) % 6
+    return W[i, peer] / max(W[i, j] for j in range(6) if TASKS[j] != TASKS[i])
+
+
+def test_measured_similarities_give_the_same_task_peer_three_times_any_other():
+    W = peer_weights(S_B_ROUND_1, self_weight=0.5, tau=1.0)
+    assert min(_peer_ratio(W, i) for i in range(6)) > 8  # measured: 8.8 to 10.8
+    old = mixing_weights(S_B_ROUND_1, tau=0.5)  # the rule before issue 11
+    assert max(_peer_ratio(old, i) for i in range(6)) < 3  # measured: 1.5 to 2.5
+    # On the factor cosines the generation pair (0.154) is no more similar than client 0's
+    # cross-task 0.150: no rule can find it there, but translation and summarization stand out.
+    W = peer_weights(S_FACTORS_ROUND_1, self_weight=0.5, tau=1.0)
+    assert min(_peer_ratio(W, i) for i in (1, 2, 4, 5)) > 3 and _peer_ratio(W, 0) < 3
+
+
+@pytest.mark.parametrize("S", [S_B_ROUND_1, S_FACTORS_ROUND_1], ids=["b", "factors"])
+def test_measured_similarities_are_clustered_by_task(S):
+    np.testing.assert_array_equal(spectral_clusters(S, tau=1.0), [0, 1, 2, 0, 1, 2])

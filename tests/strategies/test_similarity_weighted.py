@@ -1,4 +1,4 @@
-"""Similarity-weighted: planted tasks get >2x peer weight, and each node gets its own mixture."""
+"""Similarity-weighted: planted tasks get >3x peer weight, and each node gets its own mixture."""
 
 import json
 
@@ -24,7 +24,7 @@ def _two_rounds(mixing: float):
     return sim, replies, global_1, {m.metadata.dst_node_id: sent_state(m) for m in second}
 
 
-def test_same_task_peers_get_more_than_twice_the_weight_of_others():
+def test_same_task_peers_get_three_times_the_weight_of_others_and_self_gets_beta():
     sim, _, _, _ = _two_rounds(mixing=1.0)
     entry = sim.history[-1]
     for i, ci in enumerate(entry.clients):
@@ -36,7 +36,8 @@ def test_same_task_peers_get_more_than_twice_the_weight_of_others():
                 for k, ck in enumerate(entry.clients)
                 if task_of(ck) != task_of(ci)
             ]
-            assert entry.weights[i, j] > 2 * max(others), (ci, cj)
+            assert entry.weights[i, j] > 3 * max(others), (ci, cj)
+    np.testing.assert_array_equal(np.diag(entry.weights), [0.5] * 6)
 
 
 def test_each_node_gets_its_own_mixture_and_mixing_zero_is_fedavg():
@@ -74,6 +75,12 @@ def test_bad_keys_are_named():
         strategy("similarity-weighted", tau=0.0)
     with pytest.raises(ConfigError, match=r"strategy\.mixing"):
         strategy("similarity-weighted", mixing=1.5)
+    with pytest.raises(ConfigError, match=r"strategy\.self-weight = -0\.1"):
+        strategy("similarity-weighted", **{"self-weight": -0.1})
+    with pytest.raises(ConfigError, match=r"strategy\.similarity-measure = 'cos'.*product"):
+        strategy("similarity-weighted", **{"similarity-measure": "cos"})
+    with pytest.raises(ConfigError, match=r"strategy\.tau"):
+        strategy("clustered", tau=-1.0)
 
 
 def test_unknown_nodes_get_the_global_mean():

@@ -1,0 +1,142 @@
+"""What the similarity of two LoRA updates is measured on: factors, B alone, or ΔW = B·A.
+
+The similarity-aware strategies compare client updates by cosine (``similarity.cosine_matrix``).
+With a shared adapter θ = (A_l, B_l) per module l, sent θ⁰ and returned θ_k, three vectors can
+stand for client k's update (docs/ALGORITHMS.md, task-similarity-aware aggregation, step 1;
+issue 11):
+
+- ``"factors"``: θ_k − θ⁰, every A and B entry. Depends on the gauge of the factorisation
+  (B·A = (B G)(G⁻¹ A) for any invertible r×r G), and mixes A's update with B's.
+- ``"b"``: the B entries of θ_k − θ⁰ only. From LoRA's B = 0 start, B is where a client's task
+  shows first (∂L/∂A = Bᵀ·∂L/∂W vanishes at B = 0).
+- ``"product"``: the per-module product update ΔW_l = B_l A_l − B⁰_l A⁰_l, the change of the
+  model itself, which no gauge changes. ΔW_l is d_out×d_in (0.1–0.9 M entries per module of the
+  bundled model), so it is never formed: each module's ΔW_l is sketched as
+
+      Y_l = ΔW_l Ω_l = B_l (A_l Ω_l) − B⁰_l (A⁰_l Ω_l),    Ω_l ∈ R^{d_in×m}, entries N(0, 1/m)
+
+  at O(r·(d_in + d_out)·m) flops (Johnson & Lindenstrauss 1984; the Gaussian sketch of Halko,
+  Martinsson & Tropp 2011, https://arxiv.org/abs/0909.4061). Ω_l is drawn from a fixed seed,
+  the module's index and d_in, so Y is a pure function of the update. When d_in ≤ m,
+  Ω_l = I and Y_l = ΔW_l exactly.
+
+Error bound of the product sketch. For updates X = (X_l), Y = (Y_l) over modules, with
+independent Ω_l and M_l = X_lᵀ Y_l, ⟨XΩ, YΩ⟩ = Σ_l (1/m) Σ_c ω_cᵀ M_l ω_c with ω_c ~ N(0, I):
+
+    E⟨XΩ, YΩ⟩ = ⟨X, Y⟩_F,
+    Var⟨XΩ, YΩ⟩ = Σ_l (‖M_l‖_F² + tr(M_l²)) / m ≤ (2/m) Σ_l ‖X_l‖_F² ‖Y_l‖_F²
+               ≤ (2ρ/m) ‖X‖_F² ‖Y‖_F²,        ρ = max_l ‖X_l‖_F² / ‖X‖_F²
+
+(‖X_lᵀY_l‖_F ≤ ‖X_l‖_F‖Y_l‖_F). So by Chebyshev P(|⟨XΩ, YΩ⟩ − ⟨X, Y⟩| ≥ ε‖X‖‖Y‖) ≤
+2ρ/(mε²): the sketch gains from the update being spread over many modules (ρ ≈ 1/210 when
+the bundled model's 210 modules share it evenly; ρ = 1, the worst case, when one module holds
+it all). With the default m = 16 the standard deviation per unit-norm inner product is at
+most √(2ρ/16), 0.024 at ρ = 1/210. The strategies then count-sketch Y (``maths.sketch``) to a
+fixed width, which adds its own √(2/k) at most; both are unbiased.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from strategies.maths.lora_products import lora_pairs
+from strategies.maths.reproducible import aligned_matmul
+
+MEASURES = ("product", "b", "factors")
+PROJECTION_WIDTH = 16  # m: columns of Ω per module (Y has Σ_l d_out·m ≈ D entries)
+SEED = 0xC0_5E7A  # fixed: every process draws the same Ω for a module
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """Where one module's factors sit in a flat adapter (keys sorted, as ``flatten_state``)."""
+
+    a: slice
+    a_shape: tuple[int, int]  # r × d_in
+    b: slice
+    b_shape: tuple[int, int]  # d_out × r
+
+
+def lora_modules(shapes: Mapping[str, tuple[int, ...]]) -> tuple[LoraModule, ...]:
+    """The LoRA modules of a flat adapter with these key shapes, in prefix order."""
+    offsets, start = {}, 0
+    for key in sorted(shapes):
+        size = int(np.prod(shapes[key], dtype=np.int64))
+        offsets[key] = slice(start, start + size)
+        start += size
+    modules = []
+    for a_key, b_key in lora_pairs(dict.fromkeys(shapes)).values():
+        a_shape, b_shape = tuple(shapes[a_key]), tuple(shapes[b_key])
+        if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1]:
+            raise ValueError(f"{b_key} {b_shape} @ {a_key} {a_shape} is not a LoRA product")
+        modules.append(LoraModule(offsets[a_key], a_shape, offsets[b_key], b_shape))
+    return tuple(modules)
+
+
+@functools.lru_cache(maxsize=1024)
+def projection(index: int, d_in: int, m: int = PROJECTION_WIDTH, seed: int = SEED) -> np.ndarray:
+    """Ω for module ``index``: d_in×m with N(0, 1/m) entries, or I when d_in ≤ m (exact)."""
+    if d_in <= m:
+        omega = np.eye(d_in)
+    else:
+        omega = np.random.default_rng([seed, index, d_in, m]).normal(size=(d_in, m)) / np.sqrt(m)
+    omega.flags.writeable = False
+    return omega
+
+
+class UpdateMeasure:
+    """Maps (θ_k, θ⁰) flat adapters to the vector whose cosines define S, for one measure."""
+
+    def __init__(
+        self, measure: str, shapes: Mapping[str, tuple[int, ...]], m: int = PROJECTION_WIDTH
+    ) -> None:
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
+        self.measure, self.m = measure, m
+        self.modules = lora_modules(shapes)
+        self._last_sent: tuple[np.ndarray, np.ndarray] | None = None
+        self.input_size = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
+        if measure != "factors" and not self.modules:
+            raise ValueError(f"measure {measure!r} needs LoRA factors; the adapter has none")
+        if measure == "b":
+            self.size = sum(module.b.stop - module.b.start for module in self.modules)
+        elif measure == "product":
+            self.size = sum(mod.b_shape[0] * min(mod.a_shape[1], m) for mod in self.modules)
+        else:
+            self.size = self.input_size
+
+    def features(self, theta: np.ndarray, sent: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write the update's vector (``size`` entries) into ``out`` and return it."""
+        if self.measure == "factors":
+            return np.subtract(theta, sent, out=out)
+        if self.measure == "product":  # linear in ΔW: (B A − B⁰ A⁰) Ω = B (A Ω) − B⁰ (A⁰ Ω)
+            return np.subtract(self.product_sketch(theta), self._sent_sketch(sent), out=out)
+        start = 0
+        for module in self.modules:
+            stop = start + module.b.stop - module.b.start
+            np.subtract(theta[module.b], sent[module.b], out=out[start:stop])
+            start = stop
+        return out
+
+    def product_sketch(self, flat: np.ndarray) -> np.ndarray:
+        """The concatenated B_l (A_l Ω_l) of one flat adapter (``size`` float64 values)."""
+        parts = [self._module(i, module, flat).ravel() for i, module in enumerate(self.modules)]
+        return np.concatenate(parts)
+
+    def _sent_sketch(self, sent: np.ndarray) -> np.ndarray:
+        """``product_sketch(sent)``, reused while consecutive clients were sent the same array
+        (every client in round 1, newcomers later); one entry, so no K×size cache builds up."""
+        if self._last_sent is None or self._last_sent[0] is not sent:
+            self._last_sent = (sent, self.product_sketch(sent))
+        return self._last_sent[1]
+
+    def _module(self, index: int, module: LoraModule, flat: np.ndarray) -> np.ndarray:
+        """B (A Ω) of one module in float64, on aligned operands (kernel fixed by shape)."""
+        a = flat[module.a].reshape(module.a_shape)
+        b = flat[module.b].reshape(module.b_shape)
+        omega = projection(index, module.a_shape[1], self.m)
+        return aligned_matmul(b, aligned_matmul(a, omega, np.float64), np.float64)

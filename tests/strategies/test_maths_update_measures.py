@@ -1,0 +1,131 @@
+"""Tests for strategies.maths.update_measures: what an update's similarity is measured on."""
+
+import numpy as np
+import pytest
+
+from strategies.maths.averaging import flatten_state
+from strategies.maths.similarity import cosine_matrix
+from strategies.maths.update_measures import (
+    PROJECTION_WIDTH,
+    UpdateMeasure,
+    lora_modules,
+    projection,
+)
+
+Q = "m.layers.0.q_proj"
+V = "m.layers.0.v_proj"
+
+
+def _shapes(state):
+    return {key: value.shape for key, value in state.items()}
+
+
+def _features(measure, theta, sent):
+    m = UpdateMeasure(measure, _shapes(theta))
+    out = np.empty(m.size, np.float64)
+    return m.features(flatten_state(theta), flatten_state(sent), out=out)
+
+
+def _state(a_q, b_q, a_v, b_v):
+    return {
+        f"{Q}.lora_A.weight": np.asarray(a_q, np.float64),
+        f"{Q}.lora_B.weight": np.asarray(b_q, np.float64),
+        f"{V}.lora_A.weight": np.asarray(a_v, np.float64),
+        f"{V}.lora_B.weight": np.asarray(b_v, np.float64),
+    }
+
+
+# Rank 1, q: 2x2, v: 1x3. Sorted keys: q.A (1x2), q.B (2x1), v.A (1x3), v.B (1x1).
+SENT = _state([[1, 0]], [[0], [0]], [[1, 1, 0]], [[0]])
+THETA = _state([[1, 2]], [[1], [3]], [[0, 1, 1]], [[2]])
+
+
+def test_layout_follows_the_sorted_flat_adapter():
+    q, v = lora_modules(_shapes(THETA))
+    assert (q.a, q.a_shape, q.b, q.b_shape) == (slice(0, 2), (1, 2), slice(2, 4), (2, 1))
+    assert (v.a, v.a_shape, v.b, v.b_shape) == (slice(4, 7), (1, 3), slice(7, 8), (1, 1))
+
+
+def test_factors_and_b_by_hand():
+    # θ − θ⁰ = [0, 2 | 1, 3 | −1, 0, 1 | 2]; B's entries are [1, 3] and [2].
+    np.testing.assert_array_equal(_features("factors", THETA, SENT), [0, 2, 1, 3, -1, 0, 1, 2])
+    np.testing.assert_array_equal(_features("b", THETA, SENT), [1, 3, 2])
+
+
+def test_product_is_the_exact_delta_w_when_d_in_fits_the_projection():
+    # d_in = 2 and 3 <= m = 16, so Ω = I. B⁰ = 0, so ΔW = B A:
+    # q: [[1], [3]] @ [[1, 2]] = [[1, 2], [3, 6]];  v: [[2]] @ [[0, 1, 1]] = [[0, 2, 2]].
+    np.testing.assert_array_equal(_features("product", THETA, SENT), [1, 2, 3, 6, 0, 2, 2])
+    # With a non-zero start the update is B A − B⁰ A⁰: swap the roles and it changes sign.
+    np.testing.assert_array_equal(_features("product", SENT, THETA), [-1, -2, -3, -6, 0, -2, -2])
+
+
+def _random_lora(rng, modules, d_out, d_in, rank):
+    state = {}
+    for i in range(modules):
+        state[f"m.layers.{i}.proj.lora_A.weight"] = rng.normal(size=(rank, d_in))
+        state[f"m.layers.{i}.proj.lora_B.weight"] = rng.normal(size=(d_out, rank))
+    return state
+
+
+def _regauge(state, rng):
+    """(B G, G⁻¹ A): the same B A in another gauge of the factorisation."""
+    out = {}
+    for key in sorted(state):
+        if key.endswith("lora_A.weight"):
+            b_key = key.replace("lora_A", "lora_B")
+            G = rng.normal(size=(state[key].shape[0],) * 2) + 3 * np.eye(state[key].shape[0])
+            out[key] = np.linalg.solve(G, state[key])
+            out[b_key] = state[b_key] @ G
+    return out
+
+
+def test_product_sees_the_model_not_the_gauge_and_factors_do_not():
+    rng = np.random.default_rng(0)
+    sent = {k: np.zeros_like(v) for k, v in _random_lora(rng, 4, 40, 50, 3).items()}
+    theta = _random_lora(rng, 4, 40, 50, 3)
+    same_model = _regauge(theta, rng)
+    product = np.stack([_features("product", s, sent) for s in (theta, same_model)])
+    factors = np.stack([_features("factors", s, sent) for s in (theta, same_model)])
+    np.testing.assert_allclose(cosine_matrix(product)[0, 1], 1.0, atol=1e-12)
+    assert cosine_matrix(factors)[0, 1] < 0.9
+
+
+def test_sketched_product_cosine_is_within_the_stated_bound():
+    # d_in = 200 > m = 16: the sketch is random (fixed seeds). 100 modules sharing the update
+    # about evenly gives ρ ≈ 1/100; the docstring bounds the standard deviation of each inner
+    # product of unit-norm updates by √(2ρ/m) = 0.035. Four of those bound the cosine error.
+    rng = np.random.default_rng(1)
+    sent = {k: np.zeros_like(v) for k, v in _random_lora(rng, 100, 30, 200, 2).items()}
+    x = _random_lora(rng, 100, 30, 200, 2)
+    noise = _random_lora(rng, 100, 30, 200, 2)
+    y = {k: x[k] + 0.8 * noise[k] for k in x}
+    exact = []
+    for s in (x, y):
+        modules = sorted(k.removesuffix(".lora_A.weight") for k in s if "lora_A" in k)
+        exact.append(
+            np.concatenate(
+                [(s[f"{m}.lora_B.weight"] @ s[f"{m}.lora_A.weight"]).ravel() for m in modules]
+            )
+        )
+    true = cosine_matrix(np.stack(exact))[0, 1]
+    sketched = cosine_matrix(np.stack([_features("product", s, sent) for s in (x, y)]))[0, 1]
+    assert abs(sketched - true) < 4 * np.sqrt(2 / 100 / PROJECTION_WIDTH)
+    assert 0.2 < true < 0.9  # a pair that is neither parallel nor orthogonal
+
+
+def test_projection_is_seeded_and_read_only():
+    np.testing.assert_array_equal(projection(3, 100), projection(3, 100))
+    assert not np.array_equal(projection(3, 100), projection(4, 100))
+    assert projection(0, 5).shape == (5, 5) and projection(0, 100).shape == (100, 16)
+    assert not projection(0, 100).flags.writeable
+
+
+def test_bad_measures_and_layouts_are_refused():
+    with pytest.raises(ValueError, match="measure must be one of"):
+        UpdateMeasure("cosine", _shapes(THETA))
+    with pytest.raises(ValueError, match="needs LoRA factors"):
+        UpdateMeasure("product", {"head.weight": (2, 2)})
+    assert UpdateMeasure("factors", {"head.weight": (2, 2)}).size == 4
+    with pytest.raises(ValueError, match="not a LoRA product"):
+        lora_modules({f"{Q}.lora_A.weight": (2, 3), f"{Q}.lora_B.weight": (4, 1)})
