@@ -7,7 +7,10 @@ update of client k this round,
     S_ij = cos(Delta_i, Delta_j),   W_ij = softmax_j(S_ij / tau),
     theta'_i = (1 - lambda) * sum_j p_j theta_j + lambda * sum_j W_ij theta_j,
 
-so clients on similar tasks help each other more and lambda = 0 is FedAvg. S is computed from
+so clients on similar tasks help each other more and lambda = 0 is FedAvg. Each row of W keeps
+the client and its ``strategy.top-peers`` = m largest peer weights, renormalised to sum to 1; the
+other peers' weights are dropped (``strategies.maths.mixture``, issue 13: K (m + 1) D work
+instead of the K^2 D of every dense mixture; m >= K - 1 is the dense rule). S is computed from
 count sketches of the updates (``strategies.maths.sketch``: O(K D) instead of O(K^2 D), with
 the error bound stated there; exact for adapters of at most 8192 values). Client i's next train
 and evaluate messages carry theta'_i; a node the server has not heard from yet gets the FedAvg
@@ -31,7 +34,8 @@ from flwr.serverapp import strategy as flwr_strategy
 from colora.wire import to_record
 from runconfig.fields import option, require
 from strategies import messages, updates
-from strategies.maths.similarity import cosine_matrix, mixing_weights, personalized_mixtures
+from strategies.maths.mixture import sparse_mixtures, top_peers
+from strategies.maths.similarity import cosine_matrix, mixing_weights
 from strategies.ordering import by_client
 
 _MIX, _SIM = "mixture/", "similarity/"  # state keys: mixture/<client>, similarity/<round>/...
@@ -41,9 +45,13 @@ _MIX, _SIM = "mixture/", "similarity/"  # state keys: mixture/<client>, similari
 class SimilarityWeightedConfig:
     tau: float = option(0.5, "Temperature of the peer weights softmax_j(S_ij / tau).")
     mixing: float = option(1.0, "lambda in [0, 1]: 0 = FedAvg, 1 = each client's own mixture.")
+    top_peers: int = option(
+        8, "m: peers each client mixes, its m largest weights renormalised; >= K-1 = all."
+    )
 
     def __post_init__(self) -> None:
         require(self.tau > 0, "strategy", "tau", self.tau, "must be > 0")
+        require(self.top_peers >= 0, "strategy", "top_peers", self.top_peers, "must be >= 0")
         require(0 <= self.mixing <= 1, "strategy", "mixing", self.mixing, "must be in [0, 1]")
 
 
@@ -107,12 +115,12 @@ class SimilarityWeighted(flwr_strategy.FedAvg):
         # absent clients' rows were copied): write this round's mixtures into it.
         if self._mixed is not None and self._mixed.shape != thetas.shape:
             self._mixed = None  # freed before the new block is allocated
-        self._mixed = personalized_mixtures(
-            thetas, W, np.asarray(p), self.config.mixing, out=self._mixed
-        )
+        mean = updates.weighted_mean(thetas, p)
+        sparse = top_peers(W, self.config.top_peers)
+        self._mixed = sparse_mixtures(thetas, sparse, mean, self.config.mixing, out=self._mixed)
         self.mixtures.update(zip(clients, self._mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
-        return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
+        return to_record(self.sender.unflatten(mean)), None
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
         self.sender.nodes.learn(replies)
