@@ -39,13 +39,16 @@ def test_top_peers_refuses_bad_input(W, m):
         top_peers(W, m)
 
 
-def test_sparse_mixture_by_hand():
+def test_sparse_mixture_by_hand(monkeypatch):
     # p equal: mean = [3, 4]; λ = 0.5. Row 0 = 0.5·[3, 4] + 0.5·(.625·[1, 2] + .375·[3, 4])
     # = [1.5, 2] + [0.875, 1.375] = [2.375, 3.375]; row 1 = [1.5, 2] + 0.5·(2/3·[3, 4] +
     # 1/3·[5, 6]) = [1.5, 2] + [11/6, 7/3]; row 2 = [1.5, 2] + 0.5·(1/3·[1, 2] + 2/3·[5, 6]).
     mean = THETAS.mean(axis=0)
     out = sparse_mixtures(THETAS, top_peers(W3, 1), mean, 0.5)
     expected = [[2.375, 3.375], [1.5 + 11 / 6, 2 + 7 / 3], [1.5 + 11 / 6, 2 + 7 / 3]]
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+    monkeypatch.setattr(mixture, "DENSE_PER_PEER", 0)  # the gathered path
+    out = sparse_mixtures(THETAS, top_peers(W3, 1), mean, 0.5)
     np.testing.assert_allclose(out, expected, rtol=1e-15)
 
 
@@ -66,6 +69,7 @@ def test_all_peers_kept_matches_the_dense_rule():
     sparse = sparse_mixtures(thetas, top_peers(W, 5), mean.astype(np.float32), 0.3)
     dense = personalized_mixtures(thetas, W, p, 0.3)
     np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-5)
+    assert sparse.dtype == np.float32
 
 
 def test_a_dropped_peer_does_not_enter_the_mixture():
@@ -76,20 +80,29 @@ def test_a_dropped_peer_does_not_enter_the_mixture():
     np.testing.assert_array_equal(after[0], before[0])
 
 
-def test_bits_do_not_depend_on_layout_or_block_width(monkeypatch):
+@pytest.mark.parametrize("dense_per_peer", [0, 16])  # 0: the gathered path at any K
+def test_bits_do_not_depend_on_layout_and_both_paths_agree(monkeypatch, dense_per_peer):
+    monkeypatch.setattr(mixture, "DENSE_PER_PEER", dense_per_peer)
+    monkeypatch.setattr(mixture, "COLUMNS", 96)  # 11 blocks, the last one 41 wide
     rng = np.random.default_rng(1)
     thetas = rng.standard_normal((7, 1001)).astype(np.float32)
     W = rng.random((7, 7))
     W /= W.sum(axis=1, keepdims=True)
     sparse, mean = top_peers(W, 3), thetas.mean(axis=0)
     reference = sparse_mixtures(thetas, sparse, mean, 0.7)
-    monkeypatch.setattr(mixture, "BLOCK_VALUES", 7 * 13)  # 13 columns per block
-    np.testing.assert_array_equal(sparse_mixtures(thetas, sparse, mean, 0.7), reference)
     shifted = np.empty(thetas.size + 1, np.float32)[1:].reshape(thetas.shape)
     shifted[...] = thetas  # misaligned by 4 bytes
     np.testing.assert_array_equal(sparse_mixtures(shifted, sparse, mean, 0.7), reference)
     fortran = np.asfortranarray(thetas)
     np.testing.assert_array_equal(sparse_mixtures(fortran, sparse, mean, 0.7), reference)
+    by_hand = np.stack(
+        [
+            0.3 * mean.astype(np.float64)
+            + 0.7 * sparse.weights[i] @ thetas[sparse.columns[i]].astype(np.float64)
+            for i in range(7)
+        ]
+    )
+    np.testing.assert_allclose(reference, by_hand, rtol=0, atol=1e-6)
 
 
 def test_out_buffer_is_reused_and_checked():
