@@ -79,11 +79,16 @@ def print_json_lines(run_dir: Path, experiment: str) -> None:
     """One line per round, then the flatness check of issue 13."""
     summary = json.loads((run_dir / "run_summary.json").read_text())
     rounds = summary["rounds"]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = {r["round"]: r for r in map(json.loads, lines)}
     for r in rounds:
+        record = records.get(r["round"], {})
         line = {
             "experiment": experiment,
             "round": r["round"],
             "seconds": round(r["seconds"], 2),
+            "clients_trained": len(record.get("train", [])),
+            "failed": record.get("reason") if record.get("failed") else None,
             "elapsed_seconds": round(r["elapsed_seconds"], 1),
             "peak_tree_rss_bytes": r["peak_rss_bytes"],
             "peak_tree_pss_bytes": r["peak_pss_bytes"],
