@@ -2,6 +2,7 @@
 
 Prints one JSON line per configuration run: ``config``, ``s_per_step``, ``tokens_per_s``,
 ``peak_rss_mb`` (the process's ``ru_maxrss``, loading included), ``rss_after_load_mb``,
+``rss_ready_mb`` (resident memory when the first step starts, data loaded),
 ``cpu_s_per_step`` (the process's CPU time per step: with ``--threads 1`` a measure of work
 that holds while other jobs share the machine), ``loss_first`` and ``loss_last`` (and every
 step's loss with ``--trajectory``). A configuration is ``kind:dtype[:ckpt]``:
@@ -46,6 +47,12 @@ def _clock() -> tuple[float, float]:
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (``peak_rss_mb`` is a high-water mark, loading included)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _batches(args, tokenizer):
@@ -134,6 +141,7 @@ def _one(config: str, args) -> dict:
         model = get_peft_model(base, lora_config(settings))
     rss_loaded = _rss_mb()
     batches = _batches(args, load_tokenizer(spec))
+    rss_ready = _current_rss_mb()
     stamps: list[tuple[float, float]] = []
     run = _client_losses if kind == "client" else _peft_losses
     micro = 0 if "whole" in flags else resolve_micro_batch_size(args.micro_batch_size, device())
@@ -150,6 +158,7 @@ def _one(config: str, args) -> dict:
         "tokens_per_s": args.batch_size * args.seq_len / seconds,
         "peak_rss_mb": _rss_mb(),
         "rss_after_load_mb": rss_loaded,
+        "rss_ready_mb": rss_ready,
         "loss_first": losses[1],
         "loss_last": losses[-1],
         "threads": torch.get_num_threads(),

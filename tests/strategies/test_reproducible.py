@@ -149,3 +149,20 @@ def test_offset_records_are_read_as_misaligned_views():
         assert start % 64 == (4 * run) % 64
         starts.add(start % 64)
     assert len(starts) == 16
+
+
+def test_similarity_weighted_gathered_mixtures_are_reproducible(monkeypatch):
+    """Issue 13: above 16 (m + 1) clients the top-m mixtures are gathered block products;
+    forced here at 6 clients with m = 2 (3 of 6 columns kept per row)."""
+    from strategies.maths import mixture
+
+    monkeypatch.setattr(mixture, "DENSE_PER_PEER", 0)
+    monkeypatch.setattr(mixture, "COLUMNS", 40)  # several blocks and a narrower last one
+    build = strategy
+    monkeypatch.setattr(
+        "tests.strategies.test_reproducible.strategy",
+        lambda name, **params: build(name, **params, **{"top-peers": 2}),
+    )
+    reference = _run("similarity-weighted", 0)
+    for run in range(1, RUNS):
+        assert _run("similarity-weighted", run) == reference, f"run {run} differs"

@@ -15,10 +15,10 @@ from tests.strategies.planted import PlantedClients, task_of
 NODES = range(1, 7)
 
 
-def _two_rounds(mixing: float):
+def _two_rounds(mixing: float, **params):
     x0 = lora_state(np.random.default_rng(0))
     clients, grid = PlantedClients(x0), FakeGrid(NODES)
-    sim = strategy("similarity-weighted", tau=0.5, mixing=mixing)
+    sim = strategy("similarity-weighted", tau=0.5, mixing=mixing, **params)
     _, replies, global_1 = train_round(sim, 1, x0, grid, clients.update)
     second = list(sim.configure_train(2, global_1, ConfigRecord(), grid))
     return sim, replies, global_1, {m.metadata.dst_node_id: sent_state(m) for m in second}
@@ -81,6 +81,22 @@ def test_bad_keys_are_named():
         strategy("similarity-weighted", **{"similarity-measure": "cos"})
     with pytest.raises(ConfigError, match=r"strategy\.tau"):
         strategy("clustered", tau=-1.0)
+    with pytest.raises(ConfigError, match=r"strategy\.top-peers"):
+        strategy("similarity-weighted", **{"top-peers": -1})
+
+
+def test_top_one_peer_mixes_a_client_with_its_same_task_peer_only():
+    """Issue 13: each row keeps the client and its m largest peer weights, renormalised."""
+    sim, replies, _, second = _two_rounds(mixing=1.0, **{"top-peers": 1})
+    thetas = {r.metadata.src_node_id - 1: to_numpy(r.content["arrays"]) for r in replies}
+    entry = sim.history[-1]
+    for row, client in enumerate(entry.clients):
+        peer = next(c for c in entry.clients if c != client and task_of(c) == task_of(client))
+        col = entry.clients.index(peer)
+        w_self, w_peer = entry.weights[row, row], entry.weights[row, col]
+        expected = weighted_average([thetas[client], thetas[peer]], [w_self, w_peer])
+        for key, value in second[client + 1].items():
+            np.testing.assert_allclose(value, expected[key], atol=1e-6)
 
 
 def test_unknown_nodes_get_the_global_mean():

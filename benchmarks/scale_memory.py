@@ -1,13 +1,17 @@
-"""Scale check: 100 simulated clients, 10 sampled per round, 5 rounds of the tiny model.
+"""Scale check: time and process-tree memory per round of a many-client simulation.
 
-Runs ``simulations/scale100.toml`` with the experiment runner (its run executes in a fresh
-subprocess whose process tree, Ray workers included, is sampled once a second) and prints,
-per round: the server's round time, the time since the run process started, and the peak
-RSS and PSS of the process tree during that round. Memory that stays flat across rounds means
-per-client state lives on disk, not in the simulation's memory.
+Runs an experiment file (default ``simulations/scale1000.toml``: 1000 clients, 50 sampled per
+round, 10 rounds of the tiny model; ``simulations/scale100.toml`` is the 100-client check) with
+the experiment runner. Its first run executes in a fresh subprocess whose process tree (the
+server, Ray's GCS, raylet and workers) is sampled once a second (``simulations.monitor``).
+Prints one JSON line per round: the server's round time, the time since the run process
+started, and the peak RSS and PSS of the whole tree during that round; then a last line with
+issue 13's target, round 10's peak RSS at most 1.1x round 2's, and the tables. Memory that
+stays flat across rounds means per-client state lives on disk, not in the simulation.
 
-    .venv/bin/python benchmarks/scale_100_clients.py [--output-root /tmp/scale] [--fresh]
-    .venv/bin/python benchmarks/scale_100_clients.py --print-only   # table of a finished run
+    .venv/bin/python benchmarks/scale_memory.py [--experiment simulations/scale100.toml]
+        [--output-root /tmp/scale] [--fresh]
+    .venv/bin/python benchmarks/scale_memory.py --print-only   # a finished run's lines
 """
 
 from __future__ import annotations
@@ -20,13 +24,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from simulations.experiment import load_experiment
+
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = REPO / "simulations" / "scale100.toml"
+EXPERIMENT = REPO / "simulations" / "scale1000.toml"
 GIB = 1024**3
-
-
-def _run_dir(output_root: Path) -> Path:
-    return output_root / "scale100" / "runs" / "colora-seed0"
+FLAT = 1.1  # issue 13: the last round's peak RSS at most 1.1x round 2's
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -72,6 +75,41 @@ def print_phases(run_dir: Path) -> None:
         print(f"{rnd:>5} | {cells}")
 
 
+def print_json_lines(run_dir: Path, experiment: str) -> None:
+    """One line per round, then the flatness check of issue 13."""
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    rounds = summary["rounds"]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = {r["round"]: r for r in map(json.loads, lines)}
+    for r in rounds:
+        record = records.get(r["round"], {})
+        line = {
+            "experiment": experiment,
+            "round": r["round"],
+            "seconds": round(r["seconds"], 2),
+            "clients_trained": len(record.get("train", [])),
+            "failed": record.get("reason") if record.get("failed") else None,
+            "elapsed_seconds": round(r["elapsed_seconds"], 1),
+            "peak_tree_rss_bytes": r["peak_rss_bytes"],
+            "peak_tree_pss_bytes": r["peak_pss_bytes"],
+        }
+        print(json.dumps(line), flush=True)
+    if len(rounds) >= 2:
+        second, last = rounds[1], rounds[-1]
+        ratio = last["peak_rss_bytes"] / second["peak_rss_bytes"]
+        check = {
+            "experiment": experiment,
+            "check": f"peak RSS round {last['round']} / round {second['round']}",
+            "ratio": round(ratio, 3),
+            "pss_ratio": round(last["peak_pss_bytes"] / second["peak_pss_bytes"], 3),
+            "target": FLAT,
+            "met": ratio <= FLAT,
+            "max_processes": summary["attempts"][-1].get("max_processes"),
+            "wall_seconds": round(summary.get("wall_seconds", float("nan")), 1),
+        }
+        print(json.dumps(check), flush=True)
+
+
 def print_table(run_dir: Path) -> None:
     summary = json.loads((run_dir / "run_summary.json").read_text())
     print(f"run: {run_dir}  status: {summary['status']}")
@@ -96,20 +134,24 @@ def print_table(run_dir: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", type=Path, default=EXPERIMENT)
     parser.add_argument("--output-root", type=Path, default=REPO / "experiments")
-    parser.add_argument("--fresh", action="store_true", help="delete a previous scale100 run")
-    parser.add_argument("--print-only", action="store_true", help="print a finished run's table")
+    parser.add_argument("--fresh", action="store_true", help="delete a previous run first")
+    parser.add_argument("--print-only", action="store_true", help="print a finished run's lines")
     args = parser.parse_args()
     output_root = args.output_root.resolve()
+    experiment = load_experiment(args.experiment.resolve())
+    run_dir = experiment.runs(output_root)[0].run_dir
     if args.fresh:
-        shutil.rmtree(output_root / "scale100", ignore_errors=True)
+        shutil.rmtree(experiment.directory(output_root), ignore_errors=True)
     if not args.print_only:
-        command = [sys.executable, "-m", "simulations", "run", str(EXPERIMENT)]
+        command = [sys.executable, "-m", "simulations", "run", str(args.experiment.resolve())]
         code = subprocess.call([*command, "--output-root", str(output_root)], cwd=REPO)
         if code != 0:
-            print(f"the run failed (exit {code}); see {_run_dir(output_root)}/run.log")
-    print_table(_run_dir(output_root))
-    print_phases(_run_dir(output_root))
+            print(f"the run failed (exit {code}); see {run_dir}/run.log")
+    print_json_lines(run_dir, experiment.settings.name)
+    print_table(run_dir)
+    print_phases(run_dir)
     return 0
 
 
