@@ -122,7 +122,8 @@ def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phas
     shared = shared_parameters(runtime.model, plan.train_factors)
     personal = personal_parameters(runtime.model)
     t = cfg.train
-    sigma_steps, shared_steps = t.sigma_steps * plan.steps_scale, t.shared_steps * plan.steps_scale
+    shared_steps = t.shared_steps * plan.steps_scale
+    sigma_steps = t.personal_steps(plan.steps_scale)
     if not personal:
         return [Phase("shared", shared, shared_steps, t.learning_rate)]
     if t.schedule == "joint":

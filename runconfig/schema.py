@@ -129,7 +129,12 @@ class TrainSettings:
         "'alternating': sigma-steps on Sigma_k then "
         "shared-steps on A, B (CoLoRA default); 'joint': all together.",
     )
-    sigma_steps: int = option(2, "Optimizer steps on Sigma_k per round (alternating).")
+    sigma_steps: float = option(
+        2,
+        "Optimizer steps on the personal part (Sigma_k, or the dual personal LoRA) per round "
+        "(alternating): a whole number is a count; a value in (0, 1) is that fraction of the "
+        "round's shared steps, rounded up; 0 = none.",
+    )
     shared_steps: int = option(4, "Optimizer steps on A and B per round.")
     batch_size: int = option(4, "Examples per micro-batch.")
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
@@ -162,6 +167,13 @@ class TrainSettings:
         one_of("train", "gradient_checkpointing", self.gradient_checkpointing, CHECKPOINTING)
         for name in ("sigma_steps", "warmup_steps", "max_train_examples"):
             require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
+        require(
+            self.sigma_steps < 1 or self.sigma_steps == int(self.sigma_steps),
+            "train",
+            "sigma_steps",
+            self.sigma_steps,
+            "must be a whole number of steps, or a fraction in (0, 1) of the shared steps",
+        )
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
             require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")
         require(
@@ -173,6 +185,18 @@ class TrainSettings:
         )
         for name in ("learning_rate", "sigma_learning_rate"):
             require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
+
+    def personal_steps(self, steps_scale: int = 1) -> int:
+        """Steps of the personal phase in a round whose step budget is ``steps_scale`` x the
+        configured one (centralized training scales it).
+
+        CoLoRA (arXiv 2602.07218) gives Sigma_k e1 steps per round beside e2 shared ones; one
+        step of Adam moves each entry of Sigma_k = I by about the learning rate, so 1 step at
+        1e-3 leaves it at the identity and CoLoRA equal to FedAvg. A fraction ties e1 to e2.
+        """
+        if 0 < self.sigma_steps < 1:
+            return max(1, math.ceil(self.sigma_steps * self.shared_steps * steps_scale))
+        return int(self.sigma_steps) * steps_scale
 
 
 @dataclass(frozen=True)
