@@ -28,13 +28,13 @@ from client.train import Phase, evaluate_loss, train
 from codetasks.evaluate import EvalSettings, evaluate_model
 from colora.adapter import (
     FACTORS,
-    folded_state,
     initial_shared_state,
     load_frozen_delta,
     load_personal_state,
     load_shared_state,
     personal_parameters,
     personal_state,
+    plain_lora_state,
     shared_parameters,
     shared_state,
 )
@@ -119,6 +119,8 @@ def _with_rank(state: Mapping[str, torch.Tensor], rank: int, *, pad: bool) -> di
 
 
 def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phase]:
+    """CoLoRA: Sigma_k, then the shared A, B; dual: the shared LoRA, then the personal one;
+    ``schedule = "joint"``: all together at the shared learning rate."""
     shared = shared_parameters(runtime.model, plan.train_factors)
     personal = personal_parameters(runtime.model)
     t = cfg.train
@@ -128,6 +130,13 @@ def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phas
         return [Phase("shared", shared, shared_steps, t.learning_rate)]
     if t.schedule == "joint":
         return [Phase("joint", shared + personal, shared_steps, t.learning_rate)]
+    if cfg.adapter.personal == "dual":
+        # FedDPA (arXiv 2409.17201): the global adapter learns first, then the personal one
+        # fits what remains of the client's own task, with the global adapter frozen.
+        return [
+            Phase("shared", shared, shared_steps, t.learning_rate),
+            Phase("personal", personal, sigma_steps, t.sigma_learning_rate),
+        ]
     return [
         Phase("sigma", personal, sigma_steps, t.sigma_learning_rate),
         Phase("shared", shared, shared_steps, t.learning_rate),
@@ -288,8 +297,7 @@ def evaluate_round(
         eval_batches(data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id),
     )
     save_adapter(
-        folded_state(runtime.model),
-        cfg.adapter,
+        *plain_lora_state(runtime.model, cfg.adapter),
         runtime.base_path,
         data.ident.state_dir / "adapter",
     )

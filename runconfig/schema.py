@@ -19,7 +19,7 @@ from typing import Any
 from codetasks.examples import TASK_NAMES
 from runconfig.fields import ConfigError, build_section, flatten_section, one_of, option, require
 
-PERSONAL_MODES = ("sigma", "none")
+PERSONAL_MODES = ("sigma", "dual", "none")
 SCHEDULES = ("alternating", "joint")
 PARTITIONS = ("by-task", "dirichlet", "iid")
 QUANTIZATIONS = ("nf4", "none")
@@ -101,7 +101,14 @@ class AdapterSettings:
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         "Comma-separated module names that get adapters.",
     )
-    personal: str = option("sigma", "'sigma': CoLoRA r x r private Sigma_k; 'none': shared only.")
+    personal: str = option(
+        "sigma",
+        "'sigma': CoLoRA r x r private Sigma_k; 'dual': a FedDPA personal LoRA of rank "
+        "adapter.personal-rank beside the shared one; 'none': shared only.",
+    )
+    personal_rank: int = option(
+        0, "Rank r_p of the personal LoRA (adapter.personal = 'dual' only; 0 otherwise)."
+    )
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
@@ -116,10 +123,25 @@ class AdapterSettings:
             "must name at least one module",
         )
         one_of("adapter", "personal", self.personal, PERSONAL_MODES)
+        dual = self.personal == "dual"
+        require(
+            (1 <= self.personal_rank <= MAX_RANK) if dual else self.personal_rank == 0,
+            "adapter",
+            "personal_rank",
+            self.personal_rank,
+            f"must be in [1, {MAX_RANK}] with adapter.personal = 'dual'"
+            if dual
+            else f"is only read with adapter.personal = 'dual' (got {self.personal!r}); set 0",
+        )
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+    @property
+    def personal_scale(self) -> float:
+        """s_p = alpha / r_p of the dual personal LoRA (PEFT's rule, the same alpha)."""
+        return self.alpha / self.personal_rank
 
 
 @dataclass(frozen=True)
@@ -496,6 +518,20 @@ class RunConfig:
     privacy: PrivacySettings
     comm: CommSettings
     strategy: StrategySettings
+
+    def __post_init__(self) -> None:
+        # The dual personal LoRA trains only in the personal phase of the alternating schedule.
+        require(
+            not (
+                self.adapter.personal == "dual"
+                and self.train.schedule == "alternating"
+                and self.train.personal_steps() == 0
+            ),
+            "train",
+            "sigma_steps",
+            self.train.sigma_steps,
+            "must be > 0 with adapter.personal = 'dual' (the personal LoRA would never train)",
+        )
 
     def to_flat(self) -> dict[str, Any]:
         """Flat ``{"section.key": value}`` as in pyproject (for the resolved-config file)."""
