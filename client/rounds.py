@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 PRIVATE_SHARED_FILE = "private_shared.safetensors"  # shared factors a strategy keeps local
 MERGED_FILE = "merged.safetensors"  # FLoRA / FedEx-LoRA frozen merged term
+ROUNDS_DIR = "rounds"  # eval.keep-round-adapters: one exported adapter per evaluated round
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,11 @@ def _merge_metric(plan: RoundPlan) -> dict[str, int]:
     return {keys.MERGE_ROUND: plan.merge.round} if plan.merge is not None else {}
 
 
+def round_adapter_dir(data: ClientData, server_round: int):
+    """Where ``eval.keep-round-adapters`` keeps the client's adapter of ``server_round``."""
+    return data.ident.state_dir / ROUNDS_DIR / f"round-{server_round:03d}"
+
+
 def evaluate_round(
     cfg: RunConfig,
     runtime: ModelRuntime,
@@ -296,11 +302,10 @@ def evaluate_round(
         runtime.model,
         eval_batches(data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id),
     )
-    save_adapter(
-        *plain_lora_state(runtime.model, cfg.adapter),
-        runtime.base_path,
-        data.ident.state_dir / "adapter",
-    )
+    exported = plain_lora_state(runtime.model, cfg.adapter)
+    save_adapter(*exported, runtime.base_path, data.ident.state_dir / "adapter")
+    if cfg.eval.keep_round_adapters:
+        save_adapter(*exported, runtime.base_path, round_adapter_dir(data, plan.server_round))
     log.info(
         "[client %s] round %d eval loss %s",
         data.ident.client_id,

@@ -266,6 +266,12 @@ class EvalScheduleSettings:
     limit: int = option(4, "Validation examples per task that are generated and scored.")
     batch_size: int = option(4, "Prompts per generation batch.")
     max_new_tokens: int = option(0, "Generated tokens per answer; 0 = each task's default.")
+    keep_round_adapters: bool = option(
+        False,
+        "Also keep each evaluated round's exported client adapter under "
+        "clients/client-<id>/rounds/round-<NNN>/, so held-out metrics can be generated after "
+        "the run at the round chosen on validation (simulations.heldout).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("every", "max_new_tokens"):

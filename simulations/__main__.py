@@ -3,7 +3,9 @@
 python -m simulations run simulations/smoke.toml [--only LABEL ...] [--dry-run]
                                                  [--output-root DIR]
 python -m simulations report experiments/smoke
+python -m simulations readme simulations/results/<name>.json [--readme README.md]
 python -m simulations run-one <run dir>/run_spec.json   # used by ``run``, one run
+python -m simulations test-one <run dir>                # used by ``run``, held-out metrics
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("experiment_dir", type=Path)
     one = commands.add_parser("run-one", help="run one planned run (internal)")
     one.add_argument("spec", type=Path)
+    test = commands.add_parser("test-one", help="score a finished run on held-out data (internal)")
+    test.add_argument("run_dir", type=Path)
+    readme = commands.add_parser("readme", help="write the README results block of a summary")
+    readme.add_argument("summary", type=Path, help="simulations/results/<experiment>.json")
+    readme.add_argument("--readme", type=Path, default=None, help="README to update in place")
     return parser
 
 
@@ -46,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         from simulations.runner import run_one
 
         run_one(args.spec)
+        return 0
+    if args.command == "test-one":
+        from simulations.runner import test_one
+
+        test_one(args.run_dir)
+        return 0
+    if args.command == "readme":
+        from simulations.readme import write_readme_block
+
+        print(write_readme_block(args.summary, args.readme))
         return 0
     if args.command == "report":
         from simulations.report import write_report
