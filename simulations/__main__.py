@@ -1,6 +1,6 @@
 """Command line of experiment sweeps and reports.
 
-python -m simulations run simulations/smoke.toml [--only LABEL ...] [--dry-run]
+python -m simulations run simulations/smoke.toml [--only LABEL ...] [--seed N ...] [--dry-run]
                                                  [--output-root DIR]
 python -m simulations report experiments/smoke
 python -m simulations readme simulations/results/<name>.json [--readme README.md]
@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="LABEL",
         help="run only this strategy label (repeatable)",
+    )
+    run.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        type=int,
+        metavar="SEED",
+        help="run only this seed (repeatable)",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     run.add_argument("--output-root", type=Path, help="replaces [experiment] output-root")
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         exp = load_experiment(args.experiment)
-        failed = run_experiment(exp, args.output_root, args.only, args.dry_run)
+        failed = run_experiment(exp, args.output_root, args.only, args.dry_run, args.seed)
     except (ConfigError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

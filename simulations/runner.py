@@ -73,15 +73,30 @@ def run_state(run: RunSpec) -> tuple[str, int]:
 
 
 def plan(
-    exp: Experiment, output_root: Path | None = None, only: Sequence[str] = ()
+    exp: Experiment,
+    output_root: Path | None = None,
+    only: Sequence[str] = (),
+    seeds: Sequence[int] = (),
 ) -> list[PlannedRun]:
+    """The runs to consider, in file order; ``only`` and ``seeds`` (``--only``, ``--seed``)
+    narrow them, so seed 0 of every strategy can finish before any seed 1 starts."""
     labels = {s.label for s in exp.strategies}
     for label in only:
         if label not in labels:
             raise ConfigError(
                 f"--only {label!r}: no such strategy label; valid: {', '.join(sorted(labels))}"
             )
-    runs = [r for r in exp.runs(output_root) if not only or r.label in only]
+    for seed in seeds:
+        if seed not in exp.settings.seeds:
+            raise ConfigError(
+                f"--seed {seed}: not a seed of this experiment; valid: "
+                f"{', '.join(map(str, exp.settings.seeds))}"
+            )
+    runs = [
+        r
+        for r in exp.runs(output_root)
+        if (not only or r.label in only) and (not seeds or r.seed in seeds)
+    ]
     return [PlannedRun(r, *run_state(r)) for r in runs]
 
 
@@ -246,10 +261,11 @@ def run_experiment(
     output_root: Path | None = None,
     only: Sequence[str] = (),
     dry_run: bool = False,
+    seeds: Sequence[int] = (),
 ) -> int:
     """Run what is pending; returns the number of runs that failed."""
     exp_dir = exp.directory(output_root)
-    planned = plan(exp, output_root, only)
+    planned = plan(exp, output_root, only, seeds)
     if dry_run:
         print(f"experiment {exp.settings.name} -> {exp_dir}")
         print("\n".join(_describe(p) for p in planned))
