@@ -178,7 +178,10 @@ def score_adapter(
         encoded = encode_all(tokenizer, chosen, cfg.train.max_seq_length)
         losses = evaluate_loss(model, eval_batches(encoded, batch_size, tokenizer.pad_token_id))
         report = evaluate_model(model, tokenizer, chosen, task, settings)
-        out[task] = (len(chosen), {TEST_LOSS: losses[task], **report.metrics})
+        # Examples whose prompt does not fit train.max-seq-length have no loss (as in
+        # validation); a client left with none reports no test loss for the task.
+        loss = {TEST_LOSS: losses[task]} if task in losses else {}
+        out[task] = (len(chosen), {**loss, **report.metrics})
         log.info("%s %s on %d: %s", adapter_dir, task, len(chosen), out[task][1])
     return out
 
