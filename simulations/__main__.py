@@ -11,6 +11,7 @@ python -m simulations test-one <run dir>                # used by ``run``, held-
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from simulations.experiment import load_experiment
     from simulations.runner import run_experiment
+
+    # A background runner ignores SIGINT (the shell's rule for background jobs); SIGTERM then
+    # stops the current run cleanly (its process group too), as Ctrl-C does, so it resumes.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     try:
         exp = load_experiment(args.experiment)
