@@ -75,9 +75,28 @@ def _header(meta: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def curve_table(curves: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Validation loss per round and strategy, the lowest of each row in bold."""
+    rounds = sorted({int(r) for curve in curves.values() for r in curve})
+    if not rounds:
+        return []
+    lines = [
+        "Validation loss per round (mean over tasks and seeds; chooses each run's best round):",
+        "",
+        "| strategy | " + " | ".join(map(str, rounds)) + " |",
+        "|---" * (len(rounds) + 1) + "|",
+    ]
+    for label, curve in curves.items():
+        low = min(curve.values())
+        cells = ["" if str(r) not in curve else f"{curve[str(r)]:.3f}" for r in rounds]
+        cells = [f"**{c}**" if c and float(c) == round(low, 3) else c for c in cells]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def build_block(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     lower = set(summary["lower_is_better"])
-    lines = _header(meta, summary)
+    lines = _header(meta, summary) + curve_table(meta.get("validation_loss", {}))
     verdicts = []
     for task, labels in summary["tasks"].items():
         columns = task_columns(task, labels)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics
+from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
 from simulations.results import RunResult, group_by_label, mean_std
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -77,8 +77,27 @@ def build_summary(name: str, runs: Iterable[RunResult], order: Sequence[str] = (
     }
 
 
-def build_meta(name: str, runs: Iterable[RunResult]) -> dict[str, Any]:
-    """How the summary was made: the commands, the hardware, the wall time of its runs."""
+def validation_curves(
+    runs: Iterable[RunResult], order: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
+    """Label -> round -> validation loss (mean over tasks, then over seeds): the curve that
+    shows where training alone reaches its best and then flattens or overfits."""
+    curves: dict[str, dict[str, float]] = {}
+    for label, group in group_by_label(runs, order).items():
+        by_round: dict[int, list[float]] = defaultdict(list)
+        for run in group:
+            for record in run.ok_records:
+                loss = round_loss(record)
+                if math.isfinite(loss):
+                    by_round[record["round"]].append(loss)
+        if by_round:
+            curves[label] = {str(r): mean_std(by_round[r])[0] for r in sorted(by_round)}
+    return curves
+
+
+def build_meta(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, Any]:
+    """How the summary was made: the commands, the hardware, the wall time of its runs; and
+    the validation curves of the scored runs."""
     runs = [r for r in runs if read_test_metrics(r.run_dir) is not None]
     hosts = {json.dumps(r.summary.get("host", {}), sort_keys=True) for r in runs}
     return {
@@ -88,6 +107,7 @@ def build_meta(name: str, runs: Iterable[RunResult]) -> dict[str, Any]:
         "hardware": [json.loads(h) for h in sorted(hosts) if h != "{}"] or [_this_host()],
         "runs": len(runs),
         "wall_seconds": round(sum(r.summary_value("wall_seconds") or 0.0 for r in runs), 1),
+        "validation_loss": validation_curves(runs, order),
     }
 
 
@@ -110,5 +130,5 @@ def write_summary(
     """Write ``<out_dir>/<name>.json`` and ``<name>.meta.json``; returns the summary's path."""
     path = Path(out_dir) / f"{name}.json"
     _dump(path, build_summary(name, runs, order))
-    _dump(path.with_name(f"{name}.meta.json"), build_meta(name, runs))
+    _dump(path.with_name(f"{name}.meta.json"), build_meta(name, runs, order))
     return path

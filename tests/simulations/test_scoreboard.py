@@ -43,6 +43,12 @@ def _tree(root: Path) -> Path:
             "final": {"translation": {"test-loss": final, "codebleu": codebleu - 1}},
         }
         (run_dir / TEST_FILE).write_text(json.dumps({"rounds": {}, "reported": reported}))
+        # validation loss by round: 2.0, then loss + 0.5 (the best), then loss + 1.0 + seed
+        curve = [2.0, loss + 0.5, loss + 1.0 + seed]
+        lines = [
+            {"round": i + 1, "eval_loss_by_task": {"translation": v}} for i, v in enumerate(curve)
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     (exp_dir / "runs" / "fedavg-seed1").mkdir()  # running: no test metrics yet
     return exp_dir
 
@@ -70,6 +76,10 @@ def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
     meta = json.loads((tmp_path / "results" / "collab.meta.json").read_text())
     assert meta["runs"] == 5 and meta["wall_seconds"] == 9000.0
     assert meta["hardware"] == [{"cpus": 2, "platform": "Linux-x"}]
+    # local-only round 2: mean(1.5, 1.7) = 1.6; round 3: mean(2.0, 3.2) = 2.6
+    assert meta["validation_loss"]["local-only"] == pytest.approx({"1": 2.0, "2": 1.6, "3": 2.6})
+    block = build_block(summary, meta)
+    assert "| local-only | 2.000 | **1.600** | 2.600 |" in block
 
 
 def test_readme_block_names_the_winner_and_compares_with_the_spread(tmp_path):
