@@ -29,13 +29,13 @@ from colora import contract as keys
 from colora import contract as names
 from colora.adapter import (
     FACTORS,
-    folded_state,
     initial_shared_state,
     load_frozen_delta,
     load_personal_state,
     load_shared_state,
     personal_parameters,
     personal_state,
+    plain_lora_state,
     shared_parameters,
     shared_state,
 )
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 PRIVATE_SHARED_FILE = "private_shared.safetensors"  # shared factors a strategy keeps local
 MERGED_FILE = "merged.safetensors"  # FLoRA / FedEx-LoRA frozen merged term
+ROUNDS_DIR = "rounds"  # eval.keep-round-adapters: one exported adapter per evaluated round
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,24 @@ def _with_rank(state: Mapping[str, torch.Tensor], rank: int, *, pad: bool) -> di
 
 
 def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phase]:
+    """CoLoRA: Sigma_k, then the shared A, B; dual: the shared LoRA, then the personal one;
+    ``schedule = "joint"``: all together at the shared learning rate."""
     shared = shared_parameters(runtime.model, plan.train_factors)
     personal = personal_parameters(runtime.model)
     t = cfg.train
-    sigma_steps, shared_steps = t.sigma_steps * plan.steps_scale, t.shared_steps * plan.steps_scale
+    shared_steps = t.shared_steps * plan.steps_scale
+    sigma_steps = t.personal_steps(plan.steps_scale)
     if not personal:
         return [Phase("shared", shared, shared_steps, t.learning_rate)]
     if t.schedule == "joint":
         return [Phase("joint", shared + personal, shared_steps, t.learning_rate)]
+    if cfg.adapter.personal == "dual":
+        # FedDPA (arXiv 2409.17201): the global adapter learns first, then the personal one
+        # fits what remains of the client's own task, with the global adapter frozen.
+        return [
+            Phase("shared", shared, shared_steps, t.learning_rate),
+            Phase("personal", personal, sigma_steps, t.sigma_learning_rate),
+        ]
     return [
         Phase("sigma", personal, sigma_steps, t.sigma_learning_rate),
         Phase("shared", shared, shared_steps, t.learning_rate),
@@ -276,6 +287,11 @@ def _merge_metric(plan: RoundPlan) -> dict[str, int]:
     return {keys.MERGE_ROUND: plan.merge.round} if plan.merge is not None else {}
 
 
+def round_adapter_dir(data: ClientData, server_round: int):
+    """Where ``eval.keep-round-adapters`` keeps the client's adapter of ``server_round``."""
+    return data.ident.state_dir / ROUNDS_DIR / f"round-{server_round:03d}"
+
+
 def evaluate_round(
     cfg: RunConfig,
     runtime: ModelRuntime,
@@ -288,12 +304,10 @@ def evaluate_round(
         runtime.model,
         eval_batches(data.valid, cfg.train.batch_size, runtime.tokenizer.pad_token_id),
     )
-    save_adapter(
-        folded_state(runtime.model),
-        cfg.adapter,
-        runtime.base_path,
-        data.ident.state_dir / "adapter",
-    )
+    exported = plain_lora_state(runtime.model, cfg.adapter)
+    save_adapter(*exported, runtime.base_path, data.ident.state_dir / "adapter")
+    if cfg.eval.keep_round_adapters:
+        save_adapter(*exported, runtime.base_path, round_adapter_dir(data, plan.server_round))
     log.info(
         "[client %s] round %d eval loss %s",
         data.ident.client_id,

@@ -19,6 +19,8 @@ kept apart as a frozen dense D per layer, added by a forward hook: ``y += s * x 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -46,6 +48,28 @@ class PersonalSigma(nn.Module):
     def mix(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
         hidden = args[0]  # [..., r], the output of lora_A
         return (hidden @ self.weight.to(hidden.dtype).T,)
+
+
+class PersonalLoRA(nn.Module):
+    """The private LoRA (C_k: r_p x d_in, D_k: d_out x r_p) of one layer, FedDPA's local
+    adapter (Yang et al. 2024, arXiv 2409.17201); adds s_p * D_k C_k x to the layer's output,
+    beside the shared s * B A x. Never leaves its client.
+
+    C starts as PEFT initialises lora_A (Kaiming-uniform) and D at zero, so the personal path
+    starts at zero; the start is kept to reset the module for a client without saved state.
+    """
+
+    def __init__(self, d_in: int, d_out: int, rank: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.C = nn.Parameter(torch.empty(rank, d_in))
+        nn.init.kaiming_uniform_(self.C, a=math.sqrt(5))
+        self.D = nn.Parameter(torch.zeros(d_out, rank))
+        self.initial = {"C": self.C.detach().clone(), "D": self.D.detach().clone()}
+
+    def add(self, _module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor):
+        hidden = F.linear(args[0].to(self.C.dtype), self.C)  # [..., r_p]
+        return output + (F.linear(hidden, self.D) * self.scale).to(output.dtype)
 
 
 class FrozenDelta(nn.Module):
@@ -99,7 +123,23 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
             sigma = PersonalSigma(settings.rank).to(layer.lora_A[SHARED].weight.device)
             model.personal_sigma[_sigma_key(name)] = sigma
             layer.lora_B[SHARED].register_forward_pre_hook(sigma.mix)
+    if settings.personal == "dual":
+        _attach_personal_lora(model, settings)
     return model
+
+
+def _attach_personal_lora(model: PeftModel, settings: AdapterSettings) -> None:
+    """FedDPA's personal LoRA on every shared LoRA layer, in ``model.personal_lora`` (outside
+    the tuner layers, so PEFT never selects it as part of the shared adapter)."""
+    model.personal_lora = nn.ModuleDict()
+    for name, layer in _lora_layers(model):
+        weight = layer.lora_A[SHARED].weight  # r x d_in
+        d_out = layer.lora_B[SHARED].weight.shape[0]
+        personal = PersonalLoRA(
+            weight.shape[1], d_out, settings.personal_rank, settings.personal_scale
+        ).to(weight.device)
+        model.personal_lora[_sigma_key(name)] = personal
+        layer.register_forward_hook(personal.add)
 
 
 def check_rank(base_model: nn.Module, settings: AdapterSettings) -> None:
@@ -108,13 +148,14 @@ def check_rank(base_model: nn.Module, settings: AdapterSettings) -> None:
     for name, module in base_model.named_modules():
         dims = (getattr(module, "in_features", None), getattr(module, "out_features", None))
         if name.rsplit(".", 1)[-1] in settings.target_modules and None not in dims:
-            require(
-                settings.rank <= min(dims),
-                "adapter",
-                "rank",
-                settings.rank,
-                f"exceeds min(d_in, d_out) = {min(dims)} of target layer {name}",
-            )
+            for key in ("rank", "personal_rank"):
+                require(
+                    getattr(settings, key) <= min(dims),
+                    "adapter",
+                    key,
+                    getattr(settings, key),
+                    f"exceeds min(d_in, d_out) = {min(dims)} of target layer {name}",
+                )
 
 
 def _sigma_key(layer_name: str) -> str:
@@ -142,8 +183,14 @@ def shared_parameters(model: PeftModel, factors: tuple[str, ...] = FACTORS) -> l
     return [module[SHARED].weight for module in modules]
 
 
+def _personal_lora_modules(model: nn.Module) -> dict[str, PersonalLoRA]:
+    return dict(getattr(model, "personal_lora", {}).items())
+
+
 def personal_parameters(model: PeftModel) -> list[nn.Parameter]:
-    return [sigma.weight for sigma in _sigma_modules(model).values()]
+    """The private parameters: every Sigma_k, or every (C_k, D_k) of the dual personal LoRA."""
+    sigmas = [sigma.weight for sigma in _sigma_modules(model).values()]
+    return sigmas + [p for m in _personal_lora_modules(model).values() for p in (m.C, m.D)]
 
 
 def shared_state(model: PeftModel) -> dict[str, torch.Tensor]:
@@ -168,25 +215,39 @@ def load_shared_state(model: PeftModel, state: Mapping[str, torch.Tensor]) -> No
     set_peft_model_state_dict(model, dict(state), adapter_name=SHARED)
 
 
+def _personal_tensors(model: PeftModel) -> dict[str, tuple[nn.Parameter, torch.Tensor]]:
+    """Every private tensor by its saved key, with the value it starts from: Sigma_k (key: the
+    layer) from the identity, the personal LoRA's ``<layer>.C`` and ``<layer>.D`` from their
+    initialisation."""
+    tensors = {
+        name: (mod.weight, torch.eye(mod.weight.shape[0]))
+        for name, mod in _sigma_modules(model).items()
+    }
+    for name, mod in _personal_lora_modules(model).items():
+        tensors |= {f"{name}.{f}": (getattr(mod, f), mod.initial[f]) for f in ("C", "D")}
+    return tensors
+
+
 def personal_state(model: PeftModel) -> dict[str, torch.Tensor]:
     return {
-        name: mod.weight.detach().float().cpu().clone()
-        for name, mod in _sigma_modules(model).items()
+        key: param.detach().float().cpu().clone()
+        for key, (param, _) in _personal_tensors(model).items()
     }
 
 
 def load_personal_state(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> None:
-    """Load Sigma_k, or reset every Sigma_k to the identity when ``state`` is None."""
-    modules = _sigma_modules(model)
-    if state is not None and set(state) != set(modules):
+    """Load the private state, or reset it to its start (Sigma_k = I; C_k as initialised,
+    D_k = 0) when ``state`` is None."""
+    tensors = _personal_tensors(model)
+    if state is not None and set(state) != set(tensors):
         raise ValueError(
             f"personal state does not match the model: {len(state)} tensors "
-            f"for {len(modules)} layers"
+            f"for {len(tensors)} expected"
         )
     with torch.no_grad():
-        for name, mod in modules.items():
-            value = torch.eye(mod.weight.shape[0]) if state is None else state[name]
-            mod.weight.copy_(value.to(mod.weight.device))
+        for key, (param, start) in tensors.items():
+            value = start if state is None else state[key]
+            param.copy_(value.to(param.device))
 
 
 def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
@@ -199,6 +260,32 @@ def folded_state(model: PeftModel) -> dict[str, torch.Tensor]:
             key = lora_key(name, "B")  # PEFT's saved key: the adapter name is stripped
             state[key] = state[key] @ sigma.weight.detach().float().cpu()
     return state
+
+
+def plain_lora_state(
+    model: PeftModel, settings: AdapterSettings
+) -> tuple[dict[str, torch.Tensor], AdapterSettings]:
+    """The client's whole adapter as one plain PEFT LoRA: ``(state, settings to save it with)``.
+
+    Sigma_k is folded into B (:func:`folded_state`). The dual personal LoRA is concatenated
+    with the shared one into a LoRA of rank r + r_p with scale 1 (alpha = r + r_p), since
+    s B A + s_p D C = [s B, s_p D] [A; C]; ``PeftModel.from_pretrained`` loads it as it is.
+    """
+    state = folded_state(model)
+    lora = _personal_lora_modules(model)
+    if not lora:
+        return state, settings
+    for name, _ in _lora_layers(model):
+        personal = lora[_sigma_key(name)]
+        key_a, key_b = f"{name}.lora_A.weight", f"{name}.lora_B.weight"
+        c, d = personal.C.detach().float().cpu(), personal.D.detach().float().cpu()
+        state[key_a] = torch.cat([state[key_a], c], dim=0)  # (r + r_p) x d_in
+        state[key_b] = torch.cat([settings.scale * state[key_b], personal.scale * d], dim=1)
+    width = settings.rank + settings.personal_rank
+    merged = dataclasses.replace(
+        settings, rank=width, alpha=width, personal="none", personal_rank=0
+    )
+    return state, merged
 
 
 def initial_shared_state(model: PeftModel) -> dict[str, torch.Tensor]:

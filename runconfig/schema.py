@@ -19,7 +19,7 @@ from typing import Any
 from runconfig.fields import ConfigError, build_section, flatten_section, one_of, option, require
 
 TASK_NAMES: tuple[str, ...] = ("generation", "translation", "summarization")  # codetasks
-PERSONAL_MODES = ("sigma", "none")
+PERSONAL_MODES = ("sigma", "dual", "none")
 SCHEDULES = ("alternating", "joint")
 PARTITIONS = ("by-task", "dirichlet", "iid")
 QUANTIZATIONS = ("nf4", "none")
@@ -101,7 +101,14 @@ class AdapterSettings:
         ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
         "Comma-separated module names that get adapters.",
     )
-    personal: str = option("sigma", "'sigma': CoLoRA r x r private Sigma_k; 'none': shared only.")
+    personal: str = option(
+        "sigma",
+        "'sigma': CoLoRA r x r private Sigma_k; 'dual': a FedDPA personal LoRA of rank "
+        "adapter.personal-rank beside the shared one; 'none': shared only.",
+    )
+    personal_rank: int = option(
+        0, "Rank r_p of the personal LoRA (adapter.personal = 'dual' only; 0 otherwise)."
+    )
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
@@ -116,10 +123,25 @@ class AdapterSettings:
             "must name at least one module",
         )
         one_of("adapter", "personal", self.personal, PERSONAL_MODES)
+        dual = self.personal == "dual"
+        require(
+            (1 <= self.personal_rank <= MAX_RANK) if dual else self.personal_rank == 0,
+            "adapter",
+            "personal_rank",
+            self.personal_rank,
+            f"must be in [1, {MAX_RANK}] with adapter.personal = 'dual'"
+            if dual
+            else f"is only read with adapter.personal = 'dual' (got {self.personal!r}); set 0",
+        )
 
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
+
+    @property
+    def personal_scale(self) -> float:
+        """s_p = alpha / r_p of the dual personal LoRA (PEFT's rule, the same alpha)."""
+        return self.alpha / self.personal_rank
 
 
 @dataclass(frozen=True)
@@ -129,7 +151,12 @@ class TrainSettings:
         "'alternating': sigma-steps on Sigma_k then "
         "shared-steps on A, B (CoLoRA default); 'joint': all together.",
     )
-    sigma_steps: int = option(2, "Optimizer steps on Sigma_k per round (alternating).")
+    sigma_steps: float = option(
+        2,
+        "Optimizer steps on the personal part (Sigma_k, or the dual personal LoRA) per round "
+        "(alternating): a whole number is a count; a value in (0, 1) is that fraction of the "
+        "round's shared steps, rounded up; 0 = none.",
+    )
     shared_steps: int = option(4, "Optimizer steps on A and B per round.")
     batch_size: int = option(4, "Examples per micro-batch.")
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
@@ -169,6 +196,13 @@ class TrainSettings:
         one_of("train", "gradient_checkpointing", self.gradient_checkpointing, CHECKPOINTING)
         for name in ("sigma_steps", "warmup_steps", "max_train_examples", "micro_batch_size"):
             require(getattr(self, name) >= 0, "train", name, getattr(self, name), "must be >= 0")
+        require(
+            self.sigma_steps < 1 or self.sigma_steps == int(self.sigma_steps),
+            "train",
+            "sigma_steps",
+            self.sigma_steps,
+            "must be a whole number of steps, or a fraction in (0, 1) of the shared steps",
+        )
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
             require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")
         require(
@@ -180,6 +214,18 @@ class TrainSettings:
         )
         for name in ("learning_rate", "sigma_learning_rate"):
             require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
+
+    def personal_steps(self, steps_scale: int = 1) -> int:
+        """Steps of the personal phase in a round whose step budget is ``steps_scale`` x the
+        configured one (centralized training scales it).
+
+        CoLoRA (arXiv 2602.07218) gives Sigma_k e1 steps per round beside e2 shared ones; one
+        step of Adam moves each entry of Sigma_k = I by about the learning rate, so 1 step at
+        1e-3 leaves it at the identity and CoLoRA equal to FedAvg. A fraction ties e1 to e2.
+        """
+        if 0 < self.sigma_steps < 1:
+            return max(1, math.ceil(self.sigma_steps * self.shared_steps * steps_scale))
+        return int(self.sigma_steps) * steps_scale
 
 
 @dataclass(frozen=True)
@@ -227,6 +273,12 @@ class EvalScheduleSettings:
     limit: int = option(4, "Validation examples per task that are generated and scored.")
     batch_size: int = option(4, "Prompts per generation batch.")
     max_new_tokens: int = option(0, "Generated tokens per answer; 0 = each task's default.")
+    keep_round_adapters: bool = option(
+        False,
+        "Also keep each evaluated round's exported client adapter under "
+        "clients/client-<id>/rounds/round-<NNN>/, so held-out metrics can be generated after "
+        "the run at the round chosen on validation (simulations.heldout).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("every", "max_new_tokens"):
@@ -479,6 +531,20 @@ class RunConfig:
     privacy: PrivacySettings
     comm: CommSettings
     strategy: StrategySettings
+
+    def __post_init__(self) -> None:
+        # The dual personal LoRA trains only in the personal phase of the alternating schedule.
+        require(
+            not (
+                self.adapter.personal == "dual"
+                and self.train.schedule == "alternating"
+                and self.train.personal_steps() == 0
+            ),
+            "train",
+            "sigma_steps",
+            self.train.sigma_steps,
+            "must be > 0 with adapter.personal = 'dual' (the personal LoRA would never train)",
+        )
 
     def to_flat(self) -> dict[str, Any]:
         """Flat ``{"section.key": value}`` as in pyproject (for the resolved-config file)."""

@@ -60,6 +60,12 @@ class ExperimentSettings:
     cpus_per_client: float = option(1.0, "Ray CPUs reserved by one simulated client.")
     gpus_per_client: float = option(0.0, "Ray GPUs of one client; 0.25 = 4 clients per GPU.")
     description: str = option("", "Free text shown in the report.")
+    test_examples: int = option(
+        0,
+        "Held-out examples per task scored after each run, at its best and final rounds "
+        "(simulations.heldout); 0 = none. Needs eval.keep-round-adapters = true.",
+    )
+    test_batch_size: int = option(8, "Prompts per batch when scoring the held-out examples.")
 
     def __post_init__(self) -> None:
         require(
@@ -85,6 +91,14 @@ class ExperimentSettings:
             "gpus_per_client",
             self.gpus_per_client,
             "must be >= 0",
+        )
+        require(self.test_examples >= 0, "experiment", "test_examples", self.test_examples, ">= 0")
+        require(
+            self.test_batch_size >= 1,
+            "experiment",
+            "test_batch_size",
+            self.test_batch_size,
+            "must be >= 1",
         )
 
 
@@ -237,6 +251,8 @@ def parse_experiment(text: str) -> Experiment:
         raise ConfigError("strategies: expected at least one [[strategies]] table")
     strategies = tuple(_strategy(i, t, known) for i, t in enumerate(tables))
     _check_values(base, strategies)
+    if settings.test_examples:
+        _check_round_adapters(base, strategies)
     ray = build_section(RaySettings, "ray", _table(data, "ray"))
     return Experiment(settings, ray, base, strategies, text)
 
@@ -256,6 +272,17 @@ def _check_values(base: Mapping[str, Any], strategies: tuple[StrategySpec, ...])
             resolve({**base, **spec.overrides})
         except ConfigError as exc:
             raise ConfigError(f"strategies[{i}] ({spec.label}): {exc}") from exc
+
+
+def _check_round_adapters(base: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> None:
+    """Held-out scoring loads each reported round's client adapters, which runs keep only with
+    eval.keep-round-adapters."""
+    for i, spec in enumerate(strategies):
+        if not resolve({**base, **spec.overrides}).eval.keep_round_adapters:
+            raise ConfigError(
+                f"strategies[{i}] ({spec.label}): experiment.test-examples > 0 needs "
+                "eval.keep-round-adapters = true"
+            )
 
 
 def load_experiment(path: Path) -> Experiment:

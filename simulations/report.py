@@ -20,7 +20,7 @@ from pathlib import Path
 from colora.contract import TRAIN_LOSS
 from runconfig.fields import ConfigError
 from server.tensorboard import sync_run
-from simulations import plots
+from simulations import plots, scoreboard
 from simulations.experiment import Experiment, parse_experiment, run_name
 from simulations.markup import (
     Block,
@@ -246,8 +246,10 @@ def build_report(exp_dir: Path, out: Path) -> list[Block]:
     ]
 
 
-def write_report(exp_dir: Path) -> Path:
-    """Write the report; returns the path of ``index.html``."""
+def write_report(exp_dir: Path, results_dir: Path = scoreboard.RESULTS_DIR) -> Path:
+    """Write the report; returns the path of ``index.html``. An experiment with held-out
+    scoring (``[experiment] test-examples``) also gets its committed summary in
+    ``results_dir`` (:mod:`simulations.scoreboard`)."""
     exp_dir = Path(exp_dir).resolve()
     if not (exp_dir / "runs").is_dir():
         raise FileNotFoundError(f"{exp_dir} has no runs/ directory: not an experiment directory")
@@ -261,4 +263,8 @@ def write_report(exp_dir: Path) -> Path:
     (out / "report.md").write_text(to_markdown(blocks))
     title = blocks[0].text if isinstance(blocks[0], Heading) else exp_dir.name
     (out / "index.html").write_text(to_html(blocks, title))
+    exp = _experiment(exp_dir)
+    if exp is not None and exp.settings.test_examples > 0:
+        labels = [s.label for s in exp.strategies]
+        scoreboard.write_summary(exp.settings.name, load_runs(exp_dir), labels, results_dir)
     return out / "index.html"

@@ -38,7 +38,7 @@ from runconfig.fields import ConfigError
 from server import run_dir as rundir
 from server.round_record import read_records
 from server.tensorboard import sync_run
-from simulations import summary
+from simulations import heldout, summary
 from simulations.experiment import APP_DIR, Experiment, RunSpec
 from simulations.monitor import MemorySampler, RoundTail
 
@@ -73,15 +73,30 @@ def run_state(run: RunSpec) -> tuple[str, int]:
 
 
 def plan(
-    exp: Experiment, output_root: Path | None = None, only: Sequence[str] = ()
+    exp: Experiment,
+    output_root: Path | None = None,
+    only: Sequence[str] = (),
+    seeds: Sequence[int] = (),
 ) -> list[PlannedRun]:
+    """The runs to consider, in file order; ``only`` and ``seeds`` (``--only``, ``--seed``)
+    narrow them, so seed 0 of every strategy can finish before any seed 1 starts."""
     labels = {s.label for s in exp.strategies}
     for label in only:
         if label not in labels:
             raise ConfigError(
                 f"--only {label!r}: no such strategy label; valid: {', '.join(sorted(labels))}"
             )
-    runs = [r for r in exp.runs(output_root) if not only or r.label in only]
+    for seed in seeds:
+        if seed not in exp.settings.seeds:
+            raise ConfigError(
+                f"--seed {seed}: not a seed of this experiment; valid: "
+                f"{', '.join(map(str, exp.settings.seeds))}"
+            )
+    runs = [
+        r
+        for r in exp.runs(output_root)
+        if (not only or r.label in only) and (not seeds or r.seed in seeds)
+    ]
     return [PlannedRun(r, *run_state(r)) for r in runs]
 
 
@@ -224,6 +239,15 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def _test_if_needed(exp: Experiment, run: RunSpec) -> int:
+    """Score a finished run on held-out data unless done; 1 if that failed, else 0."""
+    if not needs_test(exp, run):
+        return 0
+    code = execute_test(run)
+    tqdm.write(f"{run.run_dir.name}: held-out metrics {'written' if code == 0 else 'FAILED'}")
+    return int(code != 0)
+
+
 def _describe(planned: PlannedRun) -> str:
     spec = planned.spec
     return (
@@ -237,10 +261,11 @@ def run_experiment(
     output_root: Path | None = None,
     only: Sequence[str] = (),
     dry_run: bool = False,
+    seeds: Sequence[int] = (),
 ) -> int:
     """Run what is pending; returns the number of runs that failed."""
     exp_dir = exp.directory(output_root)
-    planned = plan(exp, output_root, only)
+    planned = plan(exp, output_root, only, seeds)
     if dry_run:
         print(f"experiment {exp.settings.name} -> {exp_dir}")
         print("\n".join(_describe(p) for p in planned))
@@ -251,6 +276,7 @@ def run_experiment(
     runs_bar = tqdm(total=len(planned), desc="runs", unit="run", position=0)
     for item in planned:
         if item.state == DONE:
+            failed += _test_if_needed(exp, item.spec)
             runs_bar.update(1)
             continue
         name = item.spec.run_dir.name
@@ -266,9 +292,43 @@ def run_experiment(
         rounds_bar.close()
         failed += code != 0
         tqdm.write(summary.one_line(item.spec.run_dir, code))
+        if code == 0:
+            failed += _test_if_needed(exp, item.spec)
         runs_bar.update(1)
     runs_bar.close()
     return failed
+
+
+def needs_test(exp: Experiment, run: RunSpec) -> bool:
+    """Whether a finished run still lacks its held-out metrics (``[experiment] test-examples``)."""
+    return exp.settings.test_examples > 0 and heldout.read_test_metrics(run.run_dir) is None
+
+
+def execute_test(run: RunSpec) -> int:
+    """Score a finished run on held-out data in a subprocess (output appended to run.log)."""
+    with open(run.run_dir / "run.log", "a") as log:
+        return subprocess.call(
+            [sys.executable, "-m", "simulations", "test-one", str(run.run_dir)],
+            cwd=APP_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+
+def test_one(run_dir: Path) -> None:
+    """The body of ``test-one``: :func:`simulations.heldout.evaluate_run` for one run."""
+    from simulations.experiment import load_experiment, resolve
+
+    payload = json.loads((run_dir / SPEC_FILE).read_text())
+    exp = load_experiment(run_dir.parent.parent / EXPERIMENT_COPY)
+    heldout.evaluate_run(
+        run_dir,
+        resolve(payload["overrides"]),
+        payload["num_supernodes"],
+        exp.settings.test_examples,
+        exp.settings.test_batch_size,
+    )
 
 
 def run_one(spec_file: Path) -> None:

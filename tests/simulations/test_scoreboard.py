@@ -1,0 +1,153 @@
+"""The committed summary and the README block, on a hand-made run tree (values by hand)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simulations.heldout import (
+    TEST_FILE,
+    assignments,
+    best_round,
+    client_tasks,
+    combine,
+    prune_round_adapters,
+)
+from simulations.readme import build_block, replace_block, verdict
+from simulations.results import load_runs
+from simulations.scoreboard import build_summary, write_summary
+
+# (label, seed) -> translation (best test-loss, best codebleu, final test-loss)
+RUNS = {
+    ("local-only", 0): (1.0, 40.0, 1.2),
+    ("local-only", 1): (1.2, 44.0, 1.4),
+    ("dual", 0): (0.8, 50.0, 0.8),
+    ("dual", 1): (0.9, 52.0, 0.9),
+    ("fedavg", 0): (2.0, 10.0, 2.0),  # seed 1 not scored yet: n = 1
+}
+
+
+def _tree(root: Path) -> Path:
+    exp_dir = root / "collab"
+    for (label, seed), (loss, codebleu, final) in RUNS.items():
+        run_dir = exp_dir / "runs" / f"{label}-seed{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"num-server-rounds": 3}))
+        (run_dir / "run_summary.json").write_text(
+            json.dumps({"wall_seconds": 1800.0, "host": {"cpus": 2, "platform": "Linux-x"}})
+        )
+        reported = {
+            "best": {"translation": {"test-loss": loss, "codebleu": codebleu}},
+            "final": {"translation": {"test-loss": final, "codebleu": codebleu - 1}},
+        }
+        (run_dir / TEST_FILE).write_text(json.dumps({"rounds": {}, "reported": reported}))
+        # validation loss by round: 2.0, then loss + 0.5 (the best), then loss + 1.0 + seed
+        curve = [2.0, loss + 0.5, loss + 1.0 + seed]
+        lines = [
+            {"round": i + 1, "eval_loss_by_task": {"translation": v}} for i, v in enumerate(curve)
+        ]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (exp_dir / "runs" / "fedavg-seed1").mkdir()  # running: no test metrics yet
+    return exp_dir
+
+
+def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
+    exp_dir = _tree(tmp_path)
+    order = ["local-only", "fedavg", "dual"]
+    path = write_summary("collab", load_runs(exp_dir), order, tmp_path / "results")
+    summary = json.loads(path.read_text())
+    assert list(summary) == ["experiment", "seeds", "tasks", "lower_is_better"]
+    assert summary["experiment"] == "collab" and summary["seeds"] == [0, 1]
+    assert summary["lower_is_better"] == ["best.test-loss", "final.test-loss"]
+    table = summary["tasks"]["translation"]
+    assert list(table) == order
+    # local-only: mean(1.0, 1.2) = 1.1; sample std = sqrt(2 * 0.1^2 / 1) = 0.1414
+    assert table["local-only"]["best.test-loss"] == pytest.approx(
+        {"mean": 1.1, "std": 0.141421356, "n": 2}
+    )
+    assert table["dual"]["final.codebleu"] == pytest.approx(
+        {"mean": 50.0, "std": 1.414213562, "n": 2}
+    )
+    assert table["fedavg"]["best.codebleu"] == {"mean": 10.0, "std": 0.0, "n": 1}
+    for stats in (s for label in table.values() for s in label.values()):
+        assert set(stats) == {"mean", "std", "n"} and isinstance(stats["n"], int)
+    meta = json.loads((tmp_path / "results" / "collab.meta.json").read_text())
+    assert meta["runs"] == 5 and meta["wall_seconds"] == 9000.0
+    assert meta["hardware"] == [{"cpus": 2, "platform": "Linux-x"}]
+    # local-only round 2: mean(1.5, 1.7) = 1.6; round 3: mean(2.0, 3.2) = 2.6
+    assert meta["validation_loss"]["local-only"] == pytest.approx({"1": 2.0, "2": 1.6, "3": 2.6})
+    block = build_block(summary, meta)
+    assert "| local-only | 2.000 | **1.600** | 2.600 |" in block
+
+
+def test_readme_block_names_the_winner_and_compares_with_the_spread(tmp_path):
+    exp_dir = _tree(tmp_path)
+    summary = build_summary("collab", load_runs(exp_dir), ["local-only", "fedavg", "dual"])
+    block = build_block(summary, {"command": "python -m simulations run x", "runs": 5})
+    assert "| strategy | best.test-loss | best.codebleu | final.test-loss |" in block
+    assert "| dual | 0.850 ± 0.071 | 51.000 ± 1.414 |" in block
+    # test-loss: dual 0.85 beats local-only 1.1 by 0.25; spread max(0.0707, 0.1414) = 0.1414
+    assert "**dual** 0.850, ahead of local-only (1.100) by 0.250; 1.8x" in block
+    # codebleu: dual 51 vs local-only 42 by 9; spread 2.83 -> 3.2x
+    assert "**dual** 51.000, ahead of local-only (42.000) by 9.000; 3.2x" in block
+
+
+def test_a_margin_inside_the_spread_is_not_a_clear_win():
+    labels = {
+        "a": {"m": {"mean": 1.0, "std": 0.3, "n": 3}},
+        "b": {"m": {"mean": 1.1, "std": 0.1, "n": 3}},
+    }
+    assert "**a** 1.000" in verdict("t", "m", labels, lower=True)
+    assert "not a clear win" in verdict("t", "m", labels, lower=True)
+    assert "**b** 1.100" in verdict("t", "m", labels, lower=False)
+
+
+def test_readme_block_is_replaced_between_its_markers():
+    text = "intro\n<!-- results:x -->\nold\n<!-- /results:x -->\nafter\n"
+    assert replace_block(text, "x", "new") == (
+        "intro\n<!-- results:x -->\nnew\n<!-- /results:x -->\nafter\n"
+    )
+    assert replace_block("intro\n", "x", "new").endswith("<!-- /results:x -->\n")
+
+
+def test_best_round_is_chosen_on_validation_loss_skipping_failed_rounds():
+    records = [
+        {"round": 1, "eval_loss_by_task": {"a": 2.0, "b": 2.0}},
+        {"round": 2, "eval_loss_by_task": {"a": 1.0, "b": 1.5}},  # mean 1.25
+        {"round": 3, "failed": True},
+        {"round": 4, "eval_loss_by_task": {"a": 1.25, "b": 1.25}},  # a tie: the earliest
+        {"round": 5, "eval_loss_by_task": {"a": 1.5, "b": 1.5}},
+    ]
+    assert best_round(records) == 2
+    with pytest.raises(ValueError, match="validation loss"):
+        best_round([{"round": 1, "failed": True}])
+
+
+def test_test_examples_are_dealt_once_to_the_clients_holding_each_task():
+    record = {
+        "eval": [
+            {"client-id": 3, "eval-loss.translation": 1.0},
+            {"client-id": 1, "eval-loss.translation": 1.0},
+            {"client-id": 0, "eval-loss.generation": 1.0, "eval-loss.translation": 2.0},
+        ]
+    }
+    holders = client_tasks(record)
+    assert holders == {3: ["translation"], 1: ["translation"], 0: ["generation", "translation"]}
+    dealt = assignments(holders, {"translation": list(range(7)), "generation": [10, 11]})
+    assert dealt[0] == {"translation": [0, 3, 6], "generation": [10, 11]}
+    assert dealt[1] == {"translation": [1, 4]} and dealt[3] == {"translation": [2, 5]}
+
+
+def test_combine_weights_clients_by_examples_scored():
+    got = combine([(3, {"test-loss": 1.0, "bleu4": 10.0}), (1, {"test-loss": 2.0})])
+    assert got == {"bleu4": 10.0, "test-loss": 1.25}
+
+
+def test_round_adapters_not_reported_are_pruned(tmp_path):
+    for rnd in (1, 2, 3):
+        (tmp_path / "clients" / "client-0" / "rounds" / f"round-{rnd:03d}").mkdir(parents=True)
+    prune_round_adapters(tmp_path, {2, 3})
+    left = sorted(p.name for p in (tmp_path / "clients" / "client-0" / "rounds").iterdir())
+    assert left == ["round-002", "round-003"]
