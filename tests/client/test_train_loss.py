@@ -139,8 +139,8 @@ def test_micro_batches_give_the_whole_batch_gradient(batch, size):
         torch.testing.assert_close(2 * grads[name], expected_grads[name], rtol=1e-4, atol=1e-7)
 
 
-def test_micro_batch_size_auto_is_one_on_the_cpu_and_whole_on_cuda():
-    assert resolve_micro_batch_size(0, torch.device("cpu")) == 1
+def test_micro_batch_size_auto_is_two_on_the_cpu_and_whole_on_cuda():
+    assert resolve_micro_batch_size(0, torch.device("cpu")) == 2
     assert resolve_micro_batch_size(0, torch.device("cuda")) == 0
     assert resolve_micro_batch_size(3, torch.device("cpu")) == 3
     assert resolve_micro_batch_size(3, torch.device("cuda")) == 3
