@@ -115,7 +115,8 @@ def _backward_in_pieces(model: nn.Module, batch: Batch, size: int, grad_accum: i
     losses = []
     for piece in split_batch(batch, size):
         piece_losses = per_example_loss(model, piece)
-        (piece_losses.sum() / (len(batch.tasks) * grad_accum)).backward()
+        if piece_losses.requires_grad:  # else nothing it trains is on this piece's path
+            (piece_losses.sum() / (len(batch.tasks) * grad_accum)).backward()
         losses.append(piece_losses.detach())
     return torch.cat(losses)
 
@@ -131,7 +132,8 @@ def _backward_proximal(
         * mu
         * sum((p - a.to(p.device)).pow(2).sum() for p, a in zip(params, anchors, strict=True))
     )
-    (term * scale).backward()
+    if term.requires_grad:  # frozen in a phase that trains other parameters (Sigma_k)
+        (term * scale).backward()
     return term.item()
 
 

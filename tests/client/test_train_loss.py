@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from client.batching import IGNORE, collate, encode_all
 from client.train import (
+    Phase,
     _backward_in_pieces,
     per_example_loss,
     resolve_micro_batch_size,
     split_batch,
+    train,
 )
 from codetasks.loading import load_task
 from colora import precision
-from colora.adapter import attach_adapters
+from colora.adapter import attach_adapters, personal_parameters, shared_parameters
 from colora.base_model import load_base_model
 from runconfig.schema import AdapterSettings, ModelSettings
 
@@ -144,3 +148,19 @@ def test_micro_batch_size_auto_is_two_on_the_cpu_and_whole_on_cuda():
     assert resolve_micro_batch_size(0, torch.device("cuda")) == 0
     assert resolve_micro_batch_size(3, torch.device("cpu")) == 3
     assert resolve_micro_batch_size(3, torch.device("cuda")) == 3
+
+
+def test_a_proximal_term_on_frozen_shared_factors_does_not_break_the_sigma_phase(batch):
+    """FedProx's term is on A and B; in CoLoRA's Sigma_k phase they are frozen, so the term
+    has no gradient there and only its value counts (a round under local DP hit this)."""
+    model = _model()
+    shared = shared_parameters(model)
+    anchors = [p.detach().clone() + 0.01 for p in shared]
+    phases = [
+        Phase("sigma", personal_parameters(model), 1, 1e-3),
+        Phase("shared", shared, 1, 3e-4),
+    ]
+    result = train(model, iter(lambda: batch, None), phases, micro_batch_size=2,
+                   proximal=(0.5, shared, anchors))  # fmt: skip
+    assert len(result.step_losses) == 2
+    assert all(math.isfinite(loss) for loss in result.step_losses)
