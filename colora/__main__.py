@@ -13,14 +13,13 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from codetasks.examples import TASK_NAMES, Example
 from codetasks.loading import DEFAULT_DATA_ROOT, SPLIT_NAMES, load_task
-from colora.evaluate import EvalReport, EvalSettings, evaluate_model
+from colora.evaluate import EvalReport, EvalSettings, ModelChoice, evaluate_model, load_model
 from runconfig.schema import ModelSettings
 
 # Named benchmarks: (task, load_task source, default split).
@@ -30,15 +29,6 @@ BENCHMARKS: dict[str, tuple[str, str, str]] = {
     "codexglue": ("translation", "", "valid"),
     "mined": ("summarization", "", "valid"),
 }
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """What to evaluate: a base model and, optionally, a PEFT adapter directory on top."""
-
-    label: str
-    base: ModelSettings
-    adapter_dir: Path | None = None
 
 
 def resolve_model(
@@ -77,18 +67,6 @@ def _run_model(
                          quantization or config.get("model.quantization", "nf4"),
                          config.get("model.cache-dir", ""))  # fmt: skip
     return ModelChoice(f"{run_dir}:{adapter.relative_to(run_dir)}", base, adapter)
-
-
-def load_model(choice: ModelChoice):
-    """The base model (frozen, NF4 or float) with the adapter loaded, and its tokenizer."""
-    from peft import PeftModel
-
-    from colora.base_model import load_base_model, load_tokenizer
-
-    model = load_base_model(choice.base, inference_only=True)
-    if choice.adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, str(choice.adapter_dir))
-    return model, load_tokenizer(choice.base)
 
 
 def load_benchmark(

@@ -30,6 +30,7 @@ from codetasks.metrics.rouge import rouge_l
 from codetasks.prompts import COMPLETION_FORMAT, parse_answer, user_prompt
 from codetasks.sandbox import SANDBOX_MODE, SKIPPED, sandbox_mode
 from colora.generate import generate_with_stats
+from runconfig.schema import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -205,3 +206,24 @@ def _score_references(
         log.warning("CodeBLEU skipped: %s", error)
         references = [example.target for example in examples]
         return {name: metric(parsed, references) for name, metric in per_example.items()}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What to evaluate: a base model and, optionally, a PEFT adapter directory on top."""
+
+    label: str
+    base: ModelSettings
+    adapter_dir: Path | None = None
+
+
+def load_model(choice: ModelChoice):
+    """The base model (frozen, NF4 or float) with the adapter loaded, and its tokenizer."""
+    from peft import PeftModel
+
+    from colora.base_model import load_base_model, load_tokenizer
+
+    model = load_base_model(choice.base, inference_only=True)
+    if choice.adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, str(choice.adapter_dir))
+    return model, load_tokenizer(choice.base)

@@ -165,10 +165,9 @@ def score_adapter(
 ) -> dict[str, tuple[int, dict[str, float]]]:
     """Task -> (examples, metrics) of one exported client adapter, loaded with plain PEFT on
     the run's base model: the test loss, then the task metrics of greedy generations."""
-    from codetasks.evaluate import EvalSettings, ModelChoice, evaluate_model, load_model
-
     from client.batching import encode_all, eval_batches
     from client.train import evaluate_loss
+    from colora.evaluate import EvalSettings, ModelChoice, evaluate_model, load_model
 
     model, tokenizer = load_model(ModelChoice(str(adapter_dir), cfg.model, Path(adapter_dir)))
     settings = EvalSettings(
