@@ -109,8 +109,9 @@ def _backward_in_pieces(model: nn.Module, batch: Batch, size: int, grad_accum: i
 
     Each piece contributes the sum of its per-example losses over the whole batch's count, so
     the accumulated gradient is the whole batch's (up to float summation order): activations
-    are kept for one piece at a time, which cuts a step's peak memory several-fold on the CPU
-    at a small cost in time (README, "Local training speed"). Returns the per-example losses.
+    are kept for one piece at a time, which cuts a step's peak memory (pieces of 2 of a batch of
+    4: 3.6 -> 2.6 GB on the bundled model; README, "Local training speed"). Returns the
+    per-example losses.
     """
     losses = []
     for piece in split_batch(batch, size):
