@@ -25,7 +25,7 @@ from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 from codetasks.examples import Example
 from codetasks.prompts import answer_is_final, to_messages
 from colora import precision
-from colora.base_model import dense_4bit_weights
+from colora.base_model import dense_4bit_weights, head_in_compute_dtype
 
 # Reply budgets, in SmolLM2 tokens, from the reference replies: MBPP functions p95 125, max 221
 # (a model that restates a HumanEval docstring needs more); CodeXGLUE valid C# p95 211, max 347;
@@ -114,6 +114,7 @@ def generate_with_stats(
     try:
         with (
             dense_4bit_weights(model),
+            head_in_compute_dtype(model),
             tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar,
         ):
             for rows in _batches(examples, lengths, batch_size):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from colora.adapter import attach_adapters
-from colora.base_model import dense_4bit_weights, load_base_model
+from colora.base_model import dense_4bit_weights, head_in_compute_dtype, load_base_model
 from runconfig.schema import AdapterSettings, ModelSettings
 
 NF4_TINY = ModelSettings(source="tiny", quantization="nf4")
@@ -74,3 +74,32 @@ def test_the_layers_get_their_own_forward_back():
     with pytest.raises(RuntimeError), dense_4bit_weights(model):
         raise RuntimeError("an error inside still restores the layers")
     assert not any("forward" in vars(layer) for layer in layers)
+
+
+def _inference_logits(model) -> torch.Tensor:
+    from colora import precision
+
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode(), precision.autocast(model):
+        return model(input_ids=ids).logits.float()
+
+
+def test_head_cast_once_gives_autocasts_logits_bit_for_bit():
+    model = _model("bf16")
+    head = model.get_output_embeddings()
+    assert head.weight.dtype == torch.float32  # kept fp32, so autocast casts it every forward
+    logits = _inference_logits(model)
+    with dense_4bit_weights(model), head_in_compute_dtype(model):
+        assert "forward" in vars(head)
+        cast_logits = _inference_logits(model)
+    assert "forward" not in vars(head)
+    with dense_4bit_weights(model):
+        dense_logits = _inference_logits(model)
+    torch.testing.assert_close(cast_logits, dense_logits, rtol=0, atol=0)
+    torch.testing.assert_close(cast_logits, logits, rtol=0, atol=0)
+
+
+def test_head_of_an_fp32_model_is_left_alone():
+    model = _model("fp32")
+    with head_in_compute_dtype(model):
+        assert "forward" not in vars(model.get_output_embeddings())
