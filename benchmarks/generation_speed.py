@@ -67,7 +67,11 @@ def measure(
     """One JSON row per batch size and loop for the bundled model in ``quantization``; the
     loops alternate on the same prompts, so a slow spell of a shared machine hits both."""
     settings = ModelSettings(source="bundled", quantization=quantization)
-    model = load_base_model(settings, inference_only=True, compute_dtype=dtype)
+    # One model per loop: transformers' generate lets bitsandbytes repack the NF4 weights in
+    # place for its CPU kernel on its first pass, and a shared model would then hand our loop
+    # packed layers (which it leaves alone) in every later measurement.
+    models = {loop: load_base_model(settings, inference_only=True, compute_dtype=dtype)
+              for loop in loops}  # fmt: skip
     tokenizer = load_tokenizer(settings)
     problems = load_task("generation", "valid")
     rows = []
@@ -75,9 +79,9 @@ def measure(
         examples = problems[: batch_size * batches]
         for loop in loops:
             warmup = problems[-batch_size:]  # other prompts than the timed ones
-            LOOPS[loop](model, tokenizer, warmup, batch_size, 8)
+            LOOPS[loop](models[loop], tokenizer, warmup, batch_size, 8)
             start = time.perf_counter()
-            new_tokens = LOOPS[loop](model, tokenizer, examples, batch_size, max_new)
+            new_tokens = LOOPS[loop](models[loop], tokenizer, examples, batch_size, max_new)
             seconds = time.perf_counter() - start
             rows.append({
                 "loop": loop, "quantization": quantization, "batch_size": batch_size,

@@ -103,3 +103,46 @@ def test_head_of_an_fp32_model_is_left_alone():
     model = _model("fp32")
     with head_in_compute_dtype(model):
         assert "forward" not in vars(model.get_output_embeddings())
+
+
+def _inference_model():
+    import bitsandbytes as bnb
+
+    model = load_base_model(NF4_TINY, compute_dtype="bf16", inference_only=True).eval()
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if not all(getattr(layer, "support_avx512bf16_for_cpu", False) for layer in layers):
+        pytest.skip("bitsandbytes' packed kernel needs a CPU with AVX512-BF16")
+    return model, layers
+
+
+def _packed(layer) -> bool:
+    return getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+
+
+def test_a_single_row_takes_bitsandbytes_packed_kernel_and_leaves_the_weights_alone():
+    from colora import precision
+
+    model, layers = _inference_model()
+    ids = torch.tensor([[5]])
+    with torch.inference_mode(), precision.autocast(model):
+        with dense_4bit_weights(model):
+            ours = model(input_ids=ids).logits.float()
+        # The layers kept their own layout: the packed weights were copies.
+        assert not any(_packed(layer) for layer in layers)
+        # bitsandbytes' own inference forward packs the layers in place, then multiplies.
+        theirs = model(input_ids=ids).logits.float()
+    assert all(_packed(layer) for layer in layers)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_several_rows_stay_on_the_dense_weights():
+    from colora import precision
+
+    model, _ = _inference_model()
+    ids = torch.tensor([[5], [6]])
+    with torch.inference_mode(), precision.autocast(model):
+        with dense_4bit_weights(model):
+            dense = model(input_ids=ids).logits.float()
+        model.apply(lambda m: setattr(m, "support_avx512bf16_for_cpu", False))
+        plain = model(input_ids=ids).logits.float()  # bitsandbytes' dequantise-and-multiply
+    torch.testing.assert_close(dense, plain, rtol=0, atol=0)
