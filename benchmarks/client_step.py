@@ -13,7 +13,8 @@ step's loss with ``--trajectory``). A configuration is ``kind:dtype[:ckpt]``:
   targets, compute dtype, checkpointing, AdamW, clipping): ``model(..., labels=...).loss``;
 - ``dtype``: ``fp32``, ``bf16`` or ``auto`` (``train.compute-dtype``); ``ckpt``: activation
   checkpointing on; ``whole``: the whole batch in one pass (no ``train.micro-batch-size``
-  pieces; by default both loops use the same pieces, ``--micro-batch-size``, 0 = auto).
+  pieces; by default both loops use the same pieces, ``--micro-batch-size``, 0 = auto);
+  ``nodrop``: ``adapter.dropout = 0`` (what the LoRA dropout masks cost).
 
 Each run is a fresh subprocess (so peak RSS is its own), and ``--repeats`` rounds run every
 configuration once each in turn, so a slow spell on a shared machine hits all of them alike.
@@ -134,7 +135,7 @@ def _one(config: str, args) -> dict:
     torch.manual_seed(args.seed)
     spec = ModelSettings(source="bundled", quantization=args.quantization)
     base = load_base_model(spec, compute_dtype=dtype, gradient_checkpointing="ckpt" in flags)
-    settings = AdapterSettings()
+    settings = AdapterSettings(dropout=0.0) if "nodrop" in flags else AdapterSettings()
     if kind == "client":
         model = attach_adapters(base, settings, seed=args.seed)
     else:
