@@ -147,9 +147,10 @@ class PersonalSender:
             chunk = replies[start : start + _ROWS_PER_SKETCH]
             for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
                 flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
-                sent = self.sent[reply.metadata.src_node_id]
-                measure.features(thetas[row], sent, out=deltas[row - start])
-            sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
+            sent = [self.sent[reply.metadata.src_node_id] for reply in chunk]
+            rows = slice(start, start + len(chunk))
+            measure.features_rows(thetas[rows], sent, out=deltas[: len(chunk)])
+            sketches[rows] = sketch_rows(deltas[: len(chunk)], sketch)
         self.sent = {}
         return [messages.client_id(r) for r in replies], thetas, sketches
 

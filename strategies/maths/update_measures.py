@@ -38,13 +38,13 @@ fixed width, which adds its own √(2/k) at most; both are unbiased.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from strategies.maths.lora_products import lora_pairs
-from strategies.maths.reproducible import aligned_matmul
+from strategies.maths.reproducible import aligned_copy, aligned_empty
 
 MEASURES = ("product", "b", "factors")
 PROJECTION_WIDTH = 16  # m: columns of Ω per module (Y has Σ_l d_out·m ≈ D entries)
@@ -84,6 +84,7 @@ def projection(index: int, d_in: int, m: int = PROJECTION_WIDTH, seed: int = SEE
         omega = np.eye(d_in)
     else:
         omega = np.random.default_rng([seed, index, d_in, m]).normal(size=(d_in, m)) / np.sqrt(m)
+    omega = aligned_copy(omega)  # cached aligned, so products never copy it again
     omega.flags.writeable = False
     return omega
 
@@ -111,32 +112,86 @@ class UpdateMeasure:
 
     def features(self, theta: np.ndarray, sent: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Write the update's vector (``size`` entries) into ``out`` and return it."""
+        self.features_rows(theta[None, :], [sent], out[None, :])
+        return out
+
+    def features_rows(
+        self, thetas: np.ndarray, sents: Sequence[np.ndarray], out: np.ndarray
+    ) -> np.ndarray:
+        """Row i of ``out`` (c x ``size``) = ``features(thetas[i], sents[i])``, the same bits.
+
+        The product measure runs each module's two small products for the c rows at once
+        (numpy's stacked matmul calls the same BLAS product per row, on the same shapes and
+        64-byte-aligned operands as one row alone), so its Python cost is paid per module,
+        not per module and client: 210 modules x 100 clients x 2 adapters were ~4 s a round.
+        """
         if self.measure == "factors":
-            return np.subtract(theta, sent, out=out)
+            for theta, sent, row in zip(thetas, sents, out, strict=True):
+                np.subtract(theta, sent, out=row)
+            return out
         if self.measure == "product":  # linear in ΔW: (B A − B⁰ A⁰) Ω = B (A Ω) − B⁰ (A⁰ Ω)
-            return np.subtract(self.product_sketch(theta), self._sent_sketch(sent), out=out)
-        start = 0
-        for module in self.modules:
-            stop = start + module.b.stop - module.b.start
-            np.subtract(theta[module.b], sent[module.b], out=out[start:stop])
-            start = stop
+            theta_sketch = self.product_sketches(thetas)
+            sent_sketch = self._sent_sketches(sents)
+            for i, row in enumerate(out):
+                np.subtract(theta_sketch[i], sent_sketch[i], out=row)
+            return out
+        for theta, sent, row in zip(thetas, sents, out, strict=True):
+            start = 0
+            for module in self.modules:
+                stop = start + module.b.stop - module.b.start
+                np.subtract(theta[module.b], sent[module.b], out=row[start:stop])
+                start = stop
         return out
 
     def product_sketch(self, flat: np.ndarray) -> np.ndarray:
         """The concatenated B_l (A_l Ω_l) of one flat adapter (``size`` float64 values)."""
-        parts = [self._module(i, module, flat).ravel() for i, module in enumerate(self.modules)]
-        return np.concatenate(parts)
+        return self.product_sketches(np.asarray(flat)[None, :])[0]
 
-    def _sent_sketch(self, sent: np.ndarray) -> np.ndarray:
-        """``product_sketch(sent)``, reused while consecutive clients were sent the same array
-        (every client in round 1, newcomers later); one entry, so no K×size cache builds up."""
-        if self._last_sent is None or self._last_sent[0] is not sent:
-            self._last_sent = (sent, self.product_sketch(sent))
-        return self._last_sent[1]
+    def product_sketches(self, flats: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """``product_sketch`` of each of the c flat adapters ``flats`` (c x ``size``)."""
+        count = len(flats)
+        out = np.empty((count, self.size), np.float64)
+        start = 0
+        for index, module in enumerate(self.modules):
+            product = self._module(index, module, flats)
+            stop = start + product[0].size
+            out[:, start:stop] = product.reshape(count, -1)
+            start = stop
+        return out
 
-    def _module(self, index: int, module: LoraModule, flat: np.ndarray) -> np.ndarray:
-        """B (A Ω) of one module in float64, on aligned operands (kernel fixed by shape)."""
-        a = flat[module.a].reshape(module.a_shape)
-        b = flat[module.b].reshape(module.b_shape)
-        omega = projection(index, module.a_shape[1], self.m)
-        return aligned_matmul(b, aligned_matmul(a, omega, np.float64), np.float64)
+    def _sent_sketches(self, sents: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``product_sketch`` of each sent adapter, once per distinct array (every client is
+        sent the same one in round 1, newcomers later); the last one is kept for the next
+        call, so no K x size cache builds up."""
+        distinct: dict[int, np.ndarray] = {}
+        for sent in sents:
+            distinct.setdefault(id(sent), sent)
+        known = self._last_sent
+        todo = [s for s in distinct.values() if known is None or known[0] is not s]
+        sketches = {}
+        if todo:
+            sketches = dict(zip(map(id, todo), self.product_sketches(todo), strict=True))
+        if known is not None and id(known[0]) in distinct:
+            sketches[id(known[0])] = known[1]
+        last = sents[-1]
+        self._last_sent = (last, sketches[id(last)])
+        return [sketches[id(sent)] for sent in sents]
+
+    def _module(
+        self, index: int, module: LoraModule, flats: np.ndarray | Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """B (A Ω) of one module for each flat adapter (c x d_out x w) in float64, on aligned
+        operands (kernel fixed by shape)."""
+        count, (rank, d_in), d_out = len(flats), module.a_shape, module.b_shape[0]
+        omega = projection(index, d_in, self.m)
+        a = aligned_empty((count, rank, d_in), np.float64)
+        b = aligned_empty((count, d_out, rank), np.float64)
+        if isinstance(flats, np.ndarray):  # c x D rows: one strided copy per factor
+            a[...] = flats[:, module.a].reshape(a.shape)
+            b[...] = flats[:, module.b].reshape(b.shape)
+        else:
+            for i, flat in enumerate(flats):
+                a[i] = flat[module.a].reshape(module.a_shape)
+                b[i] = flat[module.b].reshape(module.b_shape)
+        a_omega = np.matmul(a, omega, out=aligned_empty((count, rank, omega.shape[1]), np.float64))
+        return np.matmul(b, a_omega, out=aligned_empty((count, d_out, omega.shape[1]), np.float64))
