@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from strategies.maths.reproducible import sum_of_squares
+from strategies.maths.averaging import ReplyUpdates
+from strategies.maths.reproducible import CHUNK, sum_of_squares
+
+Updates = np.ndarray | ReplyUpdates  # K×D: a matrix, or the replies minus what was sent
+_TRANSPOSE = 256  # columns per transposed piece: the K×256 source stays in L1/L2
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
@@ -30,7 +34,11 @@ def _as_float(x: np.ndarray) -> np.ndarray:
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
 
 
-def _check_stack(deltas: np.ndarray) -> np.ndarray:
+def _check_stack(deltas: Updates) -> Updates:
+    if isinstance(deltas, ReplyUpdates):
+        if len(deltas) == 0:
+            raise ValueError("deltas must be K×D with K >= 1, got no replies")
+        return deltas
     deltas = _as_float(deltas)
     if deltas.ndim != 2 or deltas.shape[0] == 0:
         raise ValueError(f"deltas must be K×D with K >= 1, got shape {deltas.shape}")
@@ -53,14 +61,23 @@ def _chunk_columns(clients: int) -> int:
     return max(256, (1 << 20) // max(clients, 1))
 
 
-def _clipped_columns(deltas: np.ndarray, scales: np.ndarray | None):
+def _clipped_columns(deltas: Updates, scales: np.ndarray | None):
     """Yield (start, stop, chunk): columns start:stop as a (stop − start)×K C-ordered copy, each
-    client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix."""
+    client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix
+    (``ReplyUpdates`` writes the columns straight from the replies into a K×c block)."""
     K, D = deltas.shape
     step = _chunk_columns(K)
+    source = None if isinstance(deltas, np.ndarray) else np.empty((K, step), deltas.dtype)
+    transposed = np.empty((step, K), deltas.dtype)
     for start in range(0, D, step):
         stop = min(start + step, D)
-        chunk = np.array(deltas[:, start:stop].T, order="C")
+        if source is None:
+            block = deltas[:, start:stop]
+        else:
+            block = deltas.block(start, stop, source[:, : stop - start])
+        chunk = transposed[: stop - start]
+        for piece in range(0, stop - start, _TRANSPOSE):  # cache-sized pieces: ~25% faster
+            chunk[piece : piece + _TRANSPOSE] = block[:, piece : piece + _TRANSPOSE].T
         if scales is not None:
             chunk *= scales  # the same float32 product as scaling the row itself
             chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
@@ -86,7 +103,7 @@ def _trimmed_rows(chunk: np.ndarray, cut: int) -> np.ndarray:
     return chunk[:, cut : K - cut].mean(axis=1, dtype=np.float64)
 
 
-def _columnwise(deltas: np.ndarray, scales: np.ndarray | None, reduce) -> np.ndarray:
+def _columnwise(deltas: Updates, scales: np.ndarray | None, reduce) -> np.ndarray:
     """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks."""
     out = np.empty(deltas.shape[1], dtype=deltas.dtype)
     for start, stop, chunk in _clipped_columns(deltas, scales):
@@ -118,13 +135,25 @@ def trimmed_mean(deltas: np.ndarray, trim_fraction: float) -> np.ndarray:
 RULES = ("median", "trimmed-mean")
 
 
-def row_norms(deltas: np.ndarray) -> np.ndarray:
+def row_norms(deltas: Updates) -> np.ndarray:
     """‖deltas[k]‖₂ for every row, accumulated in float64 in index order (K,)."""
     deltas = _check_stack(deltas)
-    return np.sqrt([sum_of_squares(row) for row in deltas])
+    if isinstance(deltas, np.ndarray):
+        return np.sqrt([sum_of_squares(row) for row in deltas])
+    # sum_of_squares' chunks, each written from the replies into one buffer: the same bits.
+    buffer = np.empty(min(CHUNK, deltas.shape[1]), deltas.dtype)
+    norms = []
+    for k in range(len(deltas)):
+        total = 0.0
+        for start in range(0, deltas.shape[1], CHUNK):
+            stop = min(start + CHUNK, deltas.shape[1])
+            part = deltas.row(k, start, stop, buffer[: stop - start]).astype(np.float64)
+            total += float(np.sum(np.square(part, out=part)))
+        norms.append(total)
+    return np.sqrt(norms)
 
 
-def _clip_scales(deltas: np.ndarray, clip_norm: float) -> tuple[np.ndarray, float, int]:
+def _clip_scales(deltas: Updates, clip_norm: float) -> tuple[np.ndarray, float, int]:
     """(per-row factor in the rows' dtype, 1 where unclipped; the bound M; rows clipped)."""
     if not clip_norm >= 0:
         raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
@@ -166,13 +195,14 @@ def clip_updates(
 
 
 def robust_aggregate(
-    deltas: np.ndarray, rule: str, trim_fraction: float = 0.0, clip_norm: float = 0.0
+    deltas: Updates, rule: str, trim_fraction: float = 0.0, clip_norm: float = 0.0
 ) -> tuple[np.ndarray, float, int]:
     """``clip_updates`` then ``coordinate_median`` or ``trimmed_mean`` (``rule`` ∈ ``RULES``).
 
     Returns (aggregate (D,), the clip bound M used, number of clipped rows). Rows are unweighted:
     weighting by a client's reported example count would let one client buy influence.
-    ``deltas`` is never modified and never copied whole: clipping is applied to one column
+    ``deltas`` (a K×D matrix, or ``averaging.ReplyUpdates``: the replies minus what was sent,
+    never formed) is never modified and never copied whole: clipping is applied to one column
     chunk at a time as the chunk is copied for the median or trimmed mean.
     """
     if rule not in RULES:
