@@ -146,17 +146,13 @@ class ReplyUpdates:
                 continue
             yield index, lo - int(self._starts[index]), lo - start, hi - lo
 
-    def row(self, k: int, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        """Columns start:stop of row k into ``out`` (stop - start,)."""
+    def block(
+        self, start: int, stop: int, out: np.ndarray, rows: slice = slice(None)
+    ) -> np.ndarray:
+        """Columns start:stop of ``rows`` (default every row) into ``out``
+        (rows x (stop - start))."""
         for index, offset, at, n in self._pieces(start, stop):
-            out[at : at + n] = self._rows[k][index][offset : offset + n]
-        out -= self.sent_flat[start:stop]
-        return out
-
-    def block(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        """Columns start:stop of every row into ``out`` (K x (stop - start))."""
-        for index, offset, at, n in self._pieces(start, stop):
-            for k, arrays in enumerate(self._rows):
+            for k, arrays in enumerate(self._rows[rows]):
                 out[k, at : at + n] = arrays[index][offset : offset + n]
         out -= self.sent_flat[start:stop]
         return out

@@ -27,6 +27,7 @@ from strategies.maths.reproducible import CHUNK, sum_of_squares
 
 Updates = np.ndarray | ReplyUpdates  # K×D: a matrix, or the replies minus what was sent
 _TRANSPOSE = 256  # columns per transposed piece: the K×256 source stays in L1/L2
+_NORM_ROWS = 64  # rows whose norm chunks are formed together (64 × 32 768 float64: 16 MiB)
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
@@ -140,17 +141,20 @@ def row_norms(deltas: Updates) -> np.ndarray:
     deltas = _check_stack(deltas)
     if isinstance(deltas, np.ndarray):
         return np.sqrt([sum_of_squares(row) for row in deltas])
-    # sum_of_squares' chunks, each written from the replies into one buffer: the same bits.
-    buffer = np.empty(min(CHUNK, deltas.shape[1]), deltas.dtype)
-    norms = []
-    for k in range(len(deltas)):
-        total = 0.0
-        for start in range(0, deltas.shape[1], CHUNK):
-            stop = min(start + CHUNK, deltas.shape[1])
-            part = deltas.row(k, start, stop, buffer[: stop - start]).astype(np.float64)
-            total += float(np.sum(np.square(part, out=part)))
-        norms.append(total)
-    return np.sqrt(norms)
+    # sum_of_squares' chunks, written from the replies for a group of rows at a time; numpy
+    # sums each row of a 2-D block pairwise as it sums that row alone: the same bits.
+    K, D = deltas.shape
+    group = min(K, _NORM_ROWS)
+    buffer = np.empty((group, min(CHUNK, D)), deltas.dtype)
+    totals = np.zeros(K)
+    for first in range(0, K, group):
+        rows = slice(first, min(first + group, K))
+        for start in range(0, D, CHUNK):
+            stop = min(start + CHUNK, D)
+            block = buffer[: rows.stop - first, : stop - start]
+            part = deltas.block(start, stop, block, rows).astype(np.float64)
+            totals[rows] += np.sum(np.square(part, out=part), axis=1)
+    return np.sqrt(totals)
 
 
 def _clip_scales(deltas: Updates, clip_norm: float) -> tuple[np.ndarray, float, int]:
