@@ -99,7 +99,6 @@ class UpdateMeasure:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
         self.measure, self.m = measure, m
         self.modules = lora_modules(shapes)
-        self._last_sent: tuple[np.ndarray, np.ndarray] | None = None
         self.input_size = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
         if measure != "factors" and not self.modules:
             raise ValueError(f"measure {measure!r} needs LoRA factors; the adapter has none")
@@ -130,11 +129,7 @@ class UpdateMeasure:
                 np.subtract(theta, sent, out=row)
             return out
         if self.measure == "product":  # linear in ΔW: (B A − B⁰ A⁰) Ω = B (A Ω) − B⁰ (A⁰ Ω)
-            theta_sketch = self.product_sketches(thetas)
-            sent_sketch = self._sent_sketches(sents)
-            for i, row in enumerate(out):
-                np.subtract(theta_sketch[i], sent_sketch[i], out=row)
-            return out
+            return self._product_rows(thetas, sents, out)
         for theta, sent, row in zip(thetas, sents, out, strict=True):
             start = 0
             for module in self.modules:
@@ -143,39 +138,24 @@ class UpdateMeasure:
                 start = stop
         return out
 
-    def product_sketch(self, flat: np.ndarray) -> np.ndarray:
-        """The concatenated B_l (A_l Ω_l) of one flat adapter (``size`` float64 values)."""
-        return self.product_sketches(np.asarray(flat)[None, :])[0]
-
-    def product_sketches(self, flats: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """``product_sketch`` of each of the c flat adapters ``flats`` (c x ``size``)."""
-        count = len(flats)
-        out = np.empty((count, self.size), np.float64)
+    def _product_rows(
+        self, thetas: np.ndarray, sents: Sequence[np.ndarray], out: np.ndarray
+    ) -> np.ndarray:
+        """Module by module, B (A Ω) of the c rows minus that of their sent adapters (each
+        distinct sent array once: every client gets the same one in round 1), subtracted in
+        float64 straight into ``out``'s columns of the module."""
+        distinct: dict[int, int] = {}
+        which = [distinct.setdefault(id(sent), len(distinct)) for sent in sents]
+        unique = [sents[which.index(n)] for n in range(len(distinct))]
         start = 0
         for index, module in enumerate(self.modules):
-            product = self._module(index, module, flats)
-            stop = start + product[0].size
-            out[:, start:stop] = product.reshape(count, -1)
+            theta_part = self._module(index, module, thetas)
+            sent_part = self._module(index, module, unique)
+            stop = start + theta_part[0].size
+            target = np.reshape(out[:, start:stop], theta_part.shape, copy=False)
+            np.subtract(theta_part, sent_part[which], out=target)
             start = stop
         return out
-
-    def _sent_sketches(self, sents: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """``product_sketch`` of each sent adapter, once per distinct array (every client is
-        sent the same one in round 1, newcomers later); the last one is kept for the next
-        call, so no K x size cache builds up."""
-        distinct: dict[int, np.ndarray] = {}
-        for sent in sents:
-            distinct.setdefault(id(sent), sent)
-        known = self._last_sent
-        todo = [s for s in distinct.values() if known is None or known[0] is not s]
-        sketches = {}
-        if todo:
-            sketches = dict(zip(map(id, todo), self.product_sketches(todo), strict=True))
-        if known is not None and id(known[0]) in distinct:
-            sketches[id(known[0])] = known[1]
-        last = sents[-1]
-        self._last_sent = (last, sketches[id(last)])
-        return [sketches[id(sent)] for sent in sents]
 
     def _module(
         self, index: int, module: LoraModule, flats: np.ndarray | Sequence[np.ndarray]
