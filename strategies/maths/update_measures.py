@@ -38,6 +38,7 @@ fixed width, which adds its own √(2/k) at most; both are unbiased.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -99,6 +100,15 @@ class UpdateMeasure:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {measure!r}")
         self.measure, self.m = measure, m
         self.modules = lora_modules(shapes)
+        groups: dict[tuple, list[int]] = {}  # modules of one shape, multiplied together
+        for index, module in enumerate(self.modules):
+            groups.setdefault((module.a_shape, module.b_shape), []).append(index)
+        self._groups = tuple(tuple(indices) for indices in groups.values())
+        widths = [mod.b_shape[0] * min(mod.a_shape[1], m) for mod in self.modules]
+        ends = np.cumsum([0, *widths]).tolist()
+        self._columns = list(itertools.pairwise(ends))  # of each module's B (A Ω)
+        self._stacked: dict[tuple[int, ...], np.ndarray] = {}  # the groups' stacked Ω
+        self._buffers: dict[tuple, list[np.ndarray]] = {}  # (group, rows, role) -> workspace
         self.input_size = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
         if measure != "factors" and not self.modules:
             raise ValueError(f"measure {measure!r} needs LoRA factors; the adapter has none")
@@ -141,37 +151,68 @@ class UpdateMeasure:
     def _product_rows(
         self, thetas: np.ndarray, sents: Sequence[np.ndarray], out: np.ndarray
     ) -> np.ndarray:
-        """Module by module, B (A Ω) of the c rows minus that of their sent adapters (each
-        distinct sent array once: every client gets the same one in round 1), subtracted in
-        float64 straight into ``out``'s columns of the module."""
+        """B (A Ω) of the c rows minus that of their sent adapters (each distinct sent array
+        once: every client gets the same one in round 1), subtracted in float64 straight
+        into ``out``'s columns of each module. Modules of one shape (the same projection in
+        every layer) are multiplied together: one stacked matmul per shape, not per module."""
         distinct: dict[int, int] = {}
         which = [distinct.setdefault(id(sent), len(distinct)) for sent in sents]
         unique = [sents[which.index(n)] for n in range(len(distinct))]
-        start = 0
-        for index, module in enumerate(self.modules):
-            theta_part = self._module(index, module, thetas)
-            sent_part = self._module(index, module, unique)
-            stop = start + theta_part[0].size
-            target = np.reshape(out[:, start:stop], theta_part.shape, copy=False)
-            np.subtract(theta_part, sent_part[which], out=target)
-            start = stop
+        for indices in self._groups:
+            theta_parts = self._products(indices, thetas, "theta")
+            sent_parts = self._products(indices, unique, "sent")
+            for g, index in enumerate(indices):
+                start, stop = self._columns[index]
+                target = np.reshape(out[:, start:stop], theta_parts[g].shape, copy=False)
+                sent_part = sent_parts[g] if len(unique) == 1 else sent_parts[g][which]
+                np.subtract(theta_parts[g], sent_part, out=target)
         return out
 
-    def _module(
-        self, index: int, module: LoraModule, flats: np.ndarray | Sequence[np.ndarray]
+    def _products(
+        self, indices: tuple[int, ...], flats: np.ndarray | Sequence[np.ndarray], role: str
     ) -> np.ndarray:
-        """B (A Ω) of one module for each flat adapter (c x d_out x w) in float64, on aligned
-        operands (kernel fixed by shape)."""
-        count, (rank, d_in), d_out = len(flats), module.a_shape, module.b_shape[0]
-        omega = projection(index, d_in, self.m)
-        a = aligned_empty((count, rank, d_in), np.float64)
-        b = aligned_empty((count, d_out, rank), np.float64)
-        if isinstance(flats, np.ndarray):  # c x D rows: one strided copy per factor
-            a[...] = flats[:, module.a].reshape(a.shape)
-            b[...] = flats[:, module.b].reshape(b.shape)
-        else:
-            for i, flat in enumerate(flats):
-                a[i] = flat[module.a].reshape(module.a_shape)
-                b[i] = flat[module.b].reshape(module.b_shape)
-        a_omega = np.matmul(a, omega, out=aligned_empty((count, rank, omega.shape[1]), np.float64))
-        return np.matmul(b, a_omega, out=aligned_empty((count, d_out, omega.shape[1]), np.float64))
+        """B (A Ω) of modules ``indices`` (one shape) for each flat adapter, G x c x d_out x w
+        in float64. numpy's stacked matmul calls BLAS once per (module, row) on the shapes
+        and 64-byte-aligned operands one module of one row alone has (kernel fixed by
+        shape), so every row's bits are those of multiplying it alone."""
+        first = self.modules[indices[0]]
+        count, (rank, d_in), d_out = len(flats), first.a_shape, first.b_shape[0]
+        omegas = self._omegas(indices)  # G x 1 x d_in x w: broadcast over the rows
+        width = omegas.shape[-1]
+        a, b, a_omega, product = self._workspace(
+            (indices, count, role),
+            [
+                (len(indices), count, rank, d_in),
+                (len(indices), count, d_out, rank),
+                (len(indices), count, rank, width),
+                (len(indices), count, d_out, width),
+            ],
+        )
+        for g, index in enumerate(indices):
+            module = self.modules[index]
+            if isinstance(flats, np.ndarray):  # c x D rows: one strided copy per factor
+                a[g] = flats[:, module.a].reshape(a.shape[1:])
+                b[g] = flats[:, module.b].reshape(b.shape[1:])
+            else:
+                for i, flat in enumerate(flats):
+                    a[g, i] = flat[module.a].reshape(module.a_shape)
+                    b[g, i] = flat[module.b].reshape(module.b_shape)
+        np.matmul(a, omegas, out=a_omega)
+        return np.matmul(b, a_omega, out=product)
+
+    def _workspace(self, key: tuple, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+        """Aligned float64 buffers of ``shapes``, reused by every chunk of rows: allocating
+        them afresh per chunk faulted in new pages each time (~5 ms a call at K = 1000)."""
+        if key not in self._buffers:
+            self._buffers[key] = [aligned_empty(shape, np.float64) for shape in shapes]
+        return self._buffers[key]
+
+    def _omegas(self, indices: tuple[int, ...]) -> np.ndarray:
+        """The projections Ω of modules ``indices``, stacked (G x 1 x d_in x w, aligned)."""
+        if indices not in self._stacked:
+            d_in = self.modules[indices[0]].a_shape[1]
+            parts = [projection(index, d_in, self.m) for index in indices]
+            stacked = aligned_empty((len(parts), 1, *parts[0].shape), np.float64)
+            stacked[:, 0] = parts
+            self._stacked[indices] = stacked
+        return self._stacked[indices]
