@@ -66,8 +66,9 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[
     for key in states[0]:
         dtype = np.result_type(*(np.asarray(state[key]).dtype for state in states))
         total = np.zeros(np.shape(states[0][key]), dtype=np.float64)
+        term = np.empty_like(total)  # p_k * float64(x): one buffer, not two fresh per client
         for p_k, state in zip(p, states, strict=True):
-            total += p_k * np.asarray(state[key], dtype=np.float64)
+            total += np.multiply(state[key], p_k, out=term, dtype=np.float64)
         # Integer inputs would truncate an average, so only floating dtypes are kept.
         averaged[key] = total.astype(dtype) if np.issubdtype(dtype, np.floating) else total
     return averaged
