@@ -50,6 +50,9 @@ from strategies.maths.reproducible import aligned_copy, aligned_empty
 MEASURES = ("product", "b", "factors")
 PROJECTION_WIDTH = 16  # m: columns of Ω per module (Y has Σ_l d_out·m ≈ D entries)
 SEED = 0xC0_5E7A  # fixed: every process draws the same Ω for a module
+# Modules of one shape multiplied together (the workspaces are GROUP x rows x d_out x m float64:
+# 6 MiB for 8 rows of the bundled model's widest module; 60 at once were ~0.8 GB a round).
+GROUP = 8
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,16 @@ class UpdateMeasure:
         groups: dict[tuple, list[int]] = {}  # modules of one shape, multiplied together
         for index, module in enumerate(self.modules):
             groups.setdefault((module.a_shape, module.b_shape), []).append(index)
-        self._groups = tuple(tuple(indices) for indices in groups.values())
+        self._groups = tuple(  # at most GROUP modules a product: bounded workspaces
+            tuple(indices[start : start + GROUP])
+            for indices in groups.values()
+            for start in range(0, len(indices), GROUP)
+        )
         widths = [mod.b_shape[0] * min(mod.a_shape[1], m) for mod in self.modules]
         ends = np.cumsum([0, *widths]).tolist()
         self._columns = list(itertools.pairwise(ends))  # of each module's B (A Ω)
         self._stacked: dict[tuple[int, ...], np.ndarray] = {}  # the groups' stacked Ω
-        self._buffers: dict[tuple, list[np.ndarray]] = {}  # (group, rows, role) -> workspace
+        self._buffers: dict[tuple, list[np.ndarray]] = {}  # (role, shapes) -> workspace
         self.input_size = sum(int(np.prod(s, dtype=np.int64)) for s in shapes.values())
         if measure != "factors" and not self.modules:
             raise ValueError(f"measure {measure!r} needs LoRA factors; the adapter has none")
@@ -180,12 +187,13 @@ class UpdateMeasure:
         omegas = self._omegas(indices)  # G x 1 x d_in x w: broadcast over the rows
         width = omegas.shape[-1]
         a, b, a_omega, product = self._workspace(
-            (indices, count, role),
+            role,
+            count,
             [
-                (len(indices), count, rank, d_in),
-                (len(indices), count, d_out, rank),
-                (len(indices), count, rank, width),
-                (len(indices), count, d_out, width),
+                (len(indices), rank, d_in),
+                (len(indices), d_out, rank),
+                (len(indices), rank, width),
+                (len(indices), d_out, width),
             ],
         )
         for g, index in enumerate(indices):
@@ -200,12 +208,19 @@ class UpdateMeasure:
         np.matmul(a, omegas, out=a_omega)
         return np.matmul(b, a_omega, out=product)
 
-    def _workspace(self, key: tuple, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """Aligned float64 buffers of ``shapes``, reused by every chunk of rows: allocating
-        them afresh per chunk faulted in new pages each time (~5 ms a call at K = 1000)."""
-        if key not in self._buffers:
-            self._buffers[key] = [aligned_empty(shape, np.float64) for shape in shapes]
-        return self._buffers[key]
+    def _workspace(
+        self, role: str, count: int, shapes: list[tuple[int, int, int]]
+    ) -> list[np.ndarray]:
+        """Aligned float64 buffers G x ``count`` x m x n for ``shapes`` (G x m x n), reused by
+        every chunk of rows and every group of that shape (views of the first ``count`` rows):
+        allocating them afresh per chunk faulted in new pages each time (~5 ms a call at
+        K = 1000)."""
+        key = (role, tuple(shapes))
+        held = self._buffers.get(key)
+        if held is None or held[0].shape[1] < count:
+            held = [aligned_empty((g, count, m, n), np.float64) for g, m, n in shapes]
+            self._buffers[key] = held
+        return [buffer[:, :count] for buffer in held]
 
     def _omegas(self, indices: tuple[int, ...]) -> np.ndarray:
         """The projections Ω of modules ``indices``, stacked (G x 1 x d_in x w, aligned)."""
