@@ -26,7 +26,10 @@ estimate is an upper bound. The table marks the scaled column.
 
 Each (strategy, clients, round) is also printed as one JSON line: seconds, peak_bytes (the
 peak of tracemalloc during ``aggregate_train`` above what was live before it, with --memory;
--1 otherwise), input_bytes (K x D x 4, the replies' tensors) and their ratio.
+-1 otherwise), input_bytes (K x D x 4, the replies' tensors) and their ratio, and
+state_seconds: ``strategy.state_arrays()`` called right after, as the server's checkpoint does
+every round (FLoRA and FedEx-LoRA fold their merged term on a worker thread; reading the state
+waits for it, so aggregate + state is their whole server cost when nothing overlaps the fold).
 """
 
 from __future__ import annotations
@@ -158,6 +161,12 @@ def run_rounds(
         (arrays, _), timings[label], timings[f"peak-{label}"] = timed(
             lambda replies=replies, r=server_round: strategy.aggregate_train(r, replies), memory
         )
+        # The server checkpoints the strategy's state right after (federation._save): for
+        # FLoRA/FedEx-LoRA that waits for the merged term's fold, which runs off the
+        # aggregation's path (strategies.merged_term).
+        start = time.perf_counter()
+        strategy.state_arrays()
+        timings[f"state-{label}"] = time.perf_counter() - start
         del replies
         gc.collect()
     return timings
@@ -202,7 +211,8 @@ def main() -> None:
             print(
                 f"  measured {name:>20} K={k:<5} layers {layers:>2}: aggregate round 1 "
                 f"{timing['first']:.3f} s, round 2 {timing['steady']:.3f} s; configure round 2 "
-                f"{timing['configure-steady']:.3f} s",
+                f"{timing['configure-steady']:.3f} s; state round 1 {timing['state-first']:.3f} "
+                f"s, round 2 {timing['state-steady']:.3f} s",
                 flush=True,
             )
             gc.collect()
@@ -224,6 +234,7 @@ def _print_json(name: str, clients: int, layers: int, timing: dict[str, float]) 
             "adapter_values": size,
             "layers": layers,
             "configure_seconds": round(timing[f"configure-{label}"], 4),
+            "state_seconds": round(timing[f"state-{label}"], 4),  # strategy.state_arrays()
         }
         print(json.dumps(line), flush=True)
 

@@ -24,6 +24,7 @@ strategies and the client, so either side and the server can depend on it (issue
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -256,7 +257,9 @@ def decode_array(array: Array, key: str = "?") -> np.ndarray:
     Only the header ``np.save`` writes for a C-ordered numeric array is accepted, its shape
     and dtype must agree with the ``Array``'s own fields, and the payload must hold exactly
     the bytes they imply. No ``np.load``: it parses headers with ``ast.literal_eval`` (slow
-    at 420 tensors x 100 clients) and is a wider surface than this format needs.
+    at 420 tensors x 100 clients) and is a wider surface than this format needs. A reply's
+    420 tensors share about a dozen distinct headers, so parsing one is cached
+    (:func:`_parse_header`): decoding is then a few dict and tuple compares per tensor.
     """
     if not isinstance(array, Array) or getattr(array, "stype", None) != NPY_STYPE:
         raise ReplyError(
@@ -266,27 +269,39 @@ def decode_array(array: Array, key: str = "?") -> np.ndarray:
     if not isinstance(data, bytes) or data[:8] != _NPY_MAGIC or len(data) < 10:
         raise ReplyError(f"array '{key}': not a .npy v1.0 payload")
     end = 10 + int.from_bytes(data[8:10], "little")
-    match = _NPY_HEADER.fullmatch(data[10:end])
+    header = _parse_header(data[10:end])
+    if isinstance(header, str):
+        raise ReplyError(f"array '{key}': {header}")
+    dtype, name, shape, count, order = header
+    if shape != _declared_shape(array) or name != array.dtype:
+        raise ReplyError(
+            f"array '{key}': header says {name} {shape}, the Array says {array.dtype} "
+            f"{array.shape!r}"
+        )
+    if len(data) - end != count * dtype.itemsize:
+        raise ReplyError(
+            f"array '{key}': payload is {len(data) - end} bytes, {shape} {name} needs "
+            f"{count * dtype.itemsize}"
+        )
+    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape, order=order)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_header(header: bytes) -> tuple[np.dtype, str, tuple[int, ...], int, str] | str:
+    """(dtype, its name, shape, element count, order) of a .npy v1.0 header, or why it is not
+    one this format accepts. Pure in ``header``, so cached: headers repeat across tensors and
+    clients, and a bad header is rejected the same way every time."""
+    match = _NPY_HEADER.fullmatch(header)
     if match is None:
-        raise ReplyError(f"array '{key}': unsupported .npy header (object or structured dtype?)")
+        return "unsupported .npy header (object or structured dtype?)"
     shape = tuple(int(d) for d in match[3].split(b",") if d.strip())
     try:
         dtype = np.dtype(match[1].decode())
     except TypeError:  # a descr such as '<f3' that fits the pattern but no real dtype
-        raise ReplyError(f"array '{key}': unknown dtype {match[1].decode()!r}") from None
-    if len(shape) > MAX_NDIM or shape != _declared_shape(array) or str(dtype) != array.dtype:
-        raise ReplyError(
-            f"array '{key}': header says {dtype} {shape}, the Array says {array.dtype} "
-            f"{array.shape!r}"
-        )
-    count = math.prod(shape)
-    if len(data) - end != count * dtype.itemsize:
-        raise ReplyError(
-            f"array '{key}': payload is {len(data) - end} bytes, {shape} {dtype} needs "
-            f"{count * dtype.itemsize}"
-        )
-    order = "F" if match[2] == b"True" else "C"
-    return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape, order=order)
+        return f"unknown dtype {match[1].decode()!r}"
+    if len(shape) > MAX_NDIM:
+        return f"header has {len(shape)} dimensions, at most {MAX_NDIM} are accepted"
+    return dtype, str(dtype), shape, math.prod(shape), "F" if match[2] == b"True" else "C"
 
 
 def _declared_shape(array: Array) -> tuple[int, ...] | None:

@@ -11,11 +11,22 @@ D += B_inc @ A_inc, and the client accumulates it. A node whose held round is no
 the previous one (new, failed last round, or after a server restart) gets the dense D instead.
 ``merge-round`` in a reply says which round's term the client holds; until it replies, the
 server assumes nothing. D is kept unscaled; clients apply the scale s = alpha / r.
+
+Speed (issue 13): folding the increment into D is a GEMM of Σ_layers d_out·d_in·q multiply-adds
+(q = K·r: 8.5·10¹⁰ at K = 100 clients on the bundled adapter, seconds on this machine), while
+aggregating is only stacking factors (O(K·D) copies). The fold therefore runs on a worker
+thread, started when ``aggregate_train`` hands over the increment; numpy's GEMM releases the
+GIL, so it overlaps what the server does next (the evaluate round: the clients' evaluation).
+Whatever reads D (a 'replace' payload, the checkpoint's ``to_arrays``, ``total``) or starts
+the next fold waits for it first, so D is always the same sequence of in-place additions,
+whatever the timing: the bits never depend on the thread. Up-to-date nodes only need the
+increment's factors, which the fold only reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,28 +49,41 @@ class MergedTerm:
     """The accumulated dense term D per LoRA layer, its latest increment and who holds what."""
 
     def __init__(self) -> None:
-        self.total: dict[str, np.ndarray] = {}
+        self._total: dict[str, np.ndarray] = {}
+        self._fold: Future | None = None  # the latest increment being added to _total
+        self._worker: ThreadPoolExecutor | None = None  # started on the first fold
         self.increment: dict[str, Factors] = {}
         self.round = 0
         self.held: dict[int, int] = {}  # node id -> round of the term it reported holding
         self._records: dict[str, ArrayRecord] = {}
 
+    @property
+    def total(self) -> dict[str, np.ndarray]:
+        """D per layer, every increment so far added (waits for a fold under way)."""
+        self._settle()
+        return self._total
+
+    def _settle(self) -> None:
+        """Wait for the fold under way, if any (and raise what it raised)."""
+        fold, self._fold = self._fold, None
+        if fold is not None:
+            fold.result()
+
     def release_increment(self) -> None:
         """Drop last round's increment once this round's train messages are out (they were
         its last users), so its memory (K x the adapter) is free before the next one."""
+        self._settle()  # the fold may still be reading it
         self.increment, self._records = {}, {}
 
     def add(self, server_round: int, increment: Mapping[str, Factors]) -> None:
-        """D += B_inc @ A_inc per layer; ``increment`` becomes what up-to-date nodes get."""
-        for layer, (b, a) in increment.items():
-            # d_out x q @ q x d_in: a GEMM on aligned operands, so its bits do not depend on
-            # where the factors happen to sit in memory (maths.reproducible).
-            update = aligned_matmul(b, a, np.result_type(b, a))
-            if layer in self.total:
-                self.total[layer] += update
-            else:
-                self.total[layer] = update
-        self.increment, self.round, self._records = dict(increment), server_round, {}
+        """D += B_inc @ A_inc per layer, on the worker thread; ``increment`` becomes what
+        up-to-date nodes get."""
+        self._settle()
+        increment = dict(increment)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="merged-term")
+        self._fold = self._worker.submit(_fold_into, self._total, increment)
+        self.increment, self.round, self._records = increment, server_round, {}
 
     def _record(self, mode: str) -> ArrayRecord:
         if mode not in self._records:  # built once per round, shared by every message
@@ -110,7 +134,8 @@ class MergedTerm:
         return arrays
 
     def load(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.total = {  # writable float32 copies: add() accumulates in place
+        self._settle()
+        self._total = {  # writable float32 copies: add() accumulates in place
             k.removeprefix(_TOTAL): np.array(v, dtype=np.float32)
             for k, v in arrays.items()
             if k.startswith(_TOTAL)
@@ -121,6 +146,18 @@ class MergedTerm:
     def log(self) -> dict:
         ranks = [b.shape[1] for b, _ in self.increment.values()]
         return {"merged_round": self.round, "merged_increment_rank": max(ranks, default=0)}
+
+
+def _fold_into(total: dict[str, np.ndarray], increment: Mapping[str, Factors]) -> None:
+    """total[layer] += B @ A for every layer of ``increment`` (a new entry where absent)."""
+    for layer, (b, a) in increment.items():
+        # d_out x q @ q x d_in: a GEMM on aligned operands, so its bits do not depend on
+        # where the factors happen to sit in memory (maths.reproducible).
+        update = aligned_matmul(b, a, np.result_type(b, a))
+        if layer in total:
+            total[layer] += update
+        else:
+            total[layer] = update
 
 
 class MergesTerm(Strategy, flwr_strategy.FedAvg):

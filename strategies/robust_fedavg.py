@@ -35,7 +35,7 @@ from colora.wire import to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages
 from strategies.base import Strategy, in_the_clear
-from strategies.maths.averaging import unflatten_state, update_matrix
+from strategies.maths.averaging import ReplyUpdates, unflatten_state
 from strategies.maths.robust import RULES, robust_aggregate
 from strategies.ordering import by_client
 
@@ -95,14 +95,14 @@ class RobustFedAvg(
             raise RuntimeError("robust-fedavg: aggregate_train before configure_train")
         states = messages.states(replies)
         keys = sorted(set(self._global).intersection(*states))
-        deltas, global_flat = update_matrix(states, self._global, keys)
+        deltas = ReplyUpdates(states, self._global, keys)  # columns read chunk by chunk
         aggregate, bound, clipped = robust_aggregate(
             deltas,
             self.config.robust_rule,
             self.config.trim_fraction,
             self.config.clip_norm,
         )
-        aggregate += global_flat
+        aggregate += deltas.sent_flat
         new = dict(self._global)  # keys some reply lacked keep the global value
         new.update(unflatten_state(aggregate, self._global, keys))
         self._log = (

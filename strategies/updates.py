@@ -90,6 +90,7 @@ class PersonalSender:
         self.sent: dict[int, np.ndarray] = {}  # node id -> flat adapter of its train message
         self.like: dict[str, np.ndarray] = {}  # layout of the shared adapter
         self._thetas: np.ndarray | None = None  # K x D, reused from round to round
+        self._measures: tuple[dict, UpdateMeasure] | None = None  # (layout, its measure)
 
     def address(
         self,
@@ -139,7 +140,7 @@ class PersonalSender:
             self._thetas = None
             self._thetas = aligned_empty(shape, np.float32)
         thetas = self._thetas
-        measure = UpdateMeasure(self.measure, {key: self.like[key].shape for key in keys})
+        measure = self._measure({key: self.like[key].shape for key in keys})
         sketch = count_sketch(measure.size, self.sketch_width)
         sketches = np.empty((shape[0], sketch.out_width), np.float64)
         deltas = np.empty((min(_ROWS_PER_SKETCH, shape[0]), measure.size), np.float32)
@@ -147,11 +148,19 @@ class PersonalSender:
             chunk = replies[start : start + _ROWS_PER_SKETCH]
             for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
                 flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
-                sent = self.sent[reply.metadata.src_node_id]
-                measure.features(thetas[row], sent, out=deltas[row - start])
-            sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
+            sent = [self.sent[reply.metadata.src_node_id] for reply in chunk]
+            rows = slice(start, start + len(chunk))
+            measure.features_rows(thetas[rows], sent, out=deltas[: len(chunk)])
+            sketches[rows] = sketch_rows(deltas[: len(chunk)], sketch)
         self.sent = {}
         return [messages.client_id(r) for r in replies], thetas, sketches
+
+    def _measure(self, shapes: dict[str, tuple[int, ...]]) -> UpdateMeasure:
+        """The round's ``UpdateMeasure``, kept while the layout stays: its workspaces are then
+        reused from round to round instead of faulted in afresh."""
+        if self._measures is None or self._measures[0] != shapes:
+            self._measures = (shapes, UpdateMeasure(self.measure, shapes))
+        return self._measures[1]
 
     def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         return unflatten_state(vector, self.like, sorted(self.like))

@@ -12,7 +12,7 @@ with keys ``<module>.lora_A.weight`` (shape r×d_in) and ``<module>.lora_B.weigh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -66,8 +66,9 @@ def weighted_average(states: Sequence[State], weights: Sequence[float]) -> dict[
     for key in states[0]:
         dtype = np.result_type(*(np.asarray(state[key]).dtype for state in states))
         total = np.zeros(np.shape(states[0][key]), dtype=np.float64)
+        term = np.empty_like(total)  # p_k * float64(x): one buffer, not two fresh per client
         for p_k, state in zip(p, states, strict=True):
-            total += p_k * np.asarray(state[key], dtype=np.float64)
+            total += np.multiply(state[key], p_k, out=term, dtype=np.float64)
         # Integer inputs would truncate an average, so only floating dtypes are kept.
         averaged[key] = total.astype(dtype) if np.issubdtype(dtype, np.floating) else total
     return averaged
@@ -102,24 +103,57 @@ def unflatten_state(
     return out
 
 
-def update_matrix(
-    states: Sequence[dict[str, np.ndarray]], sent: dict[str, np.ndarray], keys: list[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(K x D matrix of reply - sent over ``keys``, filled row by row with no K x D
-    temporaries; ``sent`` flattened over ``keys``). Every reply must have the sent shapes:
-    a zero-padded rank would look like an update (robust-fedavg)."""
-    for key in keys:
-        for index, state in enumerate(states):
-            if state[key].shape != sent[key].shape:
-                raise ValueError(
-                    f"reply {index} has shape {state[key].shape} for '{key}', "
-                    f"{sent[key].shape} was sent (client-ranks is not supported)"
-                )
-    dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
-    width = sum(int(sent[key].size) for key in keys)
-    deltas = np.empty((len(states), width), dtype=dtype)
-    sent_flat = flatten_state(sent, keys).astype(dtype, copy=False)
-    for row, state in enumerate(states):
-        flatten_state(state, keys, out=deltas[row])
-        deltas[row] -= sent_flat
-    return deltas, sent_flat
+class ReplyUpdates:
+    """The K x D matrix of updates reply_k - sent over ``keys``, without forming it.
+
+    ``block`` and ``row`` write any columns of it into a caller's buffer straight from the
+    replies' own arrays (read-only views), so a chunked reduction (robust-fedavg's median and
+    trimmed mean) needs no K x D copy. Every value is the subtraction reply - sent in the
+    dtype the matrix would have, so reductions give the bits they give on the matrix. Every
+    reply must have the sent shapes: a zero-padded rank would look like an update.
+    """
+
+    def __init__(
+        self,
+        states: Sequence[Mapping[str, np.ndarray]],
+        sent: Mapping[str, np.ndarray],
+        keys: Sequence[str],
+    ) -> None:
+        for key in keys:
+            for index, state in enumerate(states):
+                if state[key].shape != sent[key].shape:
+                    raise ValueError(
+                        f"reply {index} has shape {state[key].shape} for '{key}', "
+                        f"{sent[key].shape} was sent (client-ranks is not supported)"
+                    )
+        self.dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
+        self.sent_flat = flatten_state(sent, keys).astype(self.dtype, copy=False)
+        self._rows = [[np.ravel(state[key]) for key in keys] for state in states]
+        sizes = [int(sent[key].size) for key in keys]
+        self._starts = np.cumsum([0, *sizes])  # where each key begins in a flat row
+        self.shape = (len(states), int(self._starts[-1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _pieces(self, start: int, stop: int):
+        """(key index, offset in the key, offset in [start, stop), length) covering it."""
+        first = int(np.searchsorted(self._starts, start, side="right")) - 1
+        for index in range(first, len(self._starts) - 1):
+            lo, hi = max(start, int(self._starts[index])), min(stop, int(self._starts[index + 1]))
+            if lo >= hi:
+                if self._starts[index] >= stop:
+                    return
+                continue
+            yield index, lo - int(self._starts[index]), lo - start, hi - lo
+
+    def block(
+        self, start: int, stop: int, out: np.ndarray, rows: slice = slice(None)
+    ) -> np.ndarray:
+        """Columns start:stop of ``rows`` (default every row) into ``out``
+        (rows x (stop - start))."""
+        for index, offset, at, n in self._pieces(start, stop):
+            pieces = [arrays[index][offset : offset + n] for arrays in self._rows[rows]]
+            np.stack(pieces, out=out[:, at : at + n])  # one call: ~1.5x a loop of K copies
+        out -= self.sent_flat[start:stop]
+        return out

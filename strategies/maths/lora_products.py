@@ -27,6 +27,7 @@ import numpy as np
 
 from colora.keys import State, split_lora_key
 from strategies.maths.averaging import normalized_weights
+from strategies.maths.reproducible import aligned_empty
 
 Factors = tuple[np.ndarray, np.ndarray]  # (B d_out x q, A q x d_in) of one layer
 
@@ -49,36 +50,55 @@ def lora_pairs(state: State) -> dict[str, tuple[str, str]]:
     return {prefix: (found["A"], found["B"]) for prefix, found in sorted(factors.items())}
 
 
-def _prepare(
+def _check(
     As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.dtype]:
-    """Check shapes, normalise p and return float64 copies plus the output dtype."""
+) -> tuple[np.ndarray, np.dtype]:
+    """Check shapes; (the normalised weights, the output dtype: the inputs' floating dtype)."""
     if not len(As) == len(Bs) == len(p):
         raise ValueError(f"got {len(As)} A factors, {len(Bs)} B factors and {len(p)} weights")
     weights = normalized_weights(p)
-    a64 = [np.asarray(a, dtype=np.float64) for a in As]
-    b64 = [np.asarray(b, dtype=np.float64) for b in Bs]
-    for k, (a, b) in enumerate(zip(a64, b64, strict=True)):
-        if a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
-            raise ValueError(f"client {k}: B {b.shape} @ A {a.shape} is not a LoRA product")
-        if a.shape[1] != a64[0].shape[1] or b.shape[0] != b64[0].shape[0]:
+    for k, (a, b) in enumerate(zip(As, Bs, strict=True)):
+        if np.ndim(a) != 2 or np.ndim(b) != 2 or np.shape(b)[1] != np.shape(a)[0]:
+            raise ValueError(f"client {k}: B {np.shape(b)} @ A {np.shape(a)} is not a LoRA product")
+        if np.shape(a)[1] != np.shape(As[0])[1] or np.shape(b)[0] != np.shape(Bs[0])[0]:
             raise ValueError(
-                f"client {k}: ΔW shape {(b.shape[0], a.shape[1])} differs from "
-                f"client 0's {(b64[0].shape[0], a64[0].shape[1])}"
+                f"client {k}: ΔW shape {(np.shape(b)[0], np.shape(a)[1])} differs from "
+                f"client 0's {(np.shape(Bs[0])[0], np.shape(As[0])[1])}"
             )
     dtype = np.result_type(*(np.asarray(x).dtype for x in (*As, *Bs)))
-    return a64, b64, weights, dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+    return weights, dtype if np.issubdtype(dtype, np.floating) else np.dtype(np.float64)
+
+
+def _stack(
+    As: Sequence[np.ndarray],
+    Bs: Sequence[np.ndarray],
+    p: Sequence[float],
+    tail: Factors | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """[p_1A_1; …; p_KA_K; A_t] and [B_1 … B_K B_t], written straight into 64-byte-aligned
+    buffers of the output dtype (the merged term's product then copies nothing). Each p_k A_k
+    is computed in float64 and rounded once, as ``float64(p_k) * A_k`` cast to the dtype."""
+    weights, dtype = _check(As, Bs, p)
+    ranks = [np.shape(a)[0] for a in As] + ([np.shape(tail[1])[0]] if tail is not None else [])
+    a_out = aligned_empty((sum(ranks), np.shape(As[0])[1]), dtype)
+    b_out = aligned_empty((np.shape(Bs[0])[0], sum(ranks)), dtype)
+    start = 0
+    for w, a, b in zip(weights, As, Bs, strict=True):
+        rows = slice(start, start + np.shape(a)[0])
+        # The weight goes on A only, so that B @ A = Σ_k B_k (p_k A_k) counts each p_k once.
+        np.multiply(np.asarray(a, np.float64), np.float64(w), out=a_out[rows], casting="unsafe")
+        b_out[:, rows] = b
+        start = rows.stop
+    if tail is not None:
+        b_out[:, start:], a_out[start:] = tail
+    return a_out, b_out
 
 
 def flora_stack(
     As: Sequence[np.ndarray], Bs: Sequence[np.ndarray], p: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """FLoRA stacking: A = [p_1A_1; …; p_KA_K] (Σr_k×d_in), B = [B_1 … B_K] (d_out×Σr_k)."""
-    a64, b64, weights, dtype = _prepare(As, Bs, p)
-    # The weight goes on A only, so that B @ A = Σ_k B_k (p_k A_k) counts each p_k once.
-    a_stacked = np.concatenate([w * a for w, a in zip(weights, a64, strict=True)], axis=0)
-    b_stacked = np.concatenate(b64, axis=1)
-    return a_stacked.astype(dtype), b_stacked.astype(dtype)
+    return _stack(As, Bs, p)
 
 
 def stacked_factors(states: Sequence[State], weights: Sequence[float]) -> dict[str, Factors]:
@@ -96,12 +116,13 @@ def residual_factors(
 ) -> dict[str, Factors]:
     """FedEx-LoRA, per layer: factors whose product is sum_k p_k B_k A_k - B_bar A_bar, with
     ``mean`` the factor means (B_bar, A_bar): the stacking above with one more block."""
-    stacked = stacked_factors(states, weights)
     out = {}
     for layer, (a_key, b_key) in lora_pairs(mean).items():
-        b, a = stacked[layer]
-        out[layer] = (
-            np.concatenate([b, mean[b_key]], axis=1),
-            np.concatenate([a, -mean[a_key]], axis=0),
+        a, b = _stack(
+            [s[a_key] for s in states],
+            [s[b_key] for s in states],
+            weights,
+            tail=(mean[b_key], -np.asarray(mean[a_key])),
         )
+        out[layer] = (b, a)
     return out

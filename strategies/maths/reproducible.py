@@ -18,6 +18,7 @@ The row order itself is fixed by the strategies, which sort replies by client id
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.nd
     """
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # exact Python ints (np.prod: 5 us a call)
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
     return raw[start : start + nbytes].view(dtype).reshape(shape)

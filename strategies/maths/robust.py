@@ -20,9 +20,19 @@ mean then sums its values in sorted order, whatever order the clients came in.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
-from strategies.maths.reproducible import sum_of_squares
+from strategies.maths.averaging import ReplyUpdates
+from strategies.maths.reproducible import CHUNK, sum_of_squares
+
+Updates = np.ndarray | ReplyUpdates  # K×D: a matrix, or the replies minus what was sent
+_TRANSPOSE = 256  # columns per transposed piece: the K×256 source stays in L1/L2
+_WORKERS = min(2, os.cpu_count() or 1)  # threads sorting chunks (this machine has 2 cores)
+_NORM_ROWS = 64  # rows whose norm chunks are formed together (64 × 32 768 float64: 16 MiB)
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:
@@ -30,7 +40,11 @@ def _as_float(x: np.ndarray) -> np.ndarray:
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
 
 
-def _check_stack(deltas: np.ndarray) -> np.ndarray:
+def _check_stack(deltas: Updates) -> Updates:
+    if isinstance(deltas, ReplyUpdates):
+        if len(deltas) == 0:
+            raise ValueError("deltas must be K×D with K >= 1, got no replies")
+        return deltas
     deltas = _as_float(deltas)
     if deltas.ndim != 2 or deltas.shape[0] == 0:
         raise ValueError(f"deltas must be K×D with K >= 1, got shape {deltas.shape}")
@@ -53,18 +67,34 @@ def _chunk_columns(clients: int) -> int:
     return max(256, (1 << 20) // max(clients, 1))
 
 
-def _clipped_columns(deltas: np.ndarray, scales: np.ndarray | None):
-    """Yield (start, stop, chunk): columns start:stop as a (stop − start)×K C-ordered copy, each
-    client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix."""
-    K, D = deltas.shape
-    step = _chunk_columns(K)
-    for start in range(0, D, step):
-        stop = min(start + step, D)
-        chunk = np.array(deltas[:, start:stop].T, order="C")
-        if scales is not None:
-            chunk *= scales  # the same float32 product as scaling the row itself
-            chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
-        yield start, stop, chunk
+class _ChunkBuffers(threading.local):
+    """Each worker thread's K×c source block and c×K transposed chunk (made on first use)."""
+
+    source: np.ndarray | None = None
+    transposed: np.ndarray | None = None
+
+
+def _clipped_chunk(
+    deltas: Updates, scales: np.ndarray | None, start: int, stop: int, buffers: _ChunkBuffers
+) -> np.ndarray:
+    """Columns start:stop as a (stop − start)×K C-ordered copy in this thread's buffer, each
+    client's values scaled by its clip factor. Only this chunk is copied, never the K×D matrix
+    (``ReplyUpdates`` writes the columns straight from the replies into a K×c block)."""
+    K, step = deltas.shape[0], _chunk_columns(deltas.shape[0])
+    if buffers.transposed is None or buffers.transposed.shape != (step, K):
+        buffers.transposed = np.empty((step, K), deltas.dtype)
+        buffers.source = np.empty((K, step), deltas.dtype)
+    if isinstance(deltas, np.ndarray):
+        block = deltas[:, start:stop]
+    else:
+        block = deltas.block(start, stop, buffers.source[:, : stop - start])
+    chunk = buffers.transposed[: stop - start]
+    for piece in range(0, stop - start, _TRANSPOSE):  # cache-sized pieces: ~25% faster
+        chunk[piece : piece + _TRANSPOSE] = block[:, piece : piece + _TRANSPOSE].T
+    if scales is not None:
+        chunk *= scales  # the same float32 product as scaling the row itself
+        chunk[:, scales == 0] = 0  # +0, as clip_updates writes (x * 0 could be −0)
+    return chunk
 
 
 def _median_rows(chunk: np.ndarray) -> np.ndarray:
@@ -86,11 +116,28 @@ def _trimmed_rows(chunk: np.ndarray, cut: int) -> np.ndarray:
     return chunk[:, cut : K - cut].mean(axis=1, dtype=np.float64)
 
 
-def _columnwise(deltas: np.ndarray, scales: np.ndarray | None, reduce) -> np.ndarray:
-    """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks."""
-    out = np.empty(deltas.shape[1], dtype=deltas.dtype)
-    for start, stop, chunk in _clipped_columns(deltas, scales):
-        out[start:stop] = reduce(chunk)
+def _columnwise(deltas: Updates, scales: np.ndarray | None, reduce) -> np.ndarray:
+    """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks.
+
+    Chunks are independent and numpy's sort releases the GIL, so up to ``_WORKERS`` threads
+    share them; each writes only its own columns of the result, so the bits never depend on
+    which thread ran which chunk."""
+    D = deltas.shape[1]
+    out = np.empty(D, dtype=deltas.dtype)
+    step, buffers = _chunk_columns(deltas.shape[0]), _ChunkBuffers()
+
+    def run(start: int) -> None:
+        stop = min(start + step, D)
+        out[start:stop] = reduce(_clipped_chunk(deltas, scales, start, stop, buffers))
+
+    starts = range(0, D, step)
+    workers = min(_WORKERS, len(starts))
+    if workers <= 1:
+        for start in starts:
+            run(start)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="robust") as pool:
+            list(pool.map(run, starts))  # list(): re-raise what a chunk raised
     return out
 
 
@@ -118,13 +165,28 @@ def trimmed_mean(deltas: np.ndarray, trim_fraction: float) -> np.ndarray:
 RULES = ("median", "trimmed-mean")
 
 
-def row_norms(deltas: np.ndarray) -> np.ndarray:
+def row_norms(deltas: Updates) -> np.ndarray:
     """‖deltas[k]‖₂ for every row, accumulated in float64 in index order (K,)."""
     deltas = _check_stack(deltas)
-    return np.sqrt([sum_of_squares(row) for row in deltas])
+    if isinstance(deltas, np.ndarray):
+        return np.sqrt([sum_of_squares(row) for row in deltas])
+    # sum_of_squares' chunks, written from the replies for a group of rows at a time; numpy
+    # sums each row of a 2-D block pairwise as it sums that row alone: the same bits.
+    K, D = deltas.shape
+    group = min(K, _NORM_ROWS)
+    buffer = np.empty((group, min(CHUNK, D)), deltas.dtype)
+    totals = np.zeros(K)
+    for first in range(0, K, group):
+        rows = slice(first, min(first + group, K))
+        for start in range(0, D, CHUNK):
+            stop = min(start + CHUNK, D)
+            block = buffer[: rows.stop - first, : stop - start]
+            part = deltas.block(start, stop, block, rows).astype(np.float64)
+            totals[rows] += np.sum(np.square(part, out=part), axis=1)
+    return np.sqrt(totals)
 
 
-def _clip_scales(deltas: np.ndarray, clip_norm: float) -> tuple[np.ndarray, float, int]:
+def _clip_scales(deltas: Updates, clip_norm: float) -> tuple[np.ndarray, float, int]:
     """(per-row factor in the rows' dtype, 1 where unclipped; the bound M; rows clipped)."""
     if not clip_norm >= 0:
         raise ValueError(f"clip_norm must be >= 0, got {clip_norm}")
@@ -166,13 +228,14 @@ def clip_updates(
 
 
 def robust_aggregate(
-    deltas: np.ndarray, rule: str, trim_fraction: float = 0.0, clip_norm: float = 0.0
+    deltas: Updates, rule: str, trim_fraction: float = 0.0, clip_norm: float = 0.0
 ) -> tuple[np.ndarray, float, int]:
     """``clip_updates`` then ``coordinate_median`` or ``trimmed_mean`` (``rule`` ∈ ``RULES``).
 
     Returns (aggregate (D,), the clip bound M used, number of clipped rows). Rows are unweighted:
     weighting by a client's reported example count would let one client buy influence.
-    ``deltas`` is never modified and never copied whole: clipping is applied to one column
+    ``deltas`` (a K×D matrix, or ``averaging.ReplyUpdates``: the replies minus what was sent,
+    never formed) is never modified and never copied whole: clipping is applied to one column
     chunk at a time as the chunk is copied for the median or trimmed mean.
     """
     if rule not in RULES:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from strategies.maths.averaging import ReplyUpdates
 from strategies.maths.robust import (
     clip_by_norm,
     clip_updates,
@@ -112,3 +113,54 @@ def test_robust_aggregate_rejects_bad_arguments_before_touching_the_input():
         robust_aggregate(deltas, "trimmed-mean", 0.5)
     robust_aggregate(deltas, "median", clip_norm=1.0)  # clipping works on copies of chunks
     np.testing.assert_array_equal(deltas, HAND)
+
+
+def test_reply_updates_by_hand():
+    # Keys sort as "a" (1×2) then "b" (2×1): flat rows [a00, a01, b00, b10] minus the sent ones.
+    sent = {"a": np.array([[1.0, 2.0]], np.float32), "b": np.array([[0.0], [1.0]], np.float32)}
+    replies = [
+        {"a": np.array([[2.0, 2.0]], np.float32), "b": np.array([[1.0], [3.0]], np.float32)},
+        {"a": np.array([[1.0, 0.0]], np.float32), "b": np.array([[0.5], [1.0]], np.float32)},
+    ]
+    updates = ReplyUpdates(replies, sent, ["a", "b"])
+    assert updates.shape == (2, 4)
+    np.testing.assert_array_equal(updates.sent_flat, [1, 2, 0, 1])
+    block = updates.block(1, 3, np.empty((2, 2), np.float32))  # a01 and b00: across the keys
+    np.testing.assert_array_equal(block, [[0.0, 1.0], [-2.0, 0.5]])
+    np.testing.assert_array_equal(
+        updates.block(0, 4, np.empty((1, 4), np.float32), slice(1, 2)), [[0, -2, 0.5, 0]]
+    )
+    np.testing.assert_array_equal(row_norms(updates), [np.sqrt(6.0), np.sqrt(4.25)])
+    with pytest.raises(ValueError, match="client-ranks"):
+        ReplyUpdates(replies, {**sent, "b": np.zeros((3, 1), np.float32)}, ["a", "b"])
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed-mean"])
+@pytest.mark.parametrize("clip_norm", [0.0, 40.0])
+def test_reply_updates_give_the_bits_of_the_update_matrix(monkeypatch, rule, clip_norm):
+    # Keys of odd sizes, more than one 32 768-value norm chunk and column chunks of 300 that
+    # cross key boundaries, sorted by two threads: the same values in the same order, so the
+    # same bits as the update matrix on one thread.
+    rng = np.random.default_rng(5)
+    shapes = {"k0": (7, 1000), "k1": (3, 5001), "k2": (11, 997), "k3": (5, 13)}
+    sent = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in shapes.items()}
+    replies = [
+        {
+            key: (value + rng.standard_normal(value.shape) * (k + 1)).astype(np.float32)
+            for key, value in sent.items()
+        }
+        for k in range(6)
+    ]
+    keys = sorted(shapes)
+    flat = lambda state: np.concatenate([np.ravel(state[key]) for key in keys])  # noqa: E731
+    matrix = np.stack([flat(reply) - flat(sent) for reply in replies])
+    monkeypatch.setattr("strategies.maths.robust._chunk_columns", lambda clients: 300)
+    monkeypatch.setattr("strategies.maths.robust._NORM_ROWS", 4)  # groups of 4 and 2 rows
+    updates = ReplyUpdates(replies, sent, keys)
+    np.testing.assert_array_equal(row_norms(updates), row_norms(matrix))
+    monkeypatch.setattr("strategies.maths.robust._WORKERS", 1)  # the matrix, on one thread
+    expected = robust_aggregate(matrix, rule, 0.2, clip_norm)
+    monkeypatch.setattr("strategies.maths.robust._WORKERS", 2)  # chunks shared by 2 threads
+    got = robust_aggregate(updates, rule, 0.2, clip_norm)
+    assert got[1:] == expected[1:]
+    np.testing.assert_array_equal(got[0], expected[0])

@@ -129,3 +129,40 @@ def test_bad_measures_and_layouts_are_refused():
     assert UpdateMeasure("factors", {"head.weight": (2, 2)}).size == 4
     with pytest.raises(ValueError, match="not a LoRA product"):
         lora_modules({f"{Q}.lora_A.weight": (2, 3), f"{Q}.lora_B.weight": (4, 1)})
+
+
+@pytest.mark.parametrize("measure", ["product", "b", "factors"])
+def test_rows_at_once_give_the_bits_of_one_row_at_a_time(measure):
+    # Several rows of a round (shared or personal sent adapters, the cached sent sketch reused
+    # across calls) give exactly what each row alone gives.
+    rng = np.random.default_rng(3)
+    shapes = {
+        f"{Q}.lora_A.weight": (3, 40),
+        f"{Q}.lora_B.weight": (24, 3),
+        f"{V}.lora_A.weight": (3, 8),
+        f"{V}.lora_B.weight": (5, 3),
+    }
+    size = sum(int(np.prod(s)) for s in shapes.values())
+    thetas = rng.standard_normal((5, size)).astype(np.float32)
+    shared, own = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size)
+    sents = [shared, own.astype(np.float32), shared, shared, own.astype(np.float32)]
+    batched = UpdateMeasure(measure, shapes)
+    rows = np.empty((5, batched.size), np.float32)
+    batched.features_rows(thetas[:2], sents[:2], rows[:2])
+    batched.features_rows(thetas[2:], sents[2:], rows[2:])
+    for theta, sent, row in zip(thetas, sents, rows, strict=True):
+        alone = UpdateMeasure(measure, shapes)
+        one = alone.features(theta, sent, out=np.empty(alone.size, np.float32))
+        np.testing.assert_array_equal(row, one)
+        if measure == "product":  # and a row is B (A Ω) - B⁰ (A⁰ Ω), module by module
+            expected = []
+            for index, module in enumerate(alone.modules):
+                omega = projection(index, module.a_shape[1])
+
+                def product(flat, module=module, omega=omega):
+                    a = flat[module.a].reshape(module.a_shape).astype(np.float64)
+                    b = flat[module.b].reshape(module.b_shape).astype(np.float64)
+                    return b @ (a @ omega)
+
+                expected.append((product(theta) - product(sent)).ravel())
+            np.testing.assert_allclose(one, np.concatenate(expected), rtol=1e-5, atol=1e-5)
