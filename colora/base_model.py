@@ -177,15 +177,20 @@ def _dense_forward(module, weight: torch.Tensor, packed, x: torch.Tensor) -> tor
     makes that layout on its first call (about 2 ms a layer), so batches that never shrink to
     one row do not pay for it.
     """
-    bias = None if module.bias is None else module.bias.to(weight.dtype)
     single = x.numel() == x.shape[-1] and not (module.training or x.requires_grad)
     if single and packed() is not None:
         import bitsandbytes as bnb
 
         qweight, state = packed()
         out = bnb.functional.gemv_4bit(x.to(weight.dtype), qweight, state=state)
-        return (out if bias is None else out + bias).to(x.dtype)
-    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+        return (out if module.bias is None else out + module.bias.to(weight.dtype)).to(x.dtype)
+    return _product(module, weight, x).to(x.dtype)
+
+
+def _product(module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x @ weight.T (+ bias), in the weight's dtype."""
+    bias = None if module.bias is None else module.bias.to(weight.dtype)
+    return F.linear(x.to(weight.dtype), weight, bias)
 
 
 def _packed_for_cpu(module, state, dtype: torch.dtype):
@@ -261,16 +266,11 @@ def head_in_compute_dtype(model) -> Iterator[None]:
         yield
         return
     weight = head.weight.detach().to(dtype)
-    head.forward = functools.partial(_cast_forward, head, weight)
+    head.forward = functools.partial(_product, head, weight)
     try:
         yield
     finally:
         del head.forward
-
-
-def _cast_forward(module, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    bias = None if module.bias is None else module.bias.to(weight.dtype)
-    return F.linear(x.to(weight.dtype), weight, bias)
 
 
 def load_base_model(
