@@ -137,7 +137,7 @@ def _phases(cfg: RunConfig, runtime: ModelRuntime, plan: RoundPlan) -> list[Phas
         # fits what remains of the client's own task, with the global adapter frozen.
         return [
             Phase("shared", shared, shared_steps, t.learning_rate),
-            Phase("personal", personal, sigma_steps, t.sigma_learning_rate),
+            Phase("personal", personal, sigma_steps, t.dual_learning_rate),
         ]
     return [
         Phase("sigma", personal, sigma_steps, t.sigma_learning_rate),

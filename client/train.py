@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # "sigma" | "shared" | "joint"
+    name: str  # "sigma" | "personal" | "shared" | "joint"
     params: Sequence[nn.Parameter]
     steps: int
     learning_rate: float

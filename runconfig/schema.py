@@ -162,6 +162,11 @@ class TrainSettings:
     grad_accum: int = option(1, "Micro-batches per optimizer step.")
     learning_rate: float = option(3e-4, "Peak learning rate of A and B.")
     sigma_learning_rate: float = option(1e-3, "Peak learning rate of Sigma_k.")
+    personal_learning_rate: float = option(
+        0.0,
+        "Peak learning rate of the dual personal LoRA; 0 = train.learning-rate (FedDPA trains "
+        "both LoRAs at one rate).",
+    )
     warmup_steps: int = option(1, "Linear warm-up steps before cosine decay, per round.")
     max_seq_length: int = option(256, "Tokens per example after the chat template.")
     eval_examples: int = option(16, "Validation examples per task for the eval loss.")
@@ -214,6 +219,22 @@ class TrainSettings:
         )
         for name in ("learning_rate", "sigma_learning_rate"):
             require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
+        require(
+            self.personal_learning_rate >= 0,
+            "train",
+            "personal_learning_rate",
+            self.personal_learning_rate,
+            "must be >= 0 (0 = train.learning-rate)",
+        )
+
+    @property
+    def dual_learning_rate(self) -> float:
+        """Peak learning rate of the dual personal LoRA.
+
+        Not Sigma_k's: one Adam step moves every entry of D_k by about the learning rate, and at
+        Sigma_k's 1e-2 the personal LoRA (s_p = 4 at r_p = 4) drove the collaboration
+        experiment's validation loss up from round 2 (issue 11)."""
+        return self.personal_learning_rate or self.learning_rate
 
     def personal_steps(self, steps_scale: int = 1) -> int:
         """Steps of the personal phase in a round whose step budget is ``steps_scale`` x the

@@ -85,3 +85,36 @@ def test_personal_steps_count_or_fraction(sigma_steps, shared_steps, scale, expe
 def test_sigma_steps_neither_count_nor_fraction_is_refused(bad):
     with pytest.raises(ConfigError, match=r"train\.sigma-steps"):
         TrainSettings(sigma_steps=bad)
+
+
+@pytest.mark.parametrize(
+    ("personal", "override", "expected"),
+    [
+        # dual: the shared rate unless set; never Sigma_k's 1e-2 (issue 11: it diverged)
+        ("dual", {}, {"shared": 6e-4, "personal": 6e-4}),
+        ("dual", {"train.personal-learning-rate": 1e-4}, {"shared": 6e-4, "personal": 1e-4}),
+        ("sigma", {"train.personal-learning-rate": 1e-4}, {"sigma": 1e-2, "shared": 6e-4}),
+    ],
+)
+def test_each_personal_phase_trains_at_its_own_rate(personal, override, expected):
+    from client.rounds import RoundPlan, _phases
+    from client.runtime import ModelRuntime
+    from runconfig import parse_run_config
+    from tests.conftest import pyproject_defaults
+
+    cfg = parse_run_config(
+        {
+            **pyproject_defaults(),
+            "adapter.personal": personal,
+            "adapter.personal-rank": 2 if personal == "dual" else 0,
+            "train.learning-rate": 6e-4,
+            "train.sigma-learning-rate": 1e-2,
+            **override,
+        }
+    )
+    adapter = AdapterSettings(
+        rank=4, alpha=8, dropout=0.0, personal=personal, personal_rank=cfg.adapter.personal_rank
+    )
+    model = attach_adapters(load_base_model(ModelSettings(source="tiny")), adapter, seed=0)
+    phases = _phases(cfg, ModelRuntime(model, None, ""), RoundPlan(server_round=1))
+    assert {p.name: p.learning_rate for p in phases} == expected

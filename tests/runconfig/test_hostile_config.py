@@ -18,6 +18,7 @@ DEFAULTS = pyproject_defaults()
 FLOAT_KEYS = [
     "train.learning-rate",
     "train.sigma-learning-rate",
+    "train.personal-learning-rate",
     "adapter.alpha",
     "adapter.dropout",
     "round-timeout",
