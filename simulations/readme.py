@@ -12,13 +12,21 @@ compares with the seed-to-seed spread (the larger std of the winner and the runn
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from simulations.scoreboard import curves_path
+
 # The metric each task is judged on besides the held-out loss (issue 11).
 MAIN_METRIC = {"generation": "pass@1", "translation": "codebleu", "summarization": "rouge_l"}
 ROUNDS = ("best", "final")
+CURVE_TITLE = (
+    "Validation loss per round (mean over tasks and seeds; chooses each run's best round):"
+)
+# The labels issue 11's target judges: strategies that weigh clients by task similarity.
+SIMILARITY_AWARE = ("similarity-weighted", "clustered")
 
 
 def _cell(stat: Mapping[str, float] | None) -> str:
@@ -28,10 +36,62 @@ def _cell(stat: Mapping[str, float] | None) -> str:
 
 
 def task_columns(task: str, labels: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Held-out loss and the main metric at the best then the final round, then the rest."""
-    names = sorted({m for metrics in labels.values() for m in metrics})
+    """Held-out loss and the main metric at the best then the final round; the secondary
+    metrics (BLEU-4, chrF, the sandbox's outcome shares, ...) stay in the summary file."""
+    names = {m for metrics in labels.values() for m in metrics}
     main = [f"{k}.{m}" for k in ROUNDS for m in ("test-loss", MAIN_METRIC.get(task, ""))]
-    return [m for m in main if m in names] + [m for m in names if m not in main]
+    return [m for m in main if m in names]
+
+
+def _mean_of(labels_by_task: Mapping[str, Mapping[str, Mapping]], label: str, metric: str):
+    """``label``'s ``metric`` averaged over the tasks, or None if a task lacks it."""
+    values = [labels.get(label, {}).get(metric) for labels in labels_by_task.values()]
+    return None if not values or None in values else sum(v["mean"] for v in values) / len(values)
+
+
+def target_check(summary: Mapping[str, Any]) -> list[str]:
+    """Issue 11's target, read off the summary: the best similarity-aware configuration (the
+    lowest held-out loss averaged over tasks, at the best round) is at least as good as
+    local-only on every task's loss and main metric, and beats fedavg on the task average."""
+    tasks = summary["tasks"]
+    loss = "best.test-loss"
+    candidates = [
+        (mean, label)
+        for label in SIMILARITY_AWARE
+        if (mean := _mean_of(tasks, label, loss)) is not None
+    ]
+    if not candidates:
+        return ["Target: no similarity-aware strategy has results yet."]
+    _, best = min(candidates)
+    lines, met = [f"Target (issue 11), for **{best}**, the best similarity-aware run:", ""], True
+    for task, labels in tasks.items():
+        for metric, lower in ((loss, True), (f"best.{MAIN_METRIC.get(task, '')}", False)):
+            ours, theirs = labels[best].get(metric), labels.get("local-only", {}).get(metric)
+            if ours is None or theirs is None:
+                lines.append(f"- {task} `{metric}`: no local-only result to compare with.")
+                met = False
+                continue
+            ok = ours["mean"] <= theirs["mean"] if lower else ours["mean"] >= theirs["mean"]
+            met &= ok
+            lines.append(
+                f"- {task} `{metric}`: {ours['mean']:.3f} against local-only's "
+                f"{theirs['mean']:.3f}: {'at least as good' if ok else 'worse'}."
+            )
+    fedavg = _mean_of(tasks, "fedavg", loss)
+    ours = _mean_of(tasks, best, loss)
+    if fedavg is None:
+        lines.append("- no fedavg result to compare the task average with.")
+        met = False
+    else:
+        beats = ours < fedavg
+        met &= beats
+        lines.append(
+            f"- `{loss}` averaged over tasks: {ours:.3f} against fedavg's {fedavg:.3f}: "
+            f"{'beats it' if beats else 'does not beat it'}."
+        )
+    seeds = len(summary.get("seeds", []))
+    verdict_line = "**met**" if met else "**not met**"
+    return [*lines, "", f"Target {verdict_line} (seeds so far: {seeds}; the target is over 3)."]
 
 
 def verdict(task: str, metric: str, labels: Mapping[str, Mapping], lower: bool) -> str:
@@ -81,7 +141,7 @@ def curve_table(curves: Mapping[str, Mapping[str, float]]) -> list[str]:
     if not rounds:
         return []
     lines = [
-        "Validation loss per round (mean over tasks and seeds; chooses each run's best round):",
+        CURVE_TITLE,
         "",
         "| strategy | " + " | ".join(map(str, rounds)) + " |",
         "|---" * (len(rounds) + 1) + "|",
@@ -107,7 +167,19 @@ def build_block(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines.append("")
         for metric in columns[:2]:  # the best round's loss and main metric
             verdicts.append(verdict(task, metric, labels, metric in lower))
-    return "\n".join([*lines, "Who won (best round, chosen on validation):", "", *verdicts])
+    return "\n".join(
+        [
+            *lines,
+            "Other metrics (BLEU-4, chrF, METEOR, the sandbox's outcome shares) are in the "
+            "summary file.",
+            "",
+            "Who won (best round, chosen on validation):",
+            "",
+            *verdicts,
+            "",
+            *target_check(summary),
+        ]
+    )
 
 
 def replace_block(text: str, name: str, block: str) -> str:
@@ -126,6 +198,12 @@ def write_readme_block(summary_path: Path, readme: Path | None = None) -> str:
     meta_path = Path(summary_path).with_name(f"{summary['experiment']}.meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     block = build_block(summary, meta)
+    curves = curves_path(summary_path)
+    if curves.exists():
+        where = os.path.relpath(curves.resolve(), (readme or Path.cwd()).resolve().parent)
+        block = block.replace(
+            CURVE_TITLE, f"{CURVE_TITLE}\n\n![validation loss per round and task]({where})", 1
+        )
     if readme is not None:
         readme.write_text(replace_block(readme.read_text(), summary["experiment"], block))
     return block

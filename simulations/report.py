@@ -266,5 +266,11 @@ def write_report(exp_dir: Path, results_dir: Path = scoreboard.RESULTS_DIR) -> P
     exp = _experiment(exp_dir)
     if exp is not None and exp.settings.test_examples > 0:
         labels = [s.label for s in exp.strategies]
-        scoreboard.write_summary(exp.settings.name, load_runs(exp_dir), labels, results_dir)
+        runs = load_runs(exp_dir)
+        summary = scoreboard.write_summary(exp.settings.name, runs, labels, results_dir)
+        # The validation curves beside the committed summary: the README shows them.
+        groups = group_by_label(runs, labels)
+        tasks = sorted({t for m, t in metrics_of(runs) if m == "eval-loss"})
+        if tasks:
+            plots.plot_metric(groups, "eval-loss", tasks, scoreboard.curves_path(summary))
     return out / "index.html"

@@ -124,6 +124,11 @@ def _dump(path: Path, data: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
+def curves_path(summary_path: Path) -> Path:
+    """The committed plot of the validation loss per round, beside the summary."""
+    return Path(summary_path).with_suffix(".validation.png")
+
+
 def write_summary(
     name: str, runs: Sequence[RunResult], order: Sequence[str] = (), out_dir: Path = RESULTS_DIR
 ) -> Path:

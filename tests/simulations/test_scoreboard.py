@@ -15,7 +15,7 @@ from simulations.heldout import (
     combine,
     prune_round_adapters,
 )
-from simulations.readme import build_block, replace_block, verdict
+from simulations.readme import build_block, replace_block, target_check, verdict
 from simulations.results import load_runs
 from simulations.scoreboard import build_summary, write_summary
 
@@ -104,6 +104,58 @@ def test_a_margin_inside_the_spread_is_not_a_clear_win():
     assert "**b** 1.100" in verdict("t", "m", labels, lower=False)
 
 
+def _stat(mean: float) -> dict:
+    return {"mean": mean, "std": 0.0, "n": 1}
+
+
+def _summary(per_label: dict) -> dict:
+    """Two tasks; ``per_label``: label -> ((gen loss, pass@1), (trans loss, codebleu))."""
+    tasks = {"generation": {}, "translation": {}}
+    for label, ((g_loss, g_pass), (t_loss, t_bleu)) in per_label.items():
+        tasks["generation"][label] = {
+            "best.test-loss": _stat(g_loss),
+            "best.pass@1": _stat(g_pass),
+        }
+        tasks["translation"][label] = {
+            "best.test-loss": _stat(t_loss),
+            "best.codebleu": _stat(t_bleu),
+        }
+    return {"experiment": "x", "seeds": [0], "tasks": tasks, "lower_is_better": []}
+
+
+def test_target_check_picks_the_best_similarity_aware_run_and_judges_each_clause():
+    summary = _summary(
+        {
+            "local-only": ((1.0, 2.0), (0.6, 30.0)),
+            "fedavg": ((1.0, 3.0), (0.7, 31.0)),  # average loss 0.85
+            "clustered": ((1.2, 9.0), (0.5, 40.0)),  # average 0.85: not the best
+            "similarity-weighted": ((0.9, 2.0), (0.6, 31.0)),  # average 0.75
+        }
+    )
+    lines = "\n".join(target_check(summary))
+    assert "for **similarity-weighted**" in lines
+    assert "generation `best.pass@1`: 2.000 against local-only's 2.000: at least as good" in lines
+    assert "translation `best.test-loss`: 0.600 against local-only's 0.600: at least as good" in (
+        lines
+    )
+    assert "averaged over tasks: 0.750 against fedavg's 0.850: beats it" in lines
+    assert lines.endswith("Target **met** (seeds so far: 1; the target is over 3).")
+    # one clause lost (translation's CodeBLEU below local-only's) fails the whole target
+    worse = _summary(
+        {
+            "local-only": ((1.0, 2.0), (0.6, 32.0)),
+            "fedavg": ((1.0, 3.0), (0.7, 31.0)),
+            "similarity-weighted": ((0.9, 2.0), (0.6, 31.0)),
+        }
+    )
+    lines = "\n".join(target_check(worse))
+    assert "translation `best.codebleu`: 31.000 against local-only's 32.000: worse" in lines
+    assert "Target **not met**" in lines
+    assert target_check(_summary({"fedavg": ((1.0, 1.0), (1.0, 1.0))})) == [
+        "Target: no similarity-aware strategy has results yet."
+    ]
+
+
 def test_readme_block_is_replaced_between_its_markers():
     text = "intro\n<!-- results:x -->\nold\n<!-- /results:x -->\nafter\n"
     assert replace_block(text, "x", "new") == (
@@ -151,3 +203,19 @@ def test_round_adapters_not_reported_are_pruned(tmp_path):
     prune_round_adapters(tmp_path, {2, 3})
     left = sorted(p.name for p in (tmp_path / "clients" / "client-0" / "rounds").iterdir())
     assert left == ["round-002", "round-003"]
+
+
+def test_readme_block_links_the_committed_validation_plot(tmp_path):
+    from simulations.readme import write_readme_block
+    from simulations.scoreboard import curves_path
+
+    results = tmp_path / "simulations" / "results"
+    path = write_summary("collab", load_runs(_tree(tmp_path)), ["local-only", "dual"], results)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    assert "![validation loss" not in write_readme_block(path, readme)
+    curves_path(path).write_bytes(b"png")
+    write_readme_block(path, readme)
+    assert "![validation loss per round and task](simulations/results/collab.validation.png)" in (
+        readme.read_text()
+    )
