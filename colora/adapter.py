@@ -30,6 +30,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
 
+from colora.dropout import replace_lora_dropout
 from colora.keys import lora_key
 from runconfig.fields import require
 from runconfig.schema import AdapterSettings
@@ -111,6 +112,7 @@ def attach_adapters(base_model: nn.Module, settings: AdapterSettings, seed: int)
     check_rank(base_model, settings)
     torch.manual_seed(seed)
     model = get_peft_model(base_model, lora_config(settings), adapter_name=SHARED)
+    replace_lora_dropout(model, SHARED)  # same rule, a quarter of the random draws (issue 12)
     model.initial_shared = {k: v.clone() for k, v in shared_state(model).items()}
     model.frozen_delta = nn.ModuleDict()
     for name, layer in _lora_layers(model):
