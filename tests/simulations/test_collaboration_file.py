@@ -24,11 +24,13 @@ def test_collaboration_has_the_issue_setup():
         "colora",
         "dual",
         "similarity-weighted",
+        "similarity-weighted-none",
+        "similarity-weighted-sigma",
         "clustered",
         "centralized",
     ]
     runs = exp.runs(Path("/nonexistent"))
-    assert len(runs) == 21
+    assert len(runs) == 27
     from simulations.experiment import resolve
 
     cfg = resolve(runs[0].overrides)
@@ -39,7 +41,7 @@ def test_collaboration_has_the_issue_setup():
 def test_seed_filter_runs_seed_0_of_every_strategy_first(tmp_path):
     exp = load_experiment(FILE)
     planned = plan(exp, tmp_path, seeds=[0])
-    assert [p.spec.seed for p in planned] == [0] * 7
+    assert [p.spec.seed for p in planned] == [0] * 9
     with pytest.raises(ConfigError, match="--seed 5"):
         plan(exp, tmp_path, seeds=[5])
 

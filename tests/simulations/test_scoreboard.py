@@ -123,17 +123,27 @@ def _summary(per_label: dict) -> dict:
     return {"experiment": "x", "seeds": [0], "tasks": tasks, "lower_is_better": []}
 
 
-def test_target_check_picks_the_best_similarity_aware_run_and_judges_each_clause():
+def test_target_check_picks_the_similarity_aware_run_on_validation_and_judges_each_clause():
     summary = _summary(
         {
             "local-only": ((1.0, 2.0), (0.6, 30.0)),
             "fedavg": ((1.0, 3.0), (0.7, 31.0)),  # average loss 0.85
-            "clustered": ((1.2, 9.0), (0.5, 40.0)),  # average 0.85: not the best
-            "similarity-weighted": ((0.9, 2.0), (0.6, 31.0)),  # average 0.75
+            # the best held-out numbers, but not the lowest validation loss: never chosen
+            "clustered": ((0.5, 9.0), (0.4, 40.0)),
+            "similarity-weighted-none": ((0.9, 2.0), (0.6, 31.0)),  # average 0.75
         }
     )
-    lines = "\n".join(target_check(summary))
-    assert "for **similarity-weighted**" in lines
+    validation = {
+        "local-only": {"1": 1.0},  # the lowest of all, but not similarity-aware
+        "clustered": {"1": 2.0, "2": 1.6},
+        "similarity-weighted-none": {"1": 2.0, "2": 1.5, "3": 1.7},
+        "similarity-weighted": {"1": 1.2},  # no held-out results yet: not a candidate
+    }
+    lines = "\n".join(target_check(summary, validation))
+    assert "for **similarity-weighted-none**, the similarity-aware configuration with the " in (
+        lines
+    )
+    assert "lowest validation loss (1.500)" in lines
     assert "generation `best.pass@1`: 2.000 against local-only's 2.000: at least as good" in lines
     assert "translation `best.test-loss`: 0.600 against local-only's 0.600: at least as good" in (
         lines
@@ -145,15 +155,17 @@ def test_target_check_picks_the_best_similarity_aware_run_and_judges_each_clause
         {
             "local-only": ((1.0, 2.0), (0.6, 32.0)),
             "fedavg": ((1.0, 3.0), (0.7, 31.0)),
-            "similarity-weighted": ((0.9, 2.0), (0.6, 31.0)),
+            "similarity-weighted-none": ((0.9, 2.0), (0.6, 31.0)),
         }
     )
-    lines = "\n".join(target_check(worse))
+    lines = "\n".join(target_check(worse, validation))
     assert "translation `best.codebleu`: 31.000 against local-only's 32.000: worse" in lines
     assert "Target **not met**" in lines
-    assert target_check(_summary({"fedavg": ((1.0, 1.0), (1.0, 1.0))})) == [
-        "Target: no similarity-aware strategy has results yet."
-    ]
+    no_candidate = ["Target: no similarity-aware strategy has results yet."]
+    assert target_check(_summary({"fedavg": ((1.0, 1.0), (1.0, 1.0))}), validation) == (
+        no_candidate
+    )
+    assert target_check(summary, None) == no_candidate
 
 
 def test_readme_block_is_replaced_between_its_markers():
