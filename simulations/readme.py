@@ -86,7 +86,8 @@ def target_check(summary: Mapping[str, Any], validation: Mapping[str, Mapping] |
                 labels.get("local-only", {}).get(metric),
             )
             if ours is None or theirs is None:
-                lines.append(f"- {task} `{metric}`: no local-only result to compare with.")
+                missing = best if ours is None else "local-only"
+                lines.append(f"- {task} `{metric}`: {missing} has no result yet.")
                 met = False
                 continue
             ok = ours["mean"] <= theirs["mean"] if lower else ours["mean"] >= theirs["mean"]
