@@ -9,8 +9,8 @@ rule and changes how the mask is made:
 - **16 random bits per value.** One 64-bit draw gives four values; a value is kept when its 16
   bits are at or above round(p * 2^16), so the drop probability is that over 2^16 (0.050003 for
   p = 0.05) and the kept values are scaled by the inverse of the keep probability, as dropout
-  does. The mask (one byte a value, as ``nn.Dropout`` keeps) is drawn from torch's generator,
-  so a seed fixes it.
+  does (a p below 2^-17 rounds to no dropout). The mask is drawn from torch's generator, so a
+  seed fixes it.
 - **One mask per input tensor.** Projections that read the same tensor (q, k and v read the
   attention's normalised input; gate and up the MLP's) share a mask and its dropped-out copy,
   as they do where a model fuses them into one projection (Phi-3's ``qkv_proj``, GPT-NeoX's
@@ -94,9 +94,6 @@ class SharedMasks:
         out = _ScaledMask.apply(x, mask, 1.0 / keep_probability(p), _product_dtype(x))
         self._input, self._output = weakref.ref(x), out
         return out
-
-    def clear(self) -> None:
-        self._input = self._output = None
 
 
 class InputDropout(nn.Module):
