@@ -127,6 +127,8 @@ def verdict(task: str, metric: str, labels: Mapping[str, Mapping], lower: bool) 
     second, runner_up = rest[0]
     margin = abs(win["mean"] - second["mean"])
     spread = max(win["std"], second["std"])
+    if margin == 0:
+        return f"- **{task}**, `{metric}`: {winner} and {runner_up} tie at {win['mean']:.3f}."
     if spread == 0:
         judged = "no seed spread to compare with (one seed)"
     elif margin > spread:

@@ -231,3 +231,8 @@ def test_readme_block_links_the_committed_validation_plot(tmp_path):
     assert "![validation loss per round and task](simulations/results/collab.validation.png)" in (
         readme.read_text()
     )
+
+
+def test_an_exact_tie_is_called_a_tie():
+    labels = {"a": {"m": _stat(1.5)}, "b": {"m": _stat(1.5)}, "c": {"m": _stat(0.0)}}
+    assert verdict("t", "m", labels, lower=False) == "- **t**, `m`: a and b tie at 1.500."
