@@ -22,9 +22,6 @@ from simulations.scoreboard import curves_path
 # The metric each task is judged on besides the held-out loss (issue 11).
 MAIN_METRIC = {"generation": "pass@1", "translation": "codebleu", "summarization": "rouge_l"}
 ROUNDS = ("best", "final")
-CURVE_TITLE = (
-    "Validation loss per round (mean over tasks and seeds; chooses each run's best round):"
-)
 # The labels issue 11's target judges: strategies that weigh clients by task similarity.
 SIMILARITY_AWARE = ("similarity-weighted", "clustered")
 
@@ -156,14 +153,17 @@ def _header(meta: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def curve_table(curves: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """Validation loss per round and strategy, the lowest of each row in bold."""
+def curve_table(curves: Mapping[str, Mapping[str, float]], plot: str | None = None) -> list[str]:
+    """Validation loss per round and strategy, the lowest of each row in bold; ``plot``: the
+    path of the curves' image, linked above the table."""
     rounds = sorted({int(r) for curve in curves.values() for r in curve})
     if not rounds:
         return []
+    image = [f"![validation loss per round and task]({plot})", ""] if plot else []
     lines = [
-        CURVE_TITLE,
+        "Validation loss per round (mean over tasks and seeds; chooses each run's best round):",
         "",
+        *image,
         "| strategy | " + " | ".join(map(str, rounds)) + " |",
         "|---" * (len(rounds) + 1) + "|",
     ]
@@ -175,9 +175,11 @@ def curve_table(curves: Mapping[str, Mapping[str, float]]) -> list[str]:
     return [*lines, ""]
 
 
-def build_block(summary: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+def build_block(
+    summary: Mapping[str, Any], meta: Mapping[str, Any], plot: str | None = None
+) -> str:
     lower = set(summary["lower_is_better"])
-    lines = _header(meta, summary) + curve_table(meta.get("validation_loss", {}))
+    lines = _header(meta, summary) + curve_table(meta.get("validation_loss", {}), plot)
     verdicts = []
     for task, labels in summary["tasks"].items():
         columns = task_columns(task, labels)
@@ -218,13 +220,11 @@ def write_readme_block(summary_path: Path, readme: Path | None = None) -> str:
     summary = json.loads(Path(summary_path).read_text())
     meta_path = Path(summary_path).with_name(f"{summary['experiment']}.meta.json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    block = build_block(summary, meta)
     curves = curves_path(summary_path)
+    plot = None
     if curves.exists():
-        where = os.path.relpath(curves.resolve(), (readme or Path.cwd()).resolve().parent)
-        block = block.replace(
-            CURVE_TITLE, f"{CURVE_TITLE}\n\n![validation loss per round and task]({where})", 1
-        )
+        plot = os.path.relpath(curves.resolve(), (readme or Path.cwd()).resolve().parent)
+    block = build_block(summary, meta, plot)
     if readme is not None:
         readme.write_text(replace_block(readme.read_text(), summary["experiment"], block))
     return block

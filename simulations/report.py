@@ -20,7 +20,7 @@ from pathlib import Path
 from colora.contract import TRAIN_LOSS
 from runconfig.fields import ConfigError
 from server.tensorboard import sync_run
-from simulations import heldout, plots, scoreboard
+from simulations import plots, scoreboard
 from simulations.experiment import Experiment, parse_experiment, run_name
 from simulations.markup import (
     Block,
@@ -268,9 +268,8 @@ def write_report(exp_dir: Path, results_dir: Path = scoreboard.RESULTS_DIR) -> P
         labels = [s.label for s in exp.strategies]
         runs = load_runs(exp_dir)
         summary = scoreboard.write_summary(exp.settings.name, runs, labels, results_dir)
-        # The validation curves beside the committed summary (scored runs only, as in the
-        # summary): the README shows them.
-        scored = [run for run in runs if heldout.read_test_metrics(run.run_dir) is not None]
+        # The validation curves beside the committed summary (its runs): the README shows them.
+        scored = scoreboard.scored_runs(runs)
         groups = group_by_label(scored, labels)
         tasks = sorted({t for m, t in metrics_of(scored) if m == "eval-loss"})
         if tasks:

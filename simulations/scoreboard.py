@@ -95,10 +95,15 @@ def validation_curves(
     return curves
 
 
+def scored_runs(runs: Iterable[RunResult]) -> list[RunResult]:
+    """The runs whose held-out scoring is done: what the summary, its meta and plot cover."""
+    return [r for r in runs if read_test_metrics(r.run_dir) is not None]
+
+
 def build_meta(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, Any]:
     """How the summary was made: the commands, the hardware, the wall time of its runs; and
     the validation curves of the scored runs."""
-    runs = [r for r in runs if read_test_metrics(r.run_dir) is not None]
+    runs = scored_runs(runs)
     hosts = {json.dumps(r.summary.get("host", {}), sort_keys=True) for r in runs}
     return {
         "experiment": name,
