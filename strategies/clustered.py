@@ -127,8 +127,9 @@ class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        clients, thetas, sketches = self.sender.updates(replies)
         p = np.asarray(messages.example_counts(replies))
+        got = self.sender.updates(replies, p)
+        clients, sketches = got.clients, got.sketches
         S = cosine_matrix(sketches)
         self.similarity = (server_round, clients, S)
         if not self.assignment and server_round >= max(self.config.warmup_rounds, 1):
@@ -138,11 +139,11 @@ class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR
         labels = np.array([self.assignment.get(c, -1) for c in clients])
         for cluster in sorted(set(labels.tolist()) - {-1}):
             # The cluster's FedAvg weights, zero outside it: the sum reads its members' rows
-            # only, in place (no copies out of the K x D matrix), in float64 and row order.
+            # only, a chunk at a time straight from their replies, in float64 and row order.
             weights = normalized_weights(np.where(labels == cluster, p, 0.0))
-            self.adapters[cluster] = weighted_row_sum(thetas, weights)
+            self.adapters[cluster] = weighted_row_sum(got.thetas, weights)
             self.directions[cluster] = weighted_row_sum(sketches, weights)
-        return to_record(self.sender.unflatten(updates.weighted_mean(thetas, p))), None
+        return to_record(self.sender.unflatten(got.mean)), None
 
     def round_log(self, server_round: int) -> dict:
         sizes: dict[str, int] = {}

@@ -101,23 +101,23 @@ class SimilarityWeighted(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = by_client(replies)
-        clients, thetas, sketches = self.sender.updates(replies)
-        p = messages.example_counts(replies)
-        S = cosine_matrix(sketches)
+        got = self.sender.updates(replies, messages.example_counts(replies))
+        clients, S = got.clients, cosine_matrix(got.sketches)
         W = self._weights(S)
         # Keep copies for clients absent this round, so last round's K x D block is freed
         # before the new one is allocated (its memory is then reused, not faulted in afresh).
         self.mixtures = {c: v.copy() for c, v in self.mixtures.items() if c not in set(clients)}
         # Last round's K x D block is now unused (what was sent was read by updates(), the
         # absent clients' rows were copied): write this round's mixtures into it.
-        if self._mixed is not None and self._mixed.shape != thetas.shape:
+        if self._mixed is not None and self._mixed.shape != got.thetas.shape:
             self._mixed = None  # freed before the new block is allocated
-        mean = updates.weighted_mean(thetas, p)
         sparse = top_peers(W, self.config.top_peers)
-        self._mixed = sparse_mixtures(thetas, sparse, mean, self.config.mixing, out=self._mixed)
+        self._mixed = sparse_mixtures(
+            got.thetas, sparse, got.mean, self.config.mixing, out=self._mixed
+        )
         self.mixtures.update(zip(clients, self._mixed, strict=True))
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
-        return to_record(self.sender.unflatten(mean)), None
+        return to_record(self.sender.unflatten(got.mean)), None
 
     def _weights(self, S: np.ndarray) -> np.ndarray:
         return peer_weights(S, self.config.self_weight, self.config.tau)

@@ -3,9 +3,10 @@
 ``similarity-weighted`` and ``clustered`` compare individual updates Delta_k = theta_k - sent_k
 (flattened over the shared adapter, keys sorted; measured on the factors, B alone or the
 product B A, ``strategies.maths.update_measures``) and send each node its own adapter. This
-module keeps what each node was sent, maps nodes to stable client ids, and builds the K x D
-matrix of parameters and the K x k count sketches of the updates (``strategies.maths.sketch``)
-that the maths in ``strategies.maths.similarity`` works on.
+module keeps what each node was sent, maps nodes to stable client ids, and gives the K x D
+parameters (read from the replies in blocks, never copied whole), their FedAvg mean and the
+K x k count sketches of the updates (``strategies.maths.sketch``) that the maths in
+``strategies.maths.similarity`` works on.
 
 Privacy: these strategies need every client's individual update in the clear, so they cannot
 run under secure aggregation (or any scheme that only reveals the sum).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +28,13 @@ from colora.wire import to_numpy, to_record
 from runconfig.fields import one_of, option, require
 from strategies import messages
 from strategies.base import Strategy
-from strategies.maths.averaging import flatten_state, normalized_weights, unflatten_state
-from strategies.maths.reproducible import aligned_empty, weighted_row_sum
+from strategies.maths.averaging import (
+    ReplyRows,
+    flatten_state,
+    normalized_weights,
+    unflatten_state,
+)
+from strategies.maths.reproducible import CHUNK, aligned_empty
 from strategies.maths.sketch import DEFAULT_WIDTH, count_sketch, sketch_rows
 from strategies.maths.update_measures import MEASURES, UpdateMeasure
 
@@ -74,10 +81,28 @@ def templates(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {key: np.empty(a.shape, dtype=np.dtype(a.dtype)) for key, a in arrays.items()}
 
 
-def weighted_mean(rows: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """sum_k p_k row_k with p = normalised ``weights`` (FedAvg of flattened states), summed in
-    float64 in row order so that it is bit-reproducible (``maths.reproducible``)."""
-    return weighted_row_sum(rows, normalized_weights(weights), rows.dtype)
+@dataclass(frozen=True)
+class RoundUpdates:
+    """What ``PersonalSender.updates`` reads from a round's replies, rows in reply order."""
+
+    clients: list[int]
+    thetas: ReplyRows  # K x D parameters, read from the replies in blocks
+    sketches: np.ndarray  # K x k count sketches of the measured updates
+    mean: np.ndarray  # (D,) float32: sum_k p_k theta_k, the FedAvg mean
+
+
+def _accumulate(total: np.ndarray, rows: np.ndarray, p: np.ndarray) -> None:
+    """total += sum_k p_k rows[k] in float64, rows in order, zero weights skipped: chunk by
+    chunk exactly the operations of ``weighted_row_sum``, so over all rows of a round the
+    same bits."""
+    term = np.empty(min(CHUNK, total.size))
+    for start in range(0, total.size, CHUNK):
+        stop = min(start + CHUNK, total.size)
+        part, tmp = total[start:stop], term[: stop - start]
+        for row, weight in zip(rows, p, strict=True):
+            if weight:
+                np.multiply(row[start:stop], float(weight), out=tmp)
+                part += tmp
 
 
 class PersonalSender:
@@ -89,7 +114,7 @@ class PersonalSender:
         self.nodes = messages.NodeClients()
         self.sent: dict[int, np.ndarray] = {}  # node id -> flat adapter of its train message
         self.like: dict[str, np.ndarray] = {}  # layout of the shared adapter
-        self._thetas: np.ndarray | None = None  # K x D, reused from round to round
+        self._scratch: np.ndarray | None = None  # a few flat rows, reused from round to round
         self._measures: tuple[dict, UpdateMeasure] | None = None  # (layout, its measure)
 
     def address(
@@ -122,38 +147,55 @@ class PersonalSender:
             )
         return out
 
-    def updates(self, replies: Sequence[Message]) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(client ids, theta K x D, sketched update K x k) of the replies, in reply order.
+    def updates(self, replies: Sequence[Message], weights: Sequence[float]) -> RoundUpdates:
+        """The replies' client ids, parameters, sketched updates and FedAvg mean, in reply
+        order (``RoundUpdates``); ``weights`` are the FedAvg weights of the replies.
 
-        theta is a 64-byte-aligned buffer reused from round to round (valid until the next
-        call): at K = 100 it is 1 GB, and faulting in fresh memory every round costs seconds.
-        The update is the ``measure`` of (theta_k, sent_k) (``maths.update_measures``: the
-        factor difference, B's alone, or the sketched product B A); it is never held whole:
-        a few rows at a time are formed and count-sketched (``maths.sketch``; exact when it
-        has at most the sketch width), so the working memory is theta plus K x k. What was
-        sent is forgotten here, so its arrays can be freed.
+        theta is ``averaging.ReplyRows``: the replies' own arrays behind a K x D interface,
+        never copied whole (at K = 100 a copy is a gigabyte, and faulting in fresh memory
+        costs seconds); the mixtures and cluster means read it in blocks. The update is the
+        ``measure`` of (theta_k, sent_k) (``maths.update_measures``: the factor difference,
+        B's alone, or the sketched product B A); it is never held whole: a few rows at a time
+        are flattened into a small scratch buffer, measured and count-sketched
+        (``maths.sketch``; exact when it has at most the sketch width), so the working memory
+        is that scratch plus K x k. The mean is accumulated from the same scratch rows
+        (``_accumulate``: the bits of ``weighted_row_sum``, without reading the replies a
+        second time). What was sent is forgotten here, so its arrays can be freed.
         """
         self.nodes.learn(replies)
+        p = normalized_weights(weights)
+        if len(p) != len(replies):
+            raise ValueError(f"got {len(replies)} replies but {len(p)} weights")
         keys = sorted(self.like)
-        shape = (len(replies), sum(int(np.size(self.like[key])) for key in keys))
-        if self._thetas is None or self._thetas.shape != shape:
-            self._thetas = None
-            self._thetas = aligned_empty(shape, np.float32)
-        thetas = self._thetas
+        states = [messages.arrays_of(reply.content["arrays"]) for reply in replies]
+        thetas = ReplyRows(states, self.like, keys, np.float32)
         measure = self._measure({key: self.like[key].shape for key in keys})
         sketch = count_sketch(measure.size, self.sketch_width)
-        sketches = np.empty((shape[0], sketch.out_width), np.float64)
-        deltas = np.empty((min(_ROWS_PER_SKETCH, shape[0]), measure.size), np.float32)
-        for start in range(0, shape[0], _ROWS_PER_SKETCH):
+        sketches = np.empty((len(replies), sketch.out_width), np.float64)
+        scratch = self._scratch_rows(min(_ROWS_PER_SKETCH, len(replies)), thetas.shape[1])
+        deltas = np.empty((scratch.shape[0], measure.size), np.float32)
+        total = np.zeros(thetas.shape[1])
+        for start in range(0, len(replies), _ROWS_PER_SKETCH):
             chunk = replies[start : start + _ROWS_PER_SKETCH]
-            for row, reply in enumerate(chunk, start=start):  # row by row: no K x D temporaries
-                flatten_state(messages.arrays_of(reply.content["arrays"]), keys, out=thetas[row])
+            rows = scratch[: len(chunk)]
+            for row, state in zip(rows, states[start : start + len(chunk)], strict=True):
+                flatten_state(state, keys, out=row)
+            _accumulate(total, rows, p[start : start + len(chunk)])
             sent = [self.sent[reply.metadata.src_node_id] for reply in chunk]
-            rows = slice(start, start + len(chunk))
-            measure.features_rows(thetas[rows], sent, out=deltas[: len(chunk)])
-            sketches[rows] = sketch_rows(deltas[: len(chunk)], sketch)
+            measure.features_rows(rows, sent, out=deltas[: len(chunk)])
+            sketches[start : start + len(chunk)] = sketch_rows(deltas[: len(chunk)], sketch)
         self.sent = {}
-        return [messages.client_id(r) for r in replies], thetas, sketches
+        mean = aligned_empty(thetas.shape[1], np.float32)
+        mean[...] = total
+        return RoundUpdates([messages.client_id(r) for r in replies], thetas, sketches, mean)
+
+    def _scratch_rows(self, count: int, width: int) -> np.ndarray:
+        """An aligned ``count`` x ``width`` float32 buffer, kept from round to round (the
+        product measure's stacked matmuls want aligned rows; fresh pages cost time)."""
+        if self._scratch is None or self._scratch.shape != (count, width):
+            self._scratch = None
+            self._scratch = aligned_empty((count, width), np.float32)
+        return self._scratch
 
     def _measure(self, shapes: dict[str, tuple[int, ...]]) -> UpdateMeasure:
         """The round's ``UpdateMeasure``, kept while the layout stays: its workspaces are then

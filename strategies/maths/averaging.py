@@ -103,33 +103,34 @@ def unflatten_state(
     return out
 
 
-class ReplyUpdates:
-    """The K x D matrix of updates reply_k - sent over ``keys``, without forming it.
+class ReplyRows:
+    """The K x D matrix of the replies' states flattened over ``keys``, without forming it.
 
-    ``block`` and ``row`` write any columns of it into a caller's buffer straight from the
-    replies' own arrays (read-only views), so a chunked reduction (robust-fedavg's median and
-    trimmed mean) needs no K x D copy. Every value is the subtraction reply - sent in the
-    dtype the matrix would have, so reductions give the bits they give on the matrix. Every
-    reply must have the sent shapes: a zero-padded rank would look like an update.
+    ``block`` writes any columns of any rows into a caller's buffer straight from the replies'
+    own arrays (read-only views), cast to ``dtype``, so a chunked reduction (a weighted mean,
+    the personalised mixtures) needs no K x D copy: at K = 100 that copy is a gigabyte, and
+    faulting in a fresh gigabyte costs seconds in this VM. Every reply must have ``like``'s
+    shapes (what the server sent).
     """
 
     def __init__(
         self,
         states: Sequence[Mapping[str, np.ndarray]],
-        sent: Mapping[str, np.ndarray],
+        like: Mapping[str, np.ndarray],
         keys: Sequence[str],
+        dtype: np.dtype | type | None = None,
     ) -> None:
         for key in keys:
             for index, state in enumerate(states):
-                if state[key].shape != sent[key].shape:
+                if state[key].shape != like[key].shape:
                     raise ValueError(
                         f"reply {index} has shape {state[key].shape} for '{key}', "
-                        f"{sent[key].shape} was sent (client-ranks is not supported)"
+                        f"{like[key].shape} was sent (client-ranks is not supported)"
                     )
-        self.dtype = np.result_type(np.float32, *(sent[key].dtype for key in keys))
-        self.sent_flat = flatten_state(sent, keys).astype(self.dtype, copy=False)
+        default = np.result_type(np.float32, *(like[key].dtype for key in keys))
+        self.dtype = np.dtype(default if dtype is None else dtype)
         self._rows = [[np.ravel(state[key]) for key in keys] for state in states]
-        sizes = [int(sent[key].size) for key in keys]
+        sizes = [int(like[key].size) for key in keys]
         self._starts = np.cumsum([0, *sizes])  # where each key begins in a flat row
         self.shape = (len(states), int(self._starts[-1]))
 
@@ -148,12 +149,66 @@ class ReplyUpdates:
             yield index, lo - int(self._starts[index]), lo - start, hi - lo
 
     def block(
-        self, start: int, stop: int, out: np.ndarray, rows: slice = slice(None)
+        self, start: int, stop: int, out: np.ndarray, rows: slice | Sequence[int] = slice(None)
     ) -> np.ndarray:
-        """Columns start:stop of ``rows`` (default every row) into ``out``
-        (rows x (stop - start))."""
+        """Columns start:stop of ``rows`` (a slice or row indices; default every row) into
+        ``out`` (rows x (stop - start))."""
+        chosen = self._rows[rows] if isinstance(rows, slice) else [self._rows[i] for i in rows]
         for index, offset, at, n in self._pieces(start, stop):
-            pieces = [arrays[index][offset : offset + n] for arrays in self._rows[rows]]
+            pieces = [arrays[index][offset : offset + n] for arrays in chosen]
             np.stack(pieces, out=out[:, at : at + n])  # one call: ~1.5x a loop of K copies
+        return out
+
+
+class MatrixRows:
+    """A K x D matrix behind ``ReplyRows``' interface (``shape``, ``dtype``, ``block``)."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = np.asarray(matrix)
+        if self.matrix.ndim != 2:
+            raise ValueError(f"rows must be K×D, got shape {self.matrix.shape}")
+        self.shape, self.dtype = self.matrix.shape, self.matrix.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def block(
+        self, start: int, stop: int, out: np.ndarray, rows: slice | Sequence[int] = slice(None)
+    ) -> np.ndarray:
+        out[...] = self.matrix[rows, start:stop]
+        return out
+
+
+Rows = ReplyRows | MatrixRows
+
+
+def as_rows(rows: np.ndarray | Rows) -> Rows:
+    """``rows`` as a block source: a ``ReplyRows``/``MatrixRows`` as it is, a matrix wrapped."""
+    return rows if isinstance(rows, ReplyRows | MatrixRows) else MatrixRows(rows)
+
+
+class ReplyUpdates(ReplyRows):
+    """The K x D matrix of updates reply_k - sent over ``keys``, without forming it.
+
+    ``block`` writes any columns of it into a caller's buffer straight from the replies (see
+    ``ReplyRows``), so robust-fedavg's median and trimmed mean need no K x D copy. Every value
+    is the subtraction reply - sent in the dtype the matrix would have, so reductions give the
+    bits they give on the matrix. A zero-padded rank would look like an update, so every reply
+    must have the sent shapes.
+    """
+
+    def __init__(
+        self,
+        states: Sequence[Mapping[str, np.ndarray]],
+        sent: Mapping[str, np.ndarray],
+        keys: Sequence[str],
+    ) -> None:
+        super().__init__(states, sent, keys)
+        self.sent_flat = flatten_state(sent, keys).astype(self.dtype, copy=False)
+
+    def block(
+        self, start: int, stop: int, out: np.ndarray, rows: slice | Sequence[int] = slice(None)
+    ) -> np.ndarray:
+        super().block(start, stop, out, rows)
         out -= self.sent_flat[start:stop]
         return out

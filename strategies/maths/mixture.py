@@ -18,18 +18,20 @@ similar peers) and most where it is flat. m ≥ K − 1 keeps every peer: the de
 float rounding. Ties between equal peer weights keep the lower column index.
 
 The work is BLAS products on 64-byte-aligned operands whose shapes depend only on K, m and D
-(``strategies.maths.reproducible``), so the bits are reproducible for rows in a fixed order. Two
-paths compute the same W̃, chosen by K alone:
+(``strategies.maths.reproducible``), so the bits are reproducible for rows in a fixed order.
+θ is read in blocks of K×c columns (about ``BLOCK_VALUES`` values, copied into one aligned
+buffer), from a K×D matrix or straight from the replies' arrays (``averaging.ReplyRows``: a
+round then needs no K×D copy of θ, only the output). Two paths compute the same W̃, chosen by K
+alone:
 
-- K ≤ ``DENSE_PER_PEER`` · (m + 1): one K×K by K×D product with W̃'s zeros in it. BLAS's dense
-  product runs ~20 times more multiply-adds per second than the gathered one on this machine
-  (K = 100, m = 8, D = 244,224: 0.22 s dense against 0.54 s gathered), so below that K the
-  zeros cost less than the gathering. At K = 1000 the dense product would take ~21 s there,
-  the gathered one took 3.5 s.
-- above: column blocks of ``COLUMNS``; the K×c block is copied out of θ's strided rows once
-  (it stays in cache), each client's m + 1 rows of it are gathered into an aligned
-  K×(m + 1)×c buffer and multiplied by its weights (a batched 1×(m + 1) by (m + 1)×c product).
-  No K×D temporary besides the output.
+- K ≤ ``DENSE_PER_PEER`` · (m + 1): a K×K by K×c product per block, with W̃'s zeros in it.
+  BLAS's dense product runs ~20 times more multiply-adds per second than the gathered one on
+  this machine (K = 100, m = 8, D = 244,224: 0.22 s dense against 0.54 s gathered), so below
+  that K the zeros cost less than the gathering. At K = 1000 the dense product would take
+  ~21 s there, the gathered one took 3.5 s.
+- above: sub-blocks of ``COLUMNS``; each client's m + 1 rows of the sub-block are gathered
+  into an aligned K×(m + 1)×c buffer and multiplied by its weights (a batched 1×(m + 1) by
+  (m + 1)×c product).
 
 (1 − λ)·θ̄ is added element-wise after the product.
 """
@@ -40,10 +42,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategies.maths.reproducible import aligned_copy, aligned_empty, aligned_matmul, is_aligned
+from strategies.maths.averaging import Rows, as_rows
+from strategies.maths.reproducible import aligned_copy, aligned_empty, is_aligned
 
 DENSE_PER_PEER = 16  # dense product while K <= 16 (m + 1): see the module docstring
 COLUMNS = 64  # per block: fastest of 32-256 at K = 1000, m = 8 (K x 64 float32 stays in cache)
+BLOCK_VALUES = 1 << 22  # values of thetas read per block (16 MiB of float32)
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def top_peers(W: np.ndarray, m: int) -> SparseWeights:
 
 
 def sparse_mixtures(
-    thetas: np.ndarray,
+    thetas: np.ndarray | Rows,
     sparse: SparseWeights,
     mean: np.ndarray,
     lam: float,
@@ -90,14 +94,15 @@ def sparse_mixtures(
     """Row i = (1 − λ)·mean + λ·Σ_t weights[i, t]·thetas[columns[i, t]], in ``thetas``' dtype
     (float32 for float32 or narrower, float64 otherwise).
 
-    ``mean`` (D,) is the FedAvg mean θ̄ the server also returns as the round's global adapter.
-    ``out``: an aligned K×D buffer of that dtype to write into (last round's, so that no fresh
-    gigabytes are faulted in), or None for a new one.
+    ``thetas`` is a K×D matrix or ``averaging.ReplyRows`` (the replies' flat states, never
+    formed whole: a round then needs no K×D buffer besides ``out``). It is read in blocks of
+    K×``_block_width`` values, the same blocks whatever ``thetas`` is, so both give the same
+    bits. ``mean`` (D,) is the FedAvg mean θ̄ the server also returns as the round's global
+    adapter. ``out``: an aligned K×D buffer of that dtype to write into (last round's, so that
+    no fresh gigabytes are faulted in), or None for a new one.
     """
-    thetas = np.asarray(thetas)
-    if thetas.ndim != 2:
-        raise ValueError(f"thetas must be K×D, got shape {thetas.shape}")
-    K, D = thetas.shape
+    rows = as_rows(thetas)
+    K, D = rows.shape
     columns, weights = sparse.columns, np.asarray(sparse.weights, np.float64)
     if columns.shape != weights.shape or columns.shape[0] != K:
         raise ValueError(f"sparse weights {columns.shape} do not match {K} clients")
@@ -107,7 +112,7 @@ def sparse_mixtures(
         raise ValueError(f"mean must have shape ({D},), got {np.shape(mean)}")
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
-    dtype = np.dtype(np.float32 if thetas.dtype.itemsize <= 4 else np.float64)
+    dtype = np.dtype(np.float32 if rows.dtype.itemsize <= 4 else np.float64)
     if out is None:
         out = aligned_empty((K, D), dtype)
     elif out.shape != (K, D) or out.dtype != dtype or not is_aligned(out):
@@ -116,34 +121,64 @@ def sparse_mixtures(
         out[...] = mean[None, :]  # exactly FedAvg
         return out
     dense_max = DENSE_PER_PEER * columns.shape[1]
-    if thetas.shape[0] <= dense_max:
+    if rows.shape[0] <= dense_max:
         dense = np.zeros((K, K))
         np.put_along_axis(dense, columns, lam * weights, axis=1)
-        aligned_matmul(dense, thetas, dtype, out=out)
+        _dense_products(rows, aligned_copy(dense, dtype), out)
     else:
-        _gathered_products(thetas, columns, lam * weights, out)
+        _gathered_products(rows, columns, lam * weights, out)
     if lam < 1.0:
         out += np.asarray((1.0 - lam) * np.asarray(mean, np.float64), dtype)[None, :]
     return out
 
 
+def _block_width(K: int, D: int) -> int:
+    """Columns per block read out of ``thetas``: about ``BLOCK_VALUES`` values, a multiple of
+    ``COLUMNS`` (the gathered path's sub-blocks), at most D."""
+    return min(D, max(COLUMNS, BLOCK_VALUES // max(K, 1) // COLUMNS * COLUMNS))
+
+
+def _blocks(rows: Rows, dtype: np.dtype):
+    """(start, stop, the K×(stop − start) block, aligned and C-contiguous) over the columns."""
+    K, D = rows.shape
+    width = _block_width(K, D)
+    flat = aligned_empty(K * width, dtype)
+    for start in range(0, D, width):
+        stop = min(start + width, D)
+        yield start, stop, rows.block(start, stop, flat[: K * (stop - start)].reshape(K, -1))
+
+
+def _dense_products(rows: Rows, dense: np.ndarray, out: np.ndarray) -> None:
+    """out = dense @ rows, one aligned K×K by K×c BLAS product per block."""
+    K = rows.shape[0]
+    product = aligned_empty(K * _block_width(*rows.shape), out.dtype)
+    for start, stop, block in _blocks(rows, out.dtype):
+        result = product[: K * (stop - start)].reshape(K, -1)
+        np.matmul(dense, block, out=result)
+        out[:, start:stop] = result
+
+
 def _gathered_products(
-    thetas: np.ndarray, columns: np.ndarray, coefficients: np.ndarray, out: np.ndarray
+    rows: Rows, columns: np.ndarray, coefficients: np.ndarray, out: np.ndarray
 ) -> None:
-    """out[i] = coefficients[i] @ thetas[columns[i]], one aligned column block at a time."""
-    (K, D), n, dtype = thetas.shape, columns.shape[1], out.dtype
-    rows = aligned_copy(coefficients[:, None, :], dtype)  # K x 1 x n
-    block = aligned_empty((K, min(COLUMNS, D)), dtype)
+    """out[i] = coefficients[i] @ thetas[columns[i]], one ``COLUMNS`` sub-block at a time."""
+    K, n, dtype = rows.shape[0], columns.shape[1], out.dtype
+    weights = aligned_copy(coefficients[:, None, :], dtype)  # K x 1 x n
+    compact = aligned_empty((K, COLUMNS), dtype)
     buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # width -> gathered, product
-    for start in range(0, D, COLUMNS):
-        stop = min(start + COLUMNS, D)
-        if stop - start not in buffers:  # the full width, and once the last block's
-            buffers[stop - start] = (
-                aligned_empty((K, n, stop - start), dtype),
-                aligned_empty((K, 1, stop - start), dtype),
-            )
-        gathered, product = buffers[stop - start]
-        block[:, : stop - start] = thetas[:, start:stop]  # strided rows -> one cached block
-        np.take(block[:, : stop - start], columns, axis=0, out=gathered)
-        np.matmul(rows, gathered, out=product)
-        out[:, start:stop] = product[:, 0, :]
+    for first, last, block in _blocks(rows, dtype):
+        for start in range(0, last - first, COLUMNS):
+            stop = min(start + COLUMNS, last - first)
+            if stop - start not in buffers:  # the full width, and once the last block's
+                buffers[stop - start] = (
+                    aligned_empty((K, n, stop - start), dtype),
+                    aligned_empty((K, 1, stop - start), dtype),
+                )
+            gathered, product = buffers[stop - start]
+            # Gathering from the block's far-apart rows misses the cache (2.3x slower at
+            # K = 1000): copy the sub-block out first (K x 64 float32 stays in cache).
+            sub = compact[:, : stop - start]
+            sub[...] = block[:, start:stop]
+            np.take(sub, columns, axis=0, out=gathered)
+            np.matmul(weights, gathered, out=product)
+            out[:, first + start : first + stop] = product[:, 0, :]

@@ -25,6 +25,7 @@ import numpy as np
 
 ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD load (AVX-512)
 CHUNK = 1 << 15  # columns per chunk: 32 768 float64 = 256 KiB, inside L2
+BLOCK_VALUES = 1 << 22  # values per chunk of a block source's rows (16 MiB of float32)
 
 
 def aligned_empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -91,26 +92,41 @@ def weighted_row_sum(
 ) -> np.ndarray:
     """Σ_k w_k·rows[k] (D,), accumulated in float64 in row order, then cast to ``dtype``.
 
-    ``rows`` is a K×D matrix or a sequence of K equally long 1-D arrays (views are fine: a row
-    is read, never copied whole). Rows with weight 0 are skipped, so a cluster's mean over a
-    matrix of all clients costs only its members. ``dtype`` defaults to the rows' dtype.
+    ``rows`` is a K×D matrix, a sequence of K equally long 1-D arrays (views are fine: a row
+    is read, never copied whole), or a block source such as ``averaging.ReplyRows`` (the
+    replies' flat states, never formed: its ``block`` writes a chunk of the used rows into a
+    small buffer). Rows with weight 0 are skipped, so a cluster's mean over all clients costs
+    only its members. ``dtype`` defaults to the rows' dtype. The bits are the same for every
+    kind of ``rows`` holding the same values.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if len(rows) != weights.size:
         raise ValueError(f"got {len(rows)} rows but {weights.size} weights")
     if weights.size == 0:
         raise ValueError("no rows to sum")
-    width = int(np.shape(rows[0])[-1])
-    dtype = np.dtype(np.asarray(rows[0]).dtype if dtype is None else dtype)
-    out = aligned_empty(width, dtype)
-    total = np.empty(min(CHUNK, width), dtype=np.float64)
+    blocks = hasattr(rows, "block")
+    width = int(rows.shape[1] if blocks else np.shape(rows[0])[-1])
+    if dtype is None:
+        dtype = rows.dtype if blocks else np.asarray(rows[0]).dtype
+    out = aligned_empty(width, np.dtype(dtype))
+    used = np.flatnonzero(weights)
+    coefficients = [float(weights[k]) for k in used]
+    # Each element's sum is the same sequence of operations whatever the chunks, so a block
+    # source is read in chunks of ~4 MiB of its used rows (CHUNK columns of 1000 rows would
+    # be a 131 MB buffer, faulted in on every call).
+    chunk = max(4096, min(CHUNK, BLOCK_VALUES // len(used))) if blocks else CHUNK
+    total = np.empty(min(chunk, width), dtype=np.float64)
     term = np.empty_like(total)
-    used = [(float(weights[k]), rows[k]) for k in np.flatnonzero(weights)]
-    for start, stop in _column_chunks(width):
+    buffer = np.empty((len(used), total.size), rows.dtype) if blocks else None
+    for start, stop in _column_chunks(width, chunk):
         acc, tmp = total[: stop - start], term[: stop - start]
         acc[...] = 0.0
-        for w, row in used:
-            np.multiply(row[start:stop], w, out=tmp)  # float64: the cast of the row is exact
+        if blocks:
+            chunk = rows.block(start, stop, buffer[:, : stop - start], used)
+        else:
+            chunk = [rows[k][start:stop] for k in used]
+        for w, row in zip(coefficients, chunk, strict=True):
+            np.multiply(row, w, out=tmp)  # float64: the cast of the row is exact
             acc += tmp
         out[start:stop] = acc
     return out

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from strategies.maths import mixture
+from strategies.maths.averaging import ReplyRows
 from strategies.maths.mixture import SparseWeights, sparse_mixtures, top_peers
 from strategies.maths.similarity import personalized_mixtures
 
@@ -114,3 +115,41 @@ def test_out_buffer_is_reused_and_checked():
         sparse_mixtures(thetas, top_peers(W3, 1), thetas.mean(axis=0), 0.5, out=np.empty((3, 2)))
     with pytest.raises(ValueError, match="do not match"):
         sparse_mixtures(thetas, SparseWeights(np.zeros((2, 1), int), np.ones((2, 1))), thetas[0], 1)
+
+
+def _as_replies(thetas: np.ndarray, widths: list[int]) -> tuple[list[dict], dict, list[str]]:
+    """Each row of ``thetas`` cut into keys of these widths, as replies' states would hold it."""
+    keys = [f"k{i:02d}" for i in range(len(widths))]
+    bounds = np.cumsum([0, *widths])
+    states = [
+        {key: row[bounds[i] : bounds[i + 1]].copy() for i, key in enumerate(keys)} for row in thetas
+    ]
+    return states, states[0], keys
+
+
+@pytest.mark.parametrize("dense_per_peer", [0, 16])
+def test_mixtures_read_from_replies_give_the_bits_of_the_matrix(monkeypatch, dense_per_peer):
+    """The replies' states are read in blocks (here 3 blocks of 128 columns that cut across
+    keys, the last one short), never copied whole: the same bits as the K×D matrix."""
+    monkeypatch.setattr(mixture, "DENSE_PER_PEER", dense_per_peer)
+    monkeypatch.setattr(mixture, "COLUMNS", 64)
+    monkeypatch.setattr(mixture, "BLOCK_VALUES", 9 * 128)
+    rng = np.random.default_rng(2)
+    thetas = rng.standard_normal((9, 300)).astype(np.float32)
+    W = rng.random((9, 9))
+    W /= W.sum(axis=1, keepdims=True)
+    sparse, mean = top_peers(W, 3), thetas.mean(axis=0)
+    states, like, keys = _as_replies(thetas, [37, 100, 63, 100])
+    from_replies = sparse_mixtures(ReplyRows(states, like, keys), sparse, mean, 0.6)
+    np.testing.assert_array_equal(from_replies, sparse_mixtures(thetas, sparse, mean, 0.6))
+    dense = np.zeros((9, 9))
+    np.put_along_axis(dense, sparse.columns, sparse.weights, axis=1)
+    by_hand = 0.4 * mean.astype(np.float64) + 0.6 * dense @ thetas.astype(np.float64)
+    np.testing.assert_allclose(from_replies, by_hand, rtol=0, atol=1e-6)
+
+
+def test_reply_rows_refuse_a_reply_of_another_shape():
+    states, like, keys = _as_replies(np.zeros((2, 5), np.float32), [2, 3])
+    states[1]["k01"] = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match="reply 1 has shape"):
+        ReplyRows(states, like, keys)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from strategies.maths.averaging import ReplyRows
 from strategies.maths.reproducible import (
+    CHUNK,
     aligned_copy,
     aligned_empty,
     aligned_matmul,
@@ -133,3 +135,20 @@ def test_every_reduction_gives_the_same_bits_in_any_layout(offset):
         return [np.ascontiguousarray(o).tobytes() for o in outputs]
 
     assert results(misaligned(thetas, offset)) == results(aligned_copy(thetas))
+
+
+def test_weighted_row_sum_of_reply_rows_is_the_bits_of_the_matrix():
+    """A block source (the replies' states, ``ReplyRows``) read chunk by chunk across key
+    boundaries, zero weights skipped: the bits of the matrix."""
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((5, 2 * CHUNK + 150)).astype(np.float32)  # 3 chunks
+    keys, bounds = ["a", "b", "c"], [0, 40, CHUNK + 101, 2 * CHUNK + 150]
+    states = [
+        {k: row[bounds[i] : bounds[i + 1]].copy() for i, k in enumerate(keys)} for row in matrix
+    ]
+    weights = [0.1, 0.0, 0.5, 0.15, 0.25]
+    rows = ReplyRows(states, states[0], keys)
+    np.testing.assert_array_equal(
+        weighted_row_sum(rows, weights), weighted_row_sum(matrix, weights)
+    )
+    assert weighted_row_sum(rows, weights).dtype == np.float32

@@ -8,7 +8,10 @@ from flwr.app import ConfigRecord
 
 from colora.wire import to_numpy
 from runconfig.fields import ConfigError
-from strategies.maths.averaging import flatten_state, weighted_average
+from strategies import messages
+from strategies.maths.averaging import flatten_state, normalized_weights, weighted_average
+from strategies.maths.reproducible import weighted_row_sum
+from strategies.ordering import by_client
 from tests.strategies.fakes import FakeGrid, lora_state, sent_state, strategy, train_round
 from tests.strategies.planted import PlantedClients, task_of
 
@@ -120,3 +123,17 @@ def test_an_absent_clients_mixture_survives_the_next_round():
     assert set(sim.mixtures) == {0, 1, 2, 3}
     np.testing.assert_array_equal(sim.mixtures[0], kept[0])
     assert not np.array_equal(sim.mixtures[1], kept[1])
+
+
+@pytest.mark.parametrize("name", ["similarity-weighted", "clustered"])
+def test_the_global_adapter_is_the_fedavg_mean_bit_for_bit(name):
+    """The mean is accumulated from the scratch rows the sketches are made from (the replies
+    are never copied into a K×D matrix): the bits of ``weighted_row_sum`` over that matrix."""
+    x0 = lora_state(np.random.default_rng(0))
+    clients, grid = PlantedClients(x0), FakeGrid(NODES)
+    _, replies, global_1 = train_round(strategy(name, tau=0.5), 1, x0, grid, clients.update)
+    replies = by_client(replies)
+    matrix = np.stack([flatten_state(to_numpy(r.content["arrays"])) for r in replies])
+    p = normalized_weights(messages.example_counts(replies))
+    expected = weighted_row_sum(matrix.astype(np.float32), p)
+    np.testing.assert_array_equal(flatten_state(to_numpy(global_1)), expected)
