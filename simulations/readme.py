@@ -40,74 +40,103 @@ def task_columns(task: str, labels: Mapping[str, Mapping[str, Any]]) -> list[str
     return [m for m in main if m in names]
 
 
-def _mean_of(labels_by_task: Mapping[str, Mapping[str, Mapping]], label: str, metric: str):
-    """``label``'s ``metric`` averaged over the tasks, or None if a task lacks it."""
-    values = [labels.get(label, {}).get(metric) for labels in labels_by_task.values()]
-    return None if not values or None in values else sum(v["mean"] for v in values) / len(values)
-
-
 def _similarity_aware(label: str) -> bool:
     return any(label == name or label.startswith(f"{name}-") for name in SIMILARITY_AWARE)
 
 
-def target_check(summary: Mapping[str, Any], validation: Mapping[str, Mapping] | None) -> list[str]:
-    """Issue 11's target, read off the summary: the best similarity-aware configuration is at
-    least as good as local-only on every task's held-out loss and main metric (best round), and
-    beats fedavg on the held-out loss averaged over tasks.
+def _shared_seeds(per_seed: Mapping[str, Mapping[str, Any]], labels: list[str]) -> list[str]:
+    """The seeds every one of ``labels`` has scored, in numeric order."""
+    sets = [set(per_seed.get(label, {})) for label in labels]
+    return sorted(set.intersection(*sets), key=int) if sets else []
 
-    "Best" is chosen on validation, never on the held-out numbers being judged: the lowest
-    point of the label's validation curve (``validation``: label -> round -> loss, the mean
-    over tasks and seeds, from the meta file), among labels of a similarity-aware strategy
-    (``similarity-weighted``, ``similarity-weighted-<personal part>``, ``clustered``...)."""
-    tasks = summary["tasks"]
-    loss = "best.test-loss"
-    scored = {label for labels in tasks.values() for label in labels}
-    candidates = [
-        (min(curve.values()), label)
-        for label, curve in (validation or {}).items()
-        if _similarity_aware(label) and label in scored and curve
-    ]
+
+def _lowest_validation(runs: Mapping[str, Any], seeds: list[str]) -> float:
+    """The lowest round of the validation curve averaged over ``seeds`` (rounds all have)."""
+    curves = [runs[seed]["validation_loss"] for seed in seeds]
+    rounds = set.intersection(*(set(curve) for curve in curves))
+    means = [sum(curve[r] for curve in curves) / len(curves) for r in rounds]
+    return min(means) if means else float("inf")
+
+
+def _heldout_mean(runs: Mapping[str, Any], seeds: list[str], task: str, metric: str):
+    """``metric`` on ``task`` averaged over ``seeds``, or None if a seed lacks it."""
+    values = [runs[seed]["heldout"].get(task, {}).get(metric) for seed in seeds]
+    return None if None in values else sum(values) / len(values)
+
+
+def _seed_list(seeds: list[str]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+
+
+def target_check(summary: Mapping[str, Any], meta: Mapping[str, Any] | None) -> list[str]:
+    """Issue 11's target: the best similarity-aware configuration is at least as good as
+    local-only on every task's held-out loss and main metric (best round), and beats fedavg
+    on the held-out loss averaged over tasks.
+
+    Labels are only ever compared on the seeds they share (``meta["per_seed"]``, each run's
+    own curve and held-out metrics), so a label with more seeds scored never meets another on
+    different data. "Best" is chosen on validation, never on the held-out numbers being
+    judged: the lowest point of the validation curve averaged over the seeds every
+    similarity-aware candidate (``similarity-weighted``, ``similarity-weighted-<personal
+    part>``, ``clustered``...) has; it is then judged against local-only and fedavg on the
+    seeds all three have."""
+    per_seed = (meta or {}).get("per_seed") or {}
+    candidates = [label for label in per_seed if _similarity_aware(label) and per_seed[label]]
     if not candidates:
         return ["Target: no similarity-aware strategy has results yet."]
-    low, best = min(candidates)
-    met = True
+    shared = _shared_seeds(per_seed, candidates)
+    choice = [(_lowest_validation(per_seed[c], shared or list(per_seed[c])), c) for c in candidates]
+    low, best = min(choice)
+    on = f"on {_seed_list(shared)}" if shared else "on each one's own seeds (they share none)"
     lines = [
         f"Target (issue 11), for **{best}**, the similarity-aware configuration with the "
-        f"lowest validation loss ({low:.3f}):",
+        f"lowest validation loss ({low:.3f}, {on}):",
         "",
     ]
-    for task, labels in tasks.items():
-        for metric, lower in ((loss, True), (f"best.{MAIN_METRIC.get(task, '')}", False)):
-            ours, theirs = (
-                labels.get(best, {}).get(metric),
-                labels.get("local-only", {}).get(metric),
-            )
+    missing = [label for label in ("local-only", "fedavg") if label not in per_seed]
+    judged = _shared_seeds(per_seed, [best, "local-only", "fedavg"])
+    if missing or not judged:
+        why = f"{' and '.join(missing)} has no result yet" if missing else "no seed has all three"
+        return [*lines, f"Target **not met**: {why}."]
+    met = True
+    lines += [f"Judged on {_seed_list(judged)}, the seeds it, local-only and fedavg share:", ""]
+    ours_losses, fedavg_losses = [], []
+    for task in summary["tasks"]:
+        for metric, lower in (
+            ("best.test-loss", True),
+            (f"best.{MAIN_METRIC.get(task, '')}", False),
+        ):
+            ours = _heldout_mean(per_seed[best], judged, task, metric)
+            theirs = _heldout_mean(per_seed["local-only"], judged, task, metric)
             if ours is None or theirs is None:
-                missing = best if ours is None else "local-only"
-                lines.append(f"- {task} `{metric}`: {missing} has no result yet.")
+                lines.append(f"- {task} `{metric}`: missing on a judged seed.")
                 met = False
                 continue
-            ok = ours["mean"] <= theirs["mean"] if lower else ours["mean"] >= theirs["mean"]
+            ok = ours <= theirs if lower else ours >= theirs
             met &= ok
             lines.append(
-                f"- {task} `{metric}`: {ours['mean']:.3f} against local-only's "
-                f"{theirs['mean']:.3f}: {'at least as good' if ok else 'worse'}."
+                f"- {task} `{metric}`: {ours:.3f} against local-only's {theirs:.3f}: "
+                f"{'at least as good' if ok else 'worse'}."
             )
-    fedavg = _mean_of(tasks, "fedavg", loss)
-    ours = _mean_of(tasks, best, loss)
-    if fedavg is None:
-        lines.append("- no fedavg result to compare the task average with.")
+        ours_losses.append(_heldout_mean(per_seed[best], judged, task, "best.test-loss"))
+        fedavg_losses.append(_heldout_mean(per_seed["fedavg"], judged, task, "best.test-loss"))
+    if None in ours_losses or None in fedavg_losses or not ours_losses:
+        lines.append("- `best.test-loss` averaged over tasks: missing on a judged seed.")
         met = False
     else:
-        beats = ours < fedavg
-        met &= beats
+        ours, fedavg = (sum(v) / len(v) for v in (ours_losses, fedavg_losses))
+        met &= ours < fedavg
         lines.append(
-            f"- `{loss}` averaged over tasks: {ours:.3f} against fedavg's {fedavg:.3f}: "
-            f"{'beats it' if beats else 'does not beat it'}."
+            f"- `best.test-loss` averaged over tasks: {ours:.3f} against fedavg's {fedavg:.3f}: "
+            f"{'beats it' if ours < fedavg else 'does not beat it'}."
         )
-    seeds = len(summary.get("seeds", []))
     verdict_line = "**met**" if met else "**not met**"
-    return [*lines, "", f"Target {verdict_line} (seeds so far: {seeds}; the target is over 3)."]
+    return [
+        *lines,
+        "",
+        f"Target {verdict_line} on {_seed_list(judged)} ({len(judged)} of the 3 seeds the "
+        "target is over).",
+    ]
 
 
 def verdict(task: str, metric: str, labels: Mapping[str, Mapping], lower: bool) -> str:
@@ -126,7 +155,9 @@ def verdict(task: str, metric: str, labels: Mapping[str, Mapping], lower: bool) 
     spread = max(win["std"], second["std"])
     if margin == 0:
         return f"- **{task}**, `{metric}`: {winner} and {runner_up} tie at {win['mean']:.3f}."
-    if spread == 0:
+    if win["n"] != second["n"]:
+        judged = f"on unequal seeds ({win['n']} against {second['n']}): not yet comparable"
+    elif spread == 0:
         judged = "no seed spread to compare with (one seed)"
     elif margin > spread:
         judged = f"{margin / spread:.1f}x the seed-to-seed std ({spread:.3f}): a clear win"
@@ -200,7 +231,7 @@ def build_block(
             "",
             *verdicts,
             "",
-            *target_check(summary, meta.get("validation_loss")),
+            *target_check(summary, meta),
         ]
     )
 

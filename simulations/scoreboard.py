@@ -95,14 +95,30 @@ def validation_curves(
     return curves
 
 
+def per_seed(runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, dict]:
+    """Label -> seed -> its validation curve (round -> loss, mean over tasks) and held-out
+    metrics (task -> metric -> value), for the scored runs: what a comparison on the seeds
+    that several labels share is made from (``readme.target_check``)."""
+    out: dict[str, dict] = {}
+    for label, group in group_by_label(scored_runs(runs), order).items():
+        out[label] = {}
+        for run in sorted(group, key=lambda r: r.seed):
+            curve = {str(r["round"]): round_loss(r) for r in run.ok_records}
+            out[label][str(run.seed)] = {
+                "validation_loss": {k: v for k, v in curve.items() if math.isfinite(v)},
+                "heldout": run_metrics(run),
+            }
+    return out
+
+
 def scored_runs(runs: Iterable[RunResult]) -> list[RunResult]:
     """The runs whose held-out scoring is done: what the summary, its meta and plot cover."""
     return [r for r in runs if read_test_metrics(r.run_dir) is not None]
 
 
 def build_meta(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, Any]:
-    """How the summary was made: the commands, the hardware, the wall time of its runs; and
-    the validation curves of the scored runs."""
+    """How the summary was made: the commands, the hardware, the wall time of its runs; the
+    validation curves of the scored runs; and each run's own curve and held-out metrics."""
     runs = scored_runs(runs)
     hosts = {json.dumps(r.summary.get("host", {}), sort_keys=True) for r in runs}
     return {
@@ -113,6 +129,7 @@ def build_meta(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) 
         "runs": len(runs),
         "wall_seconds": round(sum(r.summary_value("wall_seconds") or 0.0 for r in runs), 1),
         "validation_loss": validation_curves(runs, order),
+        "per_seed": per_seed(runs, order),
     }
 
 

@@ -78,6 +78,19 @@ def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
     assert meta["hardware"] == [{"cpus": 2, "platform": "Linux-x"}]
     # local-only round 2: mean(1.5, 1.7) = 1.6; round 3: mean(2.0, 3.2) = 2.6
     assert meta["validation_loss"]["local-only"] == pytest.approx({"1": 2.0, "2": 1.6, "3": 2.6})
+    # each scored run's own curve and held-out metrics; fedavg's seed 1 is not scored yet
+    assert set(meta["per_seed"]["fedavg"]) == {"0"}
+    assert meta["per_seed"]["local-only"]["1"] == {
+        "validation_loss": {"1": 2.0, "2": pytest.approx(1.7), "3": pytest.approx(3.2)},
+        "heldout": {
+            "translation": {
+                "best.test-loss": 1.2,
+                "best.codebleu": 44.0,
+                "final.test-loss": 1.4,
+                "final.codebleu": 43.0,
+            }
+        },
+    }
     block = build_block(summary, meta)
     assert "| local-only | 2.000 | **1.600** | 2.600 |" in block
 
@@ -108,64 +121,84 @@ def _stat(mean: float) -> dict:
     return {"mean": mean, "std": 0.0, "n": 1}
 
 
-def _summary(per_label: dict) -> dict:
-    """Two tasks; ``per_label``: label -> ((gen loss, pass@1), (trans loss, codebleu))."""
-    tasks = {"generation": {}, "translation": {}}
-    for label, ((g_loss, g_pass), (t_loss, t_bleu)) in per_label.items():
-        tasks["generation"][label] = {
-            "best.test-loss": _stat(g_loss),
-            "best.pass@1": _stat(g_pass),
+def _summary() -> dict:
+    """Two tasks, as the summary lists them (target_check reads the tasks from it)."""
+    return {"experiment": "x", "seeds": [0], "tasks": {"generation": {}, "translation": {}}}
+
+
+def _meta(runs: dict) -> dict:
+    """``runs``: (label, seed) -> (validation curve, ((gen loss, pass@1), (trans loss,
+    codebleu))), as ``scoreboard.per_seed`` writes them into the meta file."""
+    per_seed: dict = {}
+    for (label, seed), (curve, ((g_loss, g_pass), (t_loss, t_bleu))) in runs.items():
+        per_seed.setdefault(label, {})[str(seed)] = {
+            "validation_loss": {str(r): v for r, v in enumerate(curve, start=1)},
+            "heldout": {
+                "generation": {"best.test-loss": g_loss, "best.pass@1": g_pass},
+                "translation": {"best.test-loss": t_loss, "best.codebleu": t_bleu},
+            },
         }
-        tasks["translation"][label] = {
-            "best.test-loss": _stat(t_loss),
-            "best.codebleu": _stat(t_bleu),
-        }
-    return {"experiment": "x", "seeds": [0], "tasks": tasks, "lower_is_better": []}
+    return {"per_seed": per_seed}
+
+
+RUNS_SEED0 = {
+    ("local-only", 0): ([1.0], ((1.0, 2.0), (0.6, 30.0))),  # lowest validation: not a candidate
+    ("fedavg", 0): ([2.0], ((1.0, 3.0), (0.7, 31.0))),  # average held-out loss 0.85
+    # the best held-out numbers, but not the lowest validation loss: never chosen
+    ("clustered", 0): ([2.0, 1.6], ((0.5, 9.0), (0.4, 40.0))),
+    ("similarity-weighted-none", 0): ([2.0, 1.5, 1.7], ((0.9, 2.0), (0.6, 31.0))),  # avg 0.75
+}
 
 
 def test_target_check_picks_the_similarity_aware_run_on_validation_and_judges_each_clause():
-    summary = _summary(
-        {
-            "local-only": ((1.0, 2.0), (0.6, 30.0)),
-            "fedavg": ((1.0, 3.0), (0.7, 31.0)),  # average loss 0.85
-            # the best held-out numbers, but not the lowest validation loss: never chosen
-            "clustered": ((0.5, 9.0), (0.4, 40.0)),
-            "similarity-weighted-none": ((0.9, 2.0), (0.6, 31.0)),  # average 0.75
-        }
-    )
-    validation = {
-        "local-only": {"1": 1.0},  # the lowest of all, but not similarity-aware
-        "clustered": {"1": 2.0, "2": 1.6},
-        "similarity-weighted-none": {"1": 2.0, "2": 1.5, "3": 1.7},
-        "similarity-weighted": {"1": 1.2},  # no held-out results yet: not a candidate
-    }
-    lines = "\n".join(target_check(summary, validation))
+    lines = "\n".join(target_check(_summary(), _meta(RUNS_SEED0)))
     assert "for **similarity-weighted-none**, the similarity-aware configuration with the " in (
         lines
     )
-    assert "lowest validation loss (1.500)" in lines
+    assert "lowest validation loss (1.500, on seed 0)" in lines
+    assert "Judged on seed 0, the seeds it, local-only and fedavg share" in lines
     assert "generation `best.pass@1`: 2.000 against local-only's 2.000: at least as good" in lines
     assert "translation `best.test-loss`: 0.600 against local-only's 0.600: at least as good" in (
         lines
     )
     assert "averaged over tasks: 0.750 against fedavg's 0.850: beats it" in lines
-    assert lines.endswith("Target **met** (seeds so far: 1; the target is over 3).")
+    assert lines.endswith("Target **met** on seed 0 (1 of the 3 seeds the target is over).")
     # one clause lost (translation's CodeBLEU below local-only's) fails the whole target
-    worse = _summary(
-        {
-            "local-only": ((1.0, 2.0), (0.6, 32.0)),
-            "fedavg": ((1.0, 3.0), (0.7, 31.0)),
-            "similarity-weighted-none": ((0.9, 2.0), (0.6, 31.0)),
-        }
-    )
-    lines = "\n".join(target_check(worse, validation))
+    worse = {**RUNS_SEED0, ("local-only", 0): ([1.0], ((1.0, 2.0), (0.6, 32.0)))}
+    lines = "\n".join(target_check(_summary(), _meta(worse)))
     assert "translation `best.codebleu`: 31.000 against local-only's 32.000: worse" in lines
     assert "Target **not met**" in lines
     no_candidate = ["Target: no similarity-aware strategy has results yet."]
-    assert target_check(_summary({"fedavg": ((1.0, 1.0), (1.0, 1.0))}), validation) == (
+    assert target_check(_summary(), _meta({("fedavg", 0): RUNS_SEED0[("fedavg", 0)]})) == (
         no_candidate
     )
-    assert target_check(summary, None) == no_candidate
+    assert target_check(_summary(), None) == no_candidate
+
+
+def test_target_check_compares_labels_only_on_the_seeds_they_share():
+    """A candidate with an extra seed is chosen, and judged, on the seeds the others have
+    too: here seed 1 would make similarity-weighted-none look best and beat local-only."""
+    runs = {
+        **RUNS_SEED0,
+        ("similarity-weighted-sigma", 0): ([1.8, 1.55], ((0.9, 2.0), (0.6, 29.0))),
+        ("similarity-weighted-none", 1): ([0.1], ((0.1, 9.0), (0.1, 99.0))),
+        ("local-only", 1): ([1.0], ((1.0, 2.0), (0.6, 30.0))),
+    }
+    lines = "\n".join(target_check(_summary(), _meta(runs)))
+    assert "for **similarity-weighted-none**" in lines
+    assert "(1.500, on seed 0)" in lines  # not (1.5 + 0.1) / 2 over seeds 0 and 1
+    assert "Judged on seed 0" in lines  # fedavg has no seed 1
+    assert "generation `best.test-loss`: 0.900 against local-only's 1.000" in lines
+    # the chosen label, local-only and fedavg share no seed: nothing to judge yet
+    apart = {k: v for k, v in runs.items() if k != ("fedavg", 0)}
+    apart[("fedavg", 2)] = RUNS_SEED0[("fedavg", 0)]
+    assert (
+        target_check(_summary(), _meta(apart))[-1] == "Target **not met**: no seed has all three."
+    )
+    del apart[("fedavg", 2)]
+    assert target_check(_summary(), _meta(apart))[-1] == (
+        "Target **not met**: fedavg has no result yet."
+    )
 
 
 def test_readme_block_is_replaced_between_its_markers():
@@ -236,3 +269,11 @@ def test_readme_block_links_the_committed_validation_plot(tmp_path):
 def test_an_exact_tie_is_called_a_tie():
     labels = {"a": {"m": _stat(1.5)}, "b": {"m": _stat(1.5)}, "c": {"m": _stat(0.0)}}
     assert verdict("t", "m", labels, lower=False) == "- **t**, `m`: a and b tie at 1.500."
+
+
+def test_a_winner_on_other_seeds_is_not_called_a_win():
+    labels = {"a": {"m": {"mean": 1.0, "std": 0.1, "n": 2}}, "b": {"m": _stat(2.0)}}
+    assert verdict("t", "m", labels, lower=True) == (
+        "- **t**, `m` (lower is better): **a** 1.000, ahead of b (2.000) by 1.000; "
+        "on unequal seeds (2 against 1): not yet comparable."
+    )
