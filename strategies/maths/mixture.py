@@ -43,11 +43,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from strategies.maths.averaging import Rows, as_rows
-from strategies.maths.reproducible import aligned_copy, aligned_empty, is_aligned
+from strategies.maths.reproducible import BLOCK_VALUES, aligned_copy, aligned_empty, is_aligned
 
 DENSE_PER_PEER = 16  # dense product while K <= 16 (m + 1): see the module docstring
 COLUMNS = 64  # per block: fastest of 32-256 at K = 1000, m = 8 (K x 64 float32 stays in cache)
-BLOCK_VALUES = 1 << 22  # values of thetas read per block (16 MiB of float32)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD load (AVX-512)
 CHUNK = 1 << 15  # columns per chunk: 32 768 float64 = 256 KiB, inside L2
-BLOCK_VALUES = 1 << 22  # values per chunk of a block source's rows (16 MiB of float32)
+BLOCK_VALUES = 1 << 22  # values read per block of a K x D block source (16 MiB of float32)
 
 
 def aligned_empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -112,20 +112,20 @@ def weighted_row_sum(
     used = np.flatnonzero(weights)
     coefficients = [float(weights[k]) for k in used]
     # Each element's sum is the same sequence of operations whatever the chunks, so a block
-    # source is read in chunks of ~4 MiB of its used rows (CHUNK columns of 1000 rows would
-    # be a 131 MB buffer, faulted in on every call).
-    chunk = max(4096, min(CHUNK, BLOCK_VALUES // len(used))) if blocks else CHUNK
-    total = np.empty(min(chunk, width), dtype=np.float64)
+    # source is read in chunks of at most BLOCK_VALUES values of its used rows (CHUNK columns
+    # of 1000 rows would be a 131 MB buffer, faulted in on every call).
+    step = max(4096, min(CHUNK, BLOCK_VALUES // len(used))) if blocks else CHUNK
+    total = np.empty(min(step, width), dtype=np.float64)
     term = np.empty_like(total)
     buffer = np.empty((len(used), total.size), rows.dtype) if blocks else None
-    for start, stop in _column_chunks(width, chunk):
+    for start, stop in _column_chunks(width, step):
         acc, tmp = total[: stop - start], term[: stop - start]
         acc[...] = 0.0
         if blocks:
-            chunk = rows.block(start, stop, buffer[:, : stop - start], used)
+            parts = rows.block(start, stop, buffer[:, : stop - start], used)
         else:
-            chunk = [rows[k][start:stop] for k in used]
-        for w, row in zip(coefficients, chunk, strict=True):
+            parts = [rows[k][start:stop] for k in used]
+        for w, row in zip(coefficients, parts, strict=True):
             np.multiply(row, w, out=tmp)  # float64: the cast of the row is exact
             acc += tmp
         out[start:stop] = acc
