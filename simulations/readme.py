@@ -108,6 +108,8 @@ def target_check(summary: Mapping[str, Any], meta: Mapping[str, Any] | None) -> 
         ):
             ours = _heldout_mean(per_seed[best], judged, task, metric)
             theirs = _heldout_mean(per_seed["local-only"], judged, task, metric)
+            if lower:  # the held-out loss: also averaged over tasks against fedavg's below
+                ours_losses.append(ours)
             if ours is None or theirs is None:
                 lines.append(f"- {task} `{metric}`: missing on a judged seed.")
                 met = False
@@ -118,7 +120,6 @@ def target_check(summary: Mapping[str, Any], meta: Mapping[str, Any] | None) -> 
                 f"- {task} `{metric}`: {ours:.3f} against local-only's {theirs:.3f}: "
                 f"{'at least as good' if ok else 'worse'}."
             )
-        ours_losses.append(_heldout_mean(per_seed[best], judged, task, "best.test-loss"))
         fedavg_losses.append(_heldout_mean(per_seed["fedavg"], judged, task, "best.test-loss"))
     if None in ours_losses or None in fedavg_losses or not ours_losses:
         lines.append("- `best.test-loss` averaged over tasks: missing on a judged seed.")

@@ -34,7 +34,7 @@ from strategies.maths.averaging import (
     normalized_weights,
     unflatten_state,
 )
-from strategies.maths.reproducible import CHUNK, aligned_empty
+from strategies.maths.reproducible import CHUNK, add_weighted_rows, aligned_empty
 from strategies.maths.sketch import DEFAULT_WIDTH, count_sketch, sketch_rows
 from strategies.maths.update_measures import MEASURES, UpdateMeasure
 
@@ -92,17 +92,13 @@ class RoundUpdates:
 
 
 def _accumulate(total: np.ndarray, rows: np.ndarray, p: np.ndarray) -> None:
-    """total += sum_k p_k rows[k] in float64, rows in order, zero weights skipped: chunk by
-    chunk exactly the operations of ``weighted_row_sum``, so over all rows of a round the
-    same bits."""
+    """total += sum_k p_k rows[k] chunk by chunk with ``add_weighted_rows``, the operations of
+    ``weighted_row_sum``, so over all rows of a round the same bits."""
     term = np.empty(min(CHUNK, total.size))
     for start in range(0, total.size, CHUNK):
         stop = min(start + CHUNK, total.size)
-        part, tmp = total[start:stop], term[: stop - start]
-        for row, weight in zip(rows, p, strict=True):
-            if weight:
-                np.multiply(row[start:stop], float(weight), out=tmp)
-                part += tmp
+        part = [row[start:stop] for row in rows]
+        add_weighted_rows(total[start:stop], part, p, term[: stop - start])
 
 
 class PersonalSender:

@@ -125,11 +125,22 @@ def weighted_row_sum(
             parts = rows.block(start, stop, buffer[:, : stop - start], used)
         else:
             parts = [rows[k][start:stop] for k in used]
-        for w, row in zip(coefficients, parts, strict=True):
-            np.multiply(row, w, out=tmp)  # float64: the cast of the row is exact
-            acc += tmp
+        add_weighted_rows(acc, parts, coefficients, tmp)
         out[start:stop] = acc
     return out
+
+
+def add_weighted_rows(
+    total: np.ndarray, rows: Sequence[np.ndarray], weights: Sequence[float], term: np.ndarray
+) -> None:
+    """total += Σ_k weights[k]·rows[k] in float64, rows in order, zero weights skipped: the
+    operations every weighted sum of rows here is made of, so sums built from different
+    chunks of the same rows (``weighted_row_sum``, ``updates``' FedAvg mean) give the same
+    bits. ``term`` is a float64 scratch buffer of ``total``'s shape."""
+    for w, row in zip(weights, rows, strict=True):
+        if w:
+            np.multiply(row, float(w), out=term)  # the product as numpy forms it, then float64
+            total += term
 
 
 def sum_of_squares(vector: np.ndarray) -> float:
