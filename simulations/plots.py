@@ -66,6 +66,25 @@ def plot_metric(
     return _save(fig, path)
 
 
+def plot_curves(
+    curves: Mapping[str, Mapping[int, tuple[float, float]]], path: Path, title: str
+) -> Path:
+    """One panel: a line per label of (mean, std) by round, the std as a band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for i, (label, by_round) in enumerate(curves.items()):
+        rounds = sorted(by_round)
+        mean = np.array([by_round[r][0] for r in rounds])
+        std = np.array([by_round[r][1] for r in rounds])
+        ax.plot(rounds, mean, marker="o", markersize=3, color=f"C{i % 10}", label=label)
+        ax.fill_between(rounds, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
+    ax.set_title(title)
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _heatmap(ax: plt.Axes, matrix: np.ndarray, clients: Sequence[str], title: str) -> None:
     image = ax.imshow(matrix, cmap="viridis", vmin=min(0.0, float(matrix.min())), vmax=1.0)
     ax.set_title(title)

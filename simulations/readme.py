@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simulations.scoreboard import curves_path
+from simulations.scoreboard import curves_path, meta_path, read_meta
 
 # The metric each task is judged on besides the held-out loss (issue 11).
 MAIN_METRIC = {"generation": "pass@1", "translation": "codebleu", "summarization": "rouge_l"}
@@ -191,7 +191,7 @@ def curve_table(curves: Mapping[str, Mapping[str, float]], plot: str | None = No
     rounds = sorted({int(r) for curve in curves.values() for r in curve})
     if not rounds:
         return []
-    image = [f"![validation loss per round and task]({plot})", ""] if plot else []
+    image = [f"![validation loss per round, mean over tasks]({plot})", ""] if plot else []
     lines = [
         "Validation loss per round (mean over tasks and seeds; chooses each run's best round):",
         "",
@@ -250,8 +250,7 @@ def replace_block(text: str, name: str, block: str) -> str:
 def write_readme_block(summary_path: Path, readme: Path | None = None) -> str:
     """The block for ``summary_path``; written into ``readme`` too when one is given."""
     summary = json.loads(Path(summary_path).read_text())
-    meta_path = Path(summary_path).with_name(f"{summary['experiment']}.meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_meta(meta_path(summary_path))
     curves = curves_path(summary_path)
     plot = None
     if curves.exists():

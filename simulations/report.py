@@ -42,6 +42,7 @@ from simulations.results import (
 from simulations.runner import EXPERIMENT_COPY
 
 NA = "n/a"
+VALIDATION_TITLE = "validation loss (mean over tasks)"
 _MB, _GIB = 1e6, 1024**3
 
 
@@ -266,12 +267,10 @@ def write_report(exp_dir: Path, results_dir: Path = scoreboard.RESULTS_DIR) -> P
     exp = _experiment(exp_dir)
     if exp is not None and exp.settings.test_examples > 0:
         labels = [s.label for s in exp.strategies]
-        runs = load_runs(exp_dir)
-        summary = scoreboard.write_summary(exp.settings.name, runs, labels, results_dir)
+        fresh = scoreboard.from_runs(load_runs(exp_dir))
+        summary, scored = scoreboard.write_summary(exp.settings.name, fresh, labels, results_dir)
         # The validation curves beside the committed summary (its runs): the README shows them.
-        scored = scoreboard.scored_runs(runs)
-        groups = group_by_label(scored, labels)
-        tasks = sorted({t for m, t in metrics_of(scored) if m == "eval-loss"})
-        if tasks:
-            plots.plot_metric(groups, "eval-loss", tasks, scoreboard.curves_path(summary))
+        curves = scoreboard.curve_stats(scored, labels)
+        if curves:
+            plots.plot_curves(curves, scoreboard.curves_path(summary), VALIDATION_TITLE)
     return out / "index.html"

@@ -11,7 +11,9 @@ A metric is ``<round>.<name>``: ``best.test-loss``, ``best.codebleu``, ``final.p
 from each run's ``test_metrics.json`` (:mod:`simulations.heldout`): the held-out loss and task
 metrics at the run's best round (chosen on validation) and at its final round. ``mean`` and
 ``std`` are over seeds (sample std, 0 for one seed), ``n`` the number of seeds. Where the data
-came from, on what hardware and in how long goes beside it, to ``<name>.meta.json``.
+came from, on what hardware and in how long goes beside it, to ``<name>.meta.json``, with each
+scored run's own record (``per_seed``), so that later reports add to the committed runs
+(:func:`write_summary`) rather than needing every run directory at once.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import math
 import platform
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
-from simulations.results import RunResult, group_by_label, mean_std
+from simulations.results import RunResult, mean_std
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Task metrics where lower is better; every other task metric (pass@1, BLEU, ...) is a score.
@@ -46,22 +49,145 @@ def run_metrics(run: RunResult) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """One scored (label, seed) run: all the summary and its meta are made from.
+
+    Made from a run directory (:func:`from_runs`) or from the ``per_seed`` record of a
+    committed meta file (:func:`from_meta`): run directories live one working session, the
+    committed record stays, so later runs add to it (:func:`merge`) instead of replacing it.
+    """
+
+    label: str
+    seed: int
+    curve: dict[str, float]  # round -> validation loss, mean over tasks
+    heldout: dict[str, dict[str, float]]  # task -> metric -> value
+    wall_seconds: float = 0.0
+    host: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.label, self.seed
+
+    def record(self) -> dict[str, Any]:
+        """Its ``per_seed`` entry in the meta file."""
+        return {
+            "validation_loss": self.curve,
+            "heldout": self.heldout,
+            "wall_seconds": self.wall_seconds,
+            "host": self.host,
+        }
+
+
+def from_runs(runs: Iterable[RunResult]) -> list[Scored]:
+    """The runs on disk whose held-out scoring is done."""
+    out = []
+    for run in scored_runs(runs):
+        curve = {str(r["round"]): round_loss(r) for r in run.ok_records}
+        out.append(
+            Scored(
+                run.label,
+                run.seed,
+                {k: v for k, v in curve.items() if math.isfinite(v)},
+                run_metrics(run),
+                run.summary_value("wall_seconds") or 0.0,
+                dict(run.summary.get("host") or {}),
+            )
+        )
+    return out
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _numbers(table: Any, where: str) -> dict[str, float]:
+    if not isinstance(table or {}, Mapping):
+        raise ValueError(f"{where}: expected a table of numbers")
+    return {str(k): _number(v, f"{where}.{k}") for k, v in (table or {}).items()}
+
+
+def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
+    """The runs a committed meta file records (``per_seed``); raises ValueError naming the
+    entry that is malformed. Entries written before runs kept their own wall time and host
+    share out the recorded total wall time equally and take the recorded hardware, so the
+    totals stay what was measured."""
+    per_seed = meta.get("per_seed") or {}
+    if not isinstance(per_seed, Mapping):
+        raise ValueError("per_seed: expected a table of label -> seed -> run")
+    out: list[Scored] = []
+    for label, seeds in per_seed.items():
+        if not isinstance(seeds, Mapping):
+            raise ValueError(f"per_seed.{label}: expected a table of seed -> run")
+        for seed, entry in seeds.items():
+            where = f"per_seed.{label}.{seed}"
+            if not isinstance(entry, Mapping) or not str(seed).lstrip("-").isdigit():
+                raise ValueError(f"{where}: expected an integer seed and a table")
+            curve = _numbers(entry.get("validation_loss"), f"{where}.validation_loss")
+            heldout_table = entry.get("heldout") or {}
+            if not isinstance(heldout_table, Mapping):
+                raise ValueError(f"{where}.heldout: expected a table of task -> metrics")
+            heldout = {
+                str(task): _numbers(metrics, f"{where}.heldout.{task}")
+                for task, metrics in heldout_table.items()
+            }
+            wall = entry.get("wall_seconds")
+            out.append(
+                Scored(
+                    str(label),
+                    int(seed),
+                    curve,
+                    heldout,
+                    -1.0 if wall is None else _number(wall, f"{where}.wall_seconds"),
+                    dict(entry.get("host") or {}),
+                )
+            )
+    unknown = [s for s in out if s.wall_seconds < 0]
+    if unknown:
+        known = sum(s.wall_seconds for s in out if s.wall_seconds >= 0)
+        share = max(0.0, float(meta.get("wall_seconds") or 0.0) - known) / len(unknown)
+        hosts = [h for h in meta.get("hardware") or [] if isinstance(h, Mapping)]
+        host = dict(hosts[0]) if len(hosts) == 1 else {}
+        out = [
+            replace(s, wall_seconds=share, host=s.host or host) if s.wall_seconds < 0 else s
+            for s in out
+        ]
+    return out
+
+
+def merge(committed: Iterable[Scored], fresh: Iterable[Scored]) -> list[Scored]:
+    """``committed`` plus ``fresh``; a fresh run replaces the committed one of its (label,
+    seed)."""
+    out = {s.key: s for s in committed}
+    out.update((s.key, s) for s in fresh)
+    return list(out.values())
+
+
+def _by_label(scored: Iterable[Scored], order: Sequence[str]) -> dict[str, list[Scored]]:
+    """Label -> its runs by seed; labels in ``order`` first, then the rest sorted."""
+    groups: dict[str, list[Scored]] = defaultdict(list)
+    for s in scored:
+        groups[s.label].append(s)
+    labels = [lb for lb in order if lb in groups] + sorted(set(groups) - set(order))
+    return {lb: sorted(groups[lb], key=lambda s: s.seed) for lb in labels}
+
+
 def _stat(values: Sequence[float]) -> dict[str, float | int]:
     mean, std = mean_std(values)
     return {"mean": mean, "std": std or 0.0, "n": len(values)}
 
 
-def build_summary(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict:
-    """The summary of ``runs`` (labels in ``order`` first); runs not yet scored are left out."""
-    runs = list(runs)
+def build_summary(name: str, scored: Iterable[Scored], order: Sequence[str] = ()) -> dict:
+    """The summary of the scored runs (labels in ``order`` first)."""
     tasks: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     seeds: set[int] = set()
-    for label, group in group_by_label(runs, order).items():
+    for label, group in _by_label(scored, order).items():
         values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for run in group:
-            scored = run_metrics(run)
-            seeds |= {run.seed} if scored else set()
-            for task, metrics in scored.items():
+            seeds |= {run.seed} if run.heldout else set()
+            for task, metrics in run.heldout.items():
                 for metric, value in metrics.items():
                     if math.isfinite(value):
                         values[task][metric].append(value)
@@ -77,38 +203,38 @@ def build_summary(name: str, runs: Iterable[RunResult], order: Sequence[str] = (
     }
 
 
-def validation_curves(
-    runs: Iterable[RunResult], order: Sequence[str] = ()
-) -> dict[str, dict[str, float]]:
-    """Label -> round -> validation loss (mean over tasks, then over seeds): the curve that
-    shows where training alone reaches its best and then flattens or overfits."""
-    curves: dict[str, dict[str, float]] = {}
-    for label, group in group_by_label(runs, order).items():
+def curve_stats(
+    scored: Iterable[Scored], order: Sequence[str] = ()
+) -> dict[str, dict[int, tuple[float, float]]]:
+    """Label -> round -> (mean, sample std or 0) over seeds of the validation loss."""
+    out: dict[str, dict[int, tuple[float, float]]] = {}
+    for label, group in _by_label(scored, order).items():
         by_round: dict[int, list[float]] = defaultdict(list)
         for run in group:
-            for record in run.ok_records:
-                loss = round_loss(record)
-                if math.isfinite(loss):
-                    by_round[record["round"]].append(loss)
+            for rnd, loss in run.curve.items():
+                by_round[int(rnd)].append(loss)
         if by_round:
-            curves[label] = {str(r): mean_std(by_round[r])[0] for r in sorted(by_round)}
-    return curves
-
-
-def per_seed(runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, dict]:
-    """Label -> seed -> its validation curve (round -> loss, mean over tasks) and held-out
-    metrics (task -> metric -> value), for the scored runs: what a comparison on the seeds
-    that several labels share is made from (``readme.target_check``)."""
-    out: dict[str, dict] = {}
-    for label, group in group_by_label(scored_runs(runs), order).items():
-        out[label] = {}
-        for run in sorted(group, key=lambda r: r.seed):
-            curve = {str(r["round"]): round_loss(r) for r in run.ok_records}
-            out[label][str(run.seed)] = {
-                "validation_loss": {k: v for k, v in curve.items() if math.isfinite(v)},
-                "heldout": run_metrics(run),
-            }
+            stats = {r: mean_std(by_round[r]) for r in sorted(by_round)}
+            out[label] = {r: (m, s or 0.0) for r, (m, s) in stats.items()}
     return out
+
+
+def validation_curves(scored: Iterable[Scored], order: Sequence[str] = ()) -> dict:
+    """Label -> round -> validation loss (mean over tasks, then over seeds): the curve that
+    shows where training alone reaches its best and then flattens or overfits."""
+    stats = curve_stats(scored, order)
+    return {label: {str(r): m for r, (m, _) in c.items()} for label, c in stats.items()}
+
+
+def per_seed(scored: Iterable[Scored], order: Sequence[str] = ()) -> dict[str, dict]:
+    """Label -> seed -> its validation curve (round -> loss, mean over tasks), held-out
+    metrics (task -> metric -> value), wall time and host: what a comparison on the seeds
+    that several labels share is made from (``readme.target_check``), and what later
+    reports add to (:func:`from_meta`)."""
+    return {
+        label: {str(run.seed): run.record() for run in group}
+        for label, group in _by_label(scored, order).items()
+    }
 
 
 def scored_runs(runs: Iterable[RunResult]) -> list[RunResult]:
@@ -116,20 +242,20 @@ def scored_runs(runs: Iterable[RunResult]) -> list[RunResult]:
     return [r for r in runs if read_test_metrics(r.run_dir) is not None]
 
 
-def build_meta(name: str, runs: Iterable[RunResult], order: Sequence[str] = ()) -> dict[str, Any]:
+def build_meta(name: str, scored: Iterable[Scored], order: Sequence[str] = ()) -> dict[str, Any]:
     """How the summary was made: the commands, the hardware, the wall time of its runs; the
     validation curves of the scored runs; and each run's own curve and held-out metrics."""
-    runs = scored_runs(runs)
-    hosts = {json.dumps(r.summary.get("host", {}), sort_keys=True) for r in runs}
+    scored = list(scored)
+    hosts = {json.dumps(s.host, sort_keys=True) for s in scored}
     return {
         "experiment": name,
         "command": f"python -m simulations run simulations/{name}.toml && "
         f"python -m simulations report experiments/{name}",
         "hardware": [json.loads(h) for h in sorted(hosts) if h != "{}"] or [_this_host()],
-        "runs": len(runs),
-        "wall_seconds": round(sum(r.summary_value("wall_seconds") or 0.0 for r in runs), 1),
-        "validation_loss": validation_curves(runs, order),
-        "per_seed": per_seed(runs, order),
+        "runs": len(scored),
+        "wall_seconds": round(sum(s.wall_seconds for s in scored), 1),
+        "validation_loss": validation_curves(scored, order),
+        "per_seed": per_seed(scored, order),
     }
 
 
@@ -151,11 +277,41 @@ def curves_path(summary_path: Path) -> Path:
     return Path(summary_path).with_suffix(".validation.png")
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """A committed meta file, {} where there is none; raises ValueError if it is malformed."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return meta
+
+
+def meta_path(summary_path: Path) -> Path:
+    return Path(summary_path).with_suffix(".meta.json")
+
+
 def write_summary(
-    name: str, runs: Sequence[RunResult], order: Sequence[str] = (), out_dir: Path = RESULTS_DIR
-) -> Path:
-    """Write ``<out_dir>/<name>.json`` and ``<name>.meta.json``; returns the summary's path."""
+    name: str,
+    scored: Sequence[Scored],
+    order: Sequence[str] = (),
+    out_dir: Path = RESULTS_DIR,
+    keep: bool = True,
+) -> tuple[Path, list[Scored]]:
+    """Write ``<out_dir>/<name>.json`` and ``<name>.meta.json`` from ``scored`` and, with
+    ``keep``, the runs the committed meta file already records (:func:`merge`: a run scored
+    again replaces its record). Returns the summary's path and the runs it covers."""
     path = Path(out_dir) / f"{name}.json"
-    _dump(path, build_summary(name, runs, order))
-    _dump(path.with_name(f"{name}.meta.json"), build_meta(name, runs, order))
-    return path
+    if keep:
+        committed = read_meta(meta_path(path))
+        try:
+            scored = merge(from_meta(committed), scored)
+        except ValueError as exc:
+            raise ValueError(f"{meta_path(path)}: {exc}") from exc
+    _dump(path, build_summary(name, scored, order))
+    _dump(meta_path(path), build_meta(name, scored, order))
+    return path, list(scored)

@@ -12,7 +12,7 @@ import pytest
 from simulations.__main__ import main
 from simulations.experiment import APP_DIR
 from simulations.results import load_runs
-from simulations.scoreboard import build_summary
+from simulations.scoreboard import build_summary, from_runs
 
 pytestmark = pytest.mark.slow
 COLLABORATION = APP_DIR / "simulations" / "collaboration.toml"
@@ -60,6 +60,6 @@ def test_dual_adapters_export_with_rank_r_plus_r_p(run_dir):
 
 
 def test_summary_of_the_run(run_dir):
-    summary = build_summary("collab_tiny", load_runs(run_dir.parent.parent))
+    summary = build_summary("collab_tiny", from_runs(load_runs(run_dir.parent.parent)))
     assert summary["seeds"] == [0]
     assert summary["tasks"]["translation"]["dual"]["best.codebleu"]["n"] == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from simulations.heldout import (
 )
 from simulations.readme import build_block, replace_block, target_check, verdict
 from simulations.results import load_runs
-from simulations.scoreboard import build_summary, write_summary
+from simulations.scoreboard import build_summary, from_meta, from_runs, merge, write_summary
 
 # (label, seed) -> translation (best test-loss, best codebleu, final test-loss)
 RUNS = {
@@ -56,7 +58,7 @@ def _tree(root: Path) -> Path:
 def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
     exp_dir = _tree(tmp_path)
     order = ["local-only", "fedavg", "dual"]
-    path = write_summary("collab", load_runs(exp_dir), order, tmp_path / "results")
+    path, _ = write_summary("collab", from_runs(load_runs(exp_dir)), order, tmp_path / "results")
     summary = json.loads(path.read_text())
     assert list(summary) == ["experiment", "seeds", "tasks", "lower_is_better"]
     assert summary["experiment"] == "collab" and summary["seeds"] == [0, 1]
@@ -90,6 +92,8 @@ def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
                 "final.codebleu": 43.0,
             }
         },
+        "wall_seconds": 1800.0,
+        "host": {"cpus": 2, "platform": "Linux-x"},
     }
     block = build_block(summary, meta)
     assert "| local-only | 2.000 | **1.600** | 2.600 |" in block
@@ -97,7 +101,9 @@ def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
 
 def test_readme_block_names_the_winner_and_compares_with_the_spread(tmp_path):
     exp_dir = _tree(tmp_path)
-    summary = build_summary("collab", load_runs(exp_dir), ["local-only", "fedavg", "dual"])
+    summary = build_summary(
+        "collab", from_runs(load_runs(exp_dir)), ["local-only", "fedavg", "dual"]
+    )
     block = build_block(summary, {"command": "python -m simulations run x", "runs": 5})
     assert "| strategy | best.test-loss | best.codebleu | final.test-loss |" in block
     assert "| dual | 0.850 ± 0.071 | 51.000 ± 1.414 |" in block
@@ -255,14 +261,17 @@ def test_readme_block_links_the_committed_validation_plot(tmp_path):
     from simulations.scoreboard import curves_path
 
     results = tmp_path / "simulations" / "results"
-    path = write_summary("collab", load_runs(_tree(tmp_path)), ["local-only", "dual"], results)
+    path, _ = write_summary(
+        "collab", from_runs(load_runs(_tree(tmp_path))), ["local-only", "dual"], results
+    )
     readme = tmp_path / "README.md"
     readme.write_text("# x\n")
     assert "![validation loss" not in write_readme_block(path, readme)
     curves_path(path).write_bytes(b"png")
     write_readme_block(path, readme)
-    assert "![validation loss per round and task](simulations/results/collab.validation.png)" in (
-        readme.read_text()
+    assert (
+        "![validation loss per round, mean over tasks](simulations/results/collab.validation.png)"
+        in (readme.read_text())
     )
 
 
@@ -277,3 +286,78 @@ def test_a_winner_on_other_seeds_is_not_called_a_win():
         "- **t**, `m` (lower is better): **a** 1.000, ahead of b (2.000) by 1.000; "
         "on unequal seeds (2 against 1): not yet comparable."
     )
+
+
+def test_a_later_report_adds_to_the_committed_runs_instead_of_replacing_them(tmp_path):
+    """Run directories live one session; the committed meta keeps every scored run. A report
+    on a directory holding only new runs merges them in, and a run scored again replaces its
+    own record only."""
+    results = tmp_path / "results"
+    order = ["local-only", "fedavg", "dual"]
+    first = from_runs(load_runs(_tree(tmp_path / "a")))
+    write_summary("collab", first, order, results)
+    # a later session: a fresh tree holding dual seed 2 and a re-scored local-only seed 0
+    later = tmp_path / "b"
+    _tree(later)
+    for run_dir in (later / "collab" / "runs").iterdir():
+        if run_dir.name not in {"dual-seed1", "local-only-seed0"}:
+            for f in run_dir.iterdir():
+                f.unlink()
+            run_dir.rmdir()
+    (later / "collab" / "runs" / "dual-seed1").rename(later / "collab" / "runs" / "dual-seed2")
+    rescored = later / "collab" / "runs" / "local-only-seed0" / TEST_FILE
+    data = json.loads(rescored.read_text())
+    data["reported"]["best"]["translation"]["test-loss"] = 0.5
+    rescored.write_text(json.dumps(data))
+    path, scored = write_summary("collab", from_runs(load_runs(later / "collab")), order, results)
+    summary = json.loads(path.read_text())
+    assert summary["seeds"] == [0, 1, 2]
+    table = summary["tasks"]["translation"]
+    assert table["dual"]["best.test-loss"]["n"] == 3  # seeds 0, 1 kept, 2 added
+    assert table["fedavg"]["best.codebleu"] == {"mean": 10.0, "std": 0.0, "n": 1}  # kept
+    # local-only seed 0 replaced: mean(0.5, 1.2) = 0.85
+    assert table["local-only"]["best.test-loss"]["mean"] == pytest.approx(0.85)
+    meta = json.loads((results / "collab.meta.json").read_text())
+    assert meta["runs"] == len(scored) == 6 and meta["wall_seconds"] == 6 * 1800.0
+    assert set(meta["per_seed"]["dual"]) == {"0", "1", "2"}
+    # the same runs again change nothing: reports are idempotent
+    before = (path.read_text(), (results / "collab.meta.json").read_text())
+    write_summary("collab", from_runs(load_runs(later / "collab")), order, results)
+    assert (path.read_text(), (results / "collab.meta.json").read_text()) == before
+
+
+def test_records_from_before_per_run_walls_share_the_recorded_total():
+    meta = _meta(RUNS_SEED0) | {"wall_seconds": 400.0, "hardware": [{"cpus": 2}]}
+    meta["per_seed"]["fedavg"]["0"] |= {"wall_seconds": 100.0, "host": {"cpus": 16}}
+    scored = {s.key: s for s in from_meta(meta)}
+    assert scored[("fedavg", 0)].wall_seconds == 100.0
+    assert scored[("fedavg", 0)].host == {"cpus": 16}
+    assert scored[("local-only", 0)].wall_seconds == 100.0  # (400 - 100) / 3
+    assert scored[("local-only", 0)].host == {"cpus": 2}
+    assert sum(s.wall_seconds for s in scored.values()) == 400.0
+    fresh = replace(scored[("clustered", 0)], wall_seconds=7.0)
+    assert {s.key: s for s in merge(scored.values(), [fresh])}[("clustered", 0)] == fresh
+
+
+@pytest.mark.parametrize(
+    "per_seed, where",
+    [
+        ([1, 2], "per_seed: expected a table"),
+        ({"fedavg": 3}, "per_seed.fedavg: expected a table"),
+        ({"fedavg": {"zero": {}}}, "per_seed.fedavg.zero: expected an integer seed"),
+        ({"fedavg": {"0": {"validation_loss": {"1": "x"}}}}, "per_seed.fedavg.0.validation_loss.1"),
+        ({"fedavg": {"0": {"heldout": {"t": {"m": None}}}}}, "per_seed.fedavg.0.heldout.t.m"),
+        ({"fedavg": {"0": {"wall_seconds": True}}}, "per_seed.fedavg.0.wall_seconds"),
+    ],
+)
+def test_a_malformed_committed_record_is_refused_naming_it_and_nothing_is_written(
+    tmp_path, per_seed, where
+):
+    results = tmp_path / "results"
+    results.mkdir()
+    meta = results / "collab.meta.json"
+    meta.write_text(json.dumps({"per_seed": per_seed}))
+    with pytest.raises(ValueError, match=re.escape(where)):
+        write_summary("collab", from_runs(load_runs(_tree(tmp_path))), (), results)
+    assert sorted(p.name for p in results.iterdir()) == ["collab.meta.json"]
+    assert json.loads(meta.read_text()) == {"per_seed": per_seed}
