@@ -36,6 +36,7 @@ from strategies.maths.validation import check_update
 
 CHECKPOINT = "checkpoint"
 PREVIOUS = f".{CHECKPOINT}-old"  # the checkpoint before the last one: the fallback
+STRATEGY_STATE = "strategy-state"  # per-client strategy state kept on disk (checkpoints name it)
 log = logging.getLogger(__name__)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -64,6 +65,11 @@ class Strategy:
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
         del server_round, replies
+
+    def keep_state_in(self, directory: Path) -> None:
+        """Where per-client state that outgrows memory may live (the run directory's
+        ``strategy-state/``); a strategy that keeps none ignores it."""
+        del directory
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {}

@@ -15,6 +15,7 @@ below both the strategies and the client (issue 15).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +46,8 @@ class FederatedStrategy(Protocol):
     ) -> Iterable[Message]: ...
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None: ...
+
+    def keep_state_in(self, directory: Path) -> None: ...
 
     def state_arrays(self) -> dict[str, np.ndarray]: ...
 

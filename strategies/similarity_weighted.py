@@ -28,8 +28,10 @@ says so at start.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
@@ -42,8 +44,10 @@ from strategies.maths.mixture import sparse_mixtures, top_peers
 from strategies.maths.similarity import cosine_matrix, peer_weights
 from strategies.ordering import by_client
 from strategies.updates import SendsPersonal
+from strategies.vector_store import VectorStore
 
-_MIX, _SIM = "mixture/", "similarity/"  # state keys: mixture/<client>, similarity/<round>/...
+_SIM = "similarity/"  # state keys: similarity/<round>/..., and the mixtures' (vector_store)
+log = logging.getLogger(__name__)
 
 IN_THE_CLEAR = in_the_clear("similarity-weighted mixes clients by the similarity of their updates")
 
@@ -90,12 +94,21 @@ class SimilarityWeighted(
 
     def __init__(self, config: SimilarityWeightedConfig, **common) -> None:
         super().__init__(config, **common)
-        self.mixtures: dict[int, np.ndarray] = {}  # client id -> its next flat adapter
+        self.mixtures = VectorStore()  # client id -> its next flat adapter; on disk if given
         self._mixed: np.ndarray | None = None  # K x D block the mixtures of a round live in
         self.history: list[SimilarityRound] = []
 
+    def keep_state_in(self, directory: Path) -> None:
+        """The mixtures of clients absent from the last round go to ``directory/mixtures``."""
+        self.mixtures.directory = Path(directory) / "mixtures"
+
     def personal(self, client: int | None) -> np.ndarray | None:
-        return self.mixtures.get(client) if client is not None else None
+        vector = self.mixtures.get(client) if client is not None else None
+        if vector is not None and vector.shape != (self.sender.size,):
+            log.warning("client %s's mixture has %s values, not %d: sending the global adapter",
+                        client, vector.shape, self.sender.size)  # fmt: skip
+            return None
+        return vector
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -104,18 +117,17 @@ class SimilarityWeighted(
         got = self.sender.updates(replies, messages.example_counts(replies))
         clients, S = got.clients, cosine_matrix(got.sketches)
         W = self._weights(S)
-        # Keep copies for clients absent this round, so last round's K x D block is freed
-        # before the new one is allocated (its memory is then reused, not faulted in afresh).
-        self.mixtures = {c: v.copy() for c, v in self.mixtures.items() if c not in set(clients)}
-        # Last round's K x D block is now unused (what was sent was read by updates(), the
-        # absent clients' rows were copied): write this round's mixtures into it.
+        # Move the mixtures of clients absent this round out of last round's K x D block (to
+        # disk, or to copies), so that block is free: what was sent was read by updates().
+        self.mixtures.release(clients)
+        # Write this round's mixtures into it (its memory is reused, not faulted in afresh).
         if self._mixed is not None and self._mixed.shape != got.thetas.shape:
             self._mixed = None  # freed before the new block is allocated
         sparse = top_peers(W, self.config.top_peers)
         self._mixed = sparse_mixtures(
             got.thetas, sparse, got.mean, self.config.mixing, out=self._mixed
         )
-        self.mixtures.update(zip(clients, self._mixed, strict=True))
+        self.mixtures.hold(server_round, clients, self._mixed)
         self.history.append(SimilarityRound(server_round, tuple(clients), S, W))
         return to_record(self.sender.unflatten(got.mean)), None
 
@@ -135,14 +147,14 @@ class SimilarityWeighted(
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        arrays = updates.vectors_to_arrays(_MIX, self.mixtures)
+        arrays = self.mixtures.state()
         for entry in self.history:
             arrays[f"{_SIM}{entry.server_round}/matrix"] = entry.similarity
             arrays[f"{_SIM}{entry.server_round}/clients"] = np.asarray(entry.clients, np.int64)
         return arrays
 
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
-        self.mixtures = updates.vectors_from_arrays(_MIX, arrays)
+        self.mixtures.load(arrays)
         rounds = sorted({int(k.split("/")[1]) for k in arrays if k.startswith(_SIM)})
         self.history = []
         for r in rounds:

@@ -203,6 +203,11 @@ class PersonalSender:
     def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         return unflatten_state(vector, self.like, sorted(self.like))
 
+    @property
+    def size(self) -> int:
+        """D: the values of a flat adapter of the current layout."""
+        return sum(int(v.size) for v in self.like.values())
+
 
 def vectors_to_arrays(prefix: str, vectors: Mapping[int, np.ndarray]) -> dict[str, np.ndarray]:
     return {f"{prefix}{key}": value for key, value in vectors.items()}

@@ -132,3 +132,40 @@ def test_resume_after_a_torn_line_and_a_poisoned_checkpoint_ends_where_a_clean_r
     assert [m["round"] for m in rundir.read_metrics(resumed.run_dir)] == [1, 2, 3]
     for key, value in to_numpy(clean.arrays).items():
         np.testing.assert_array_equal(to_numpy(resumed.arrays)[key], value)
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_similarity_weighted_keeps_absent_clients_mixtures_on_disk_in_the_run_dir(tmp_path):
+    """Issue 13: node 3 (client 2) fails round 2, so its round-1 mixture leaves memory for
+    ``strategy-state/mixtures/2-r1.npy``; the checkpoint names the file instead of holding the
+    vector, and a run resumed from it completes (the strategy-level round trip of the bits is
+    tests/strategies/test_vector_store.py)."""
+    from strategies.vector_store import INDEX_KEY
+    from tests.server.federation_fakes import crashed, honest_train
+
+    calls = []
+
+    def fails_in_round_2(message):
+        calls.append(message)
+        return (crashed if len(calls) == 2 else honest_train)(message)
+
+    overrides = {"strategy.name": "similarity-weighted", "strategy.min-train-nodes": 2}
+    grid = AnsweringGrid(train={3: fails_in_round_2})
+    done = federate(tmp_path, grid, **overrides, **{"num-server-rounds": 2})
+    files = done.run_dir / rundir.STRATEGY_STATE / "mixtures"
+    assert sorted(p.name for p in files.iterdir()) == ["2-r1.npy"]
+    state = load_file(done.run_dir / rundir.CHECKPOINT / "strategy.safetensors")
+    assert sorted(k for k in state if k.startswith("mixture/")) == ["mixture/0", "mixture/1"]
+    np.testing.assert_array_equal(state[INDEX_KEY], [[0, 2, 0], [1, 2, 0], [2, 1, 1]])
+    resumed = federate(
+        tmp_path,
+        AnsweringGrid(),
+        **overrides,
+        **{"num-server-rounds": 3, "resume": True},
+    )
+    assert resumed.rounds_completed == 3
+    ckpt = load_file(resumed.run_dir / rundir.CHECKPOINT / "strategy.safetensors")
+    # round 3 had all three clients: every mixture is in the checkpoint, none on disk
+    assert ckpt[INDEX_KEY][:, 2].tolist() == [0, 0, 0]
+    # the round-1 file is kept while the fallback checkpoint (round 2's) names it
+    assert [p.name for p in files.iterdir()] == ["2-r1.npy"]
