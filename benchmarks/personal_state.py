@@ -60,7 +60,7 @@ def run(args: argparse.Namespace, directory: Path | None) -> None:
     mode = "memory" if directory is None else "disk"
     strategy = make_strategy("similarity-weighted", **{"min-train-nodes": 1})
     if directory is not None:
-        strategy.keep_state_in(directory)
+        strategy.attach(directory, None)
     arrays = to_record(random_state(smollm2_shapes(args.layers), np.random.default_rng(0)))
     grid, rng = TurnGrid(args.registered, args.per_round), np.random.default_rng(1)
     gc.collect()

@@ -12,6 +12,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.compression import codec_mod
+from client.data import client_identity
 from client.privacy import local_dp_mod, secagg_mod
 from client.rounds import RoundPlan, evaluate_round, train_round
 from client.runtime import client_data, model_runtime
@@ -51,6 +52,17 @@ def train(msg: Message, context: Context) -> Message:
     new_shared, metrics = train_round(cfg, runtime, data, shared, plan)
     content = RecordDict({"arrays": to_record(new_shared), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+@app.query("identify")
+def identify(msg: Message, context: Context) -> Message:
+    """Which client this node hosts: the server asks after a resume, when node ids are new
+    but its per-client state is keyed by client id (``strategies.updates.SendsPersonal``).
+    Reads only the node config: no model, no data."""
+    cfg = parse_run_config(context.run_config)
+    ident = client_identity(_node_config(context, {}), cfg)
+    metrics = MetricRecord({keys.CLIENT_ID: ident.client_id})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate(mods=[codec_mod])

@@ -174,7 +174,7 @@ def run_federation(grid: Grid, cfg: RunConfig, initial: dict) -> FederationResul
     """Run ``cfg.run.num_server_rounds`` rounds from ``initial`` (or the checkpoint)."""
     run_dir = rundir.prepare(cfg)
     strategy = build_strategy(cfg)
-    strategy.keep_state_in(run_dir / rundir.STRATEGY_STATE)  # per-client state beyond memory
+    strategy.attach(run_dir / rundir.STRATEGY_STATE, cfg.run.round_timeout)
     central_dp = build_central_dp(strategy, cfg)  # None unless privacy.dp-mode = "central"
     trainer = central_dp or strategy  # whose configure_train/aggregate_train the round uses
     arrays, start = to_record(initial), 1

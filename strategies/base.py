@@ -66,10 +66,12 @@ class Strategy:
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
         del server_round, replies
 
-    def keep_state_in(self, directory: Path) -> None:
-        """Where per-client state that outgrows memory may live (the run directory's
-        ``strategy-state/``); a strategy that keeps none ignores it."""
-        del directory
+    def attach(self, directory: Path, timeout: float | None) -> None:
+        """Called by the server loop once, before any round: where per-client state that
+        outgrows memory may live (the run directory's ``strategy-state/``), and how long a
+        message the strategy sends itself may wait for its replies (``run.round-timeout``).
+        A strategy that needs neither ignores them."""
+        del directory, timeout
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {}

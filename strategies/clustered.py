@@ -99,6 +99,9 @@ class Clustered(SendsPersonal, name="clustered", individual_updates=IN_THE_CLEAR
         cluster = self.assignment.get(client) if client is not None else None
         return self.adapters.get(cluster) if cluster is not None else None
 
+    def clients_with_state(self) -> set[int]:
+        return {c for c, cluster in self.assignment.items() if cluster in self.adapters}
+
     def _split(self, clients: list[int], S: np.ndarray) -> None:
         if self.config.cluster_method == "spectral":
             labels = spectral_clusters(

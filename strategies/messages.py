@@ -143,6 +143,25 @@ def node_content(
     return RecordDict(content)
 
 
+IDENTIFY = "query.identify"  # asks a node which client it hosts (client_app.identify)
+
+
+def identify_messages(nodes: Iterable[int]) -> list[Message]:
+    """One query per node asking for its ``client-id``; no arrays travel."""
+    content = {"config": ConfigRecord()}
+    return [Message(RecordDict(content), dst_node_id=n, message_type=IDENTIFY) for n in nodes]
+
+
+def valid_client_id(reply: Message) -> int | None:
+    """The reply's ``client-id`` if it is an integer in [0, MAX_CLIENT_ID], else None."""
+    if reply.has_error() or "metrics" not in reply.content.metric_records:
+        return None
+    value = reply.content["metrics"].get(CLIENT_ID)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= keys.MAX_CLIENT_ID else None
+
+
 class NodeClients:
     """Flower node id -> stable client id, learnt from the ``client-id`` metric of replies.
 
@@ -157,6 +176,21 @@ class NodeClients:
         for reply in replies:
             if not reply.has_error() and CLIENT_ID in reply.content["metrics"]:
                 self._by_node[reply.metadata.src_node_id] = client_id(reply)
+
+    def learn_identities(self, replies: Iterable[Message], asked: Iterable[int]) -> int:
+        """Learn from answers to :func:`identify_messages` sent to ``asked``; a reply that is
+        an error, from a node not asked, or without a valid id is ignored. Returns how many
+        nodes were learnt."""
+        learnt, asked = 0, set(asked)
+        for reply in replies:
+            client = valid_client_id(reply)
+            if client is not None and reply.metadata.src_node_id in asked:
+                self._by_node[reply.metadata.src_node_id] = client
+                learnt += 1
+        return learnt
+
+    def clients(self) -> set[int]:
+        return set(self._by_node.values())
 
     def get(self, node_id: int) -> int | None:
         return self._by_node.get(node_id)

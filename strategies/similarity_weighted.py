@@ -98,9 +98,13 @@ class SimilarityWeighted(
         self._mixed: np.ndarray | None = None  # K x D block the mixtures of a round live in
         self.history: list[SimilarityRound] = []
 
-    def keep_state_in(self, directory: Path) -> None:
+    def attach(self, directory: Path, timeout: float | None) -> None:
         """The mixtures of clients absent from the last round go to ``directory/mixtures``."""
+        super().attach(directory, timeout)
         self.mixtures.directory = Path(directory) / "mixtures"
+
+    def clients_with_state(self) -> set[int]:
+        return set(self.mixtures)
 
     def personal(self, client: int | None) -> np.ndarray | None:
         vector = self.mixtures.get(client) if client is not None else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,23 +226,58 @@ class SendsPersonal(Strategy, flwr_strategy.FedAvg):
     def __init__(self, config: Any, **common: Any) -> None:
         super().__init__(config, **common)
         self.sender = PersonalSender(measure=config.similarity_measure)
+        self.timeout: float | None = None  # of the identify queries (run.round-timeout)
         warn_privacy(self.name)
+
+    def attach(self, directory: Path, timeout: float | None) -> None:
+        self.timeout = timeout
 
     def personal(self, client: int | None) -> np.ndarray | None:
         """The flat adapter of ``client`` (None: not known, or none of its own yet)."""
         raise NotImplementedError
 
+    def clients_with_state(self) -> set[int]:
+        """The clients this strategy holds an adapter of their own for."""
+        raise NotImplementedError
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        sampled = super().configure_train(server_round, arrays, config, grid)
+        sampled = list(super().configure_train(server_round, arrays, config, grid))
+        self.identify(sampled, grid)
         return self.sender.address(sampled, arrays, self.personal, remember=True)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        sampled = super().configure_evaluate(server_round, arrays, config, grid)
+        sampled = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self.identify(sampled, grid)
         return self.sender.address(sampled, arrays, self.personal, remember=False)
+
+    def identify(self, sampled: Sequence[Message], grid: Grid) -> None:
+        """Ask the sampled nodes this strategy cannot place which client they host, when it
+        holds adapters of clients it has no node for.
+
+        Node ids are learnt from replies, and they change when nodes restart (in simulation,
+        every start draws new ones). After a resume the strategy holds every client's adapter
+        from its checkpoint but knows no node: without asking, the first round would send
+        every client the global adapter and a resumed run would not continue the run it
+        resumes. In a run that was never interrupted every sampled client with an adapter
+        has replied before, so nothing is asked. A node that does not answer, or answers
+        with no valid id, keeps getting the global adapter."""
+        unknown = [m.metadata.dst_node_id for m in sampled]
+        unknown = [node for node in unknown if self.sender.nodes.get(node) is None]
+        if not unknown or not self.clients_with_state() - self.sender.nodes.clients():
+            return
+        try:
+            replies = grid.send_and_receive(
+                messages.identify_messages(unknown), timeout=self.timeout
+            )
+        except Exception:  # a node or the grid failing must not end the run
+            log.exception("asking %d nodes for their client ids failed", len(unknown))
+            return
+        learnt = self.sender.nodes.learn_identities(replies, unknown)
+        log.info("%s: %d of %d nodes named their client", self.name, learnt, len(unknown))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> None:
         self.sender.nodes.learn(replies)

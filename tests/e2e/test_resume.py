@@ -75,9 +75,14 @@ def _final_adapter(run_dir: Path) -> dict:
     return load_file(run_dir / "shared_adapter" / "adapter_model.safetensors")
 
 
-def test_killed_server_resumes_to_the_same_final_adapter(tmp_path, data_root):
-    _finish(_launch(_overrides(tmp_path, "straight", data_root)))
-    killed = _launch(_overrides(tmp_path, "killed", data_root))
+@pytest.mark.parametrize("strategy", ["fedavg", "similarity-weighted"])
+def test_killed_server_resumes_to_the_same_final_adapter(tmp_path, data_root, strategy):
+    """similarity-weighted also checks that the resumed server finds which client each new
+    node id hosts (the ``query.identify`` round trip through the simulation engine) and sends
+    each its own mixture: every client's received-adapter fingerprint matches."""
+    chosen = {"strategy.name": strategy}
+    _finish(_launch(_overrides(tmp_path, "straight", data_root, **chosen)))
+    killed = _launch(_overrides(tmp_path, "killed", data_root, **chosen))
     run_dir = tmp_path / "killed"
     deadline = time.time() + 600
     try:
@@ -90,7 +95,7 @@ def test_killed_server_resumes_to_the_same_final_adapter(tmp_path, data_root):
     done = len(read_metrics(run_dir))
     assert 1 <= done < ROUNDS and not (run_dir / "shared_adapter").exists()
 
-    _finish(_launch(_overrides(tmp_path, "killed", data_root, resume=True)))
+    _finish(_launch(_overrides(tmp_path, "killed", data_root, resume=True, **chosen)))
 
     resumed, straight = read_metrics(run_dir), read_metrics(tmp_path / "straight")
     assert [r["round"] for r in resumed] == list(range(1, ROUNDS + 1))

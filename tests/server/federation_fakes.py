@@ -65,6 +65,12 @@ def honest_eval(message: Message) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=message)
 
 
+def honest_identify(message: Message) -> Message:
+    """The client app's answer to ``query.identify``: the client this node hosts."""
+    metrics = MetricRecord({names.CLIENT_ID: message.metadata.dst_node_id - 1})
+    return Message(RecordDict({"metrics": metrics}), reply_to=message)
+
+
 def crashed(message: Message) -> Message:
     return Message(Error(code=0, reason="RuntimeError: crashed"), reply_to=message)
 
@@ -72,8 +78,14 @@ def crashed(message: Message) -> Message:
 class AnsweringGrid:
     """``get_node_ids`` and ``send_and_receive``: each message is answered by its node."""
 
-    def __init__(self, train: Mapping[int, Reply] = {}, evaluate: Mapping[int, Reply] = {}):
-        self.train, self.evaluate = dict(train), dict(evaluate)
+    def __init__(
+        self,
+        train: Mapping[int, Reply] = {},
+        evaluate: Mapping[int, Reply] = {},
+        query: Mapping[int, Reply] = {},
+    ):
+        self.train, self.evaluate, self.query = dict(train), dict(evaluate), dict(query)
+        self.asked: list[int] = []  # nodes sent an identify query
 
     def get_node_ids(self):
         return list(NODES)
@@ -82,7 +94,10 @@ class AnsweringGrid:
         replies = []
         for message in messages:
             node = message.metadata.dst_node_id
-            if message.metadata.message_type.startswith("train"):
+            if message.metadata.message_type.startswith("query"):
+                self.asked.append(node)
+                replies.append(self.query.get(node, honest_identify)(message))
+            elif message.metadata.message_type.startswith("train"):
                 replies.append(self.train.get(node, honest_train)(message))
             else:
                 replies.append(self.evaluate.get(node, honest_eval)(message))

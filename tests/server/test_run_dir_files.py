@@ -169,3 +169,81 @@ def test_similarity_weighted_keeps_absent_clients_mixtures_on_disk_in_the_run_di
     assert ckpt[INDEX_KEY][:, 2].tolist() == [0, 0, 0]
     # the round-1 file is kept while the fallback checkpoint (round 2's) names it
     assert [p.name for p in files.iterdir()] == ["2-r1.npy"]
+
+
+@pytest.mark.usefixtures("server_task_identity")
+@pytest.mark.parametrize("name", ["similarity-weighted", "clustered"])
+def test_a_resumed_personalised_run_ends_where_a_clean_run_does(tmp_path, name):
+    """Node ids change when a run restarts, so a resumed strategy holds every client's
+    adapter but knows no node: it asks the sampled nodes which client they host (once) and
+    sends each its own adapter, as the uninterrupted run does. Without asking, every client
+    got the global adapter in the first resumed round and the runs parted."""
+    overrides = {"strategy.name": name, "strategy.min-train-nodes": 2}
+    clean_grid = AnsweringGrid()
+    clean = federate(
+        tmp_path, clean_grid, run_name="clean", **overrides, **{"num-server-rounds": 3}
+    )
+    assert clean_grid.asked == []  # never interrupted: every client with an adapter replied
+    federate(tmp_path, AnsweringGrid(), run_name="k", **overrides, **{"num-server-rounds": 2})
+    resumed_grid = AnsweringGrid()
+    resumed = federate(
+        tmp_path,
+        resumed_grid,
+        run_name="k",
+        **overrides,
+        **{"num-server-rounds": 3, "resume": True},
+    )
+    for key, value in to_numpy(clean.arrays).items():
+        np.testing.assert_array_equal(to_numpy(resumed.arrays)[key], value)
+    assert sorted(resumed_grid.asked) == [1, 2, 3]  # once each, in sampling order
+
+
+def _identity(value):
+    def answer(message):
+        from flwr.app import Message, MetricRecord, RecordDict
+
+        return Message(
+            RecordDict({"metrics": MetricRecord({"client-id": value})}), reply_to=message
+        )
+
+    return answer
+
+
+def _no_metrics(message):
+    from flwr.app import ArrayRecord, Message, RecordDict
+
+    return Message(RecordDict({"metrics": ArrayRecord()}), reply_to=message)
+
+
+@pytest.mark.usefixtures("server_task_identity")
+@pytest.mark.parametrize(
+    "answer",
+    [_identity(-1), _identity(2**40), _identity(1.5), _identity([0]), _no_metrics],
+    ids=["negative", "huge", "float", "list", "not metrics"],
+)
+def test_a_bad_answer_to_identify_is_ignored_and_the_node_gets_the_global_adapter(tmp_path, answer):
+    from tests.server.federation_fakes import crashed
+
+    overrides = {"strategy.name": "similarity-weighted", "strategy.min-train-nodes": 2}
+    federate(tmp_path, AnsweringGrid(), run_name="k", **overrides, **{"num-server-rounds": 1})
+    grid = AnsweringGrid(query={1: answer, 2: crashed})
+    resumed = federate(
+        tmp_path, grid, run_name="k", **overrides, **{"num-server-rounds": 2, "resume": True}
+    )
+    assert resumed.rounds_completed == 2 and sorted(grid.asked) == [1, 2, 3]
+
+
+def _grid_fails(message):
+    raise ConnectionError("the SuperLink went away")
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_a_grid_that_fails_while_asking_does_not_end_the_run(tmp_path, caplog):
+    overrides = {"strategy.name": "clustered", "strategy.min-train-nodes": 2}
+    federate(tmp_path, AnsweringGrid(), run_name="k", **overrides, **{"num-server-rounds": 1})
+    grid = AnsweringGrid(query=dict.fromkeys((1, 2, 3), _grid_fails))
+    resumed = federate(
+        tmp_path, grid, run_name="k", **overrides, **{"num-server-rounds": 2, "resume": True}
+    )
+    assert resumed.rounds_completed == 2
+    assert "client ids failed" in caplog.text

@@ -137,7 +137,7 @@ def test_similarity_weighted_on_disk_sends_and_checkpoints_the_same_bits(tmp_pat
 
     memory = strategy("similarity-weighted", tau=0.5, mixing=1.0, **{"top-peers": 2})
     disk = strategy("similarity-weighted", tau=0.5, mixing=1.0, **{"top-peers": 2})
-    disk.keep_state_in(tmp_path)
+    disk.attach(tmp_path, None)
     rounds = [[1, 2, 3, 4], [3, 4, 5, 6], [1, 6, 7, 8], [2, 5, 7, 8]]
     arrays, states = {"memory": x0, "disk": x0}, []
     for server_round, nodes in enumerate(rounds, start=1):
@@ -156,7 +156,7 @@ def test_similarity_weighted_on_disk_sends_and_checkpoints_the_same_bits(tmp_pat
     expected = _personal_messages(memory, 5, arrays["memory"], every)
     got = _personal_messages(disk, 5, arrays["disk"], every)
     restarted = strategy("similarity-weighted", tau=0.5, mixing=1.0, **{"top-peers": 2})
-    restarted.keep_state_in(tmp_path)
+    restarted.attach(tmp_path, None)
     restarted.load_state(disk.state_arrays())
     for node in every:
         for key, value in expected[node].items():
