@@ -109,8 +109,8 @@ class SimilarityWeighted(
     def personal(self, client: int | None) -> np.ndarray | None:
         vector = self.mixtures.get(client) if client is not None else None
         if vector is not None and vector.shape != (self.sender.size,):
-            log.warning("client %s's mixture has %s values, not %d: sending the global adapter",
-                        client, vector.shape, self.sender.size)  # fmt: skip
+            why = f"{vector.shape} values, not {self.sender.size}"
+            log.warning("client %s: stored mixture of %s; sending the global adapter", client, why)
             return None
         return vector
 

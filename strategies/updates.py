@@ -230,6 +230,7 @@ class SendsPersonal(Strategy, flwr_strategy.FedAvg):
         warn_privacy(self.name)
 
     def attach(self, directory: Path, timeout: float | None) -> None:
+        super().attach(directory, timeout)
         self.timeout = timeout
 
     def personal(self, client: int | None) -> np.ndarray | None:

@@ -10,6 +10,7 @@ import pytest
 from flwr.app import ConfigRecord
 from safetensors.numpy import load_file, save_file
 
+from colora.wire import to_numpy
 from strategies.vector_store import INDEX_KEY, VectorStore, file_name
 from tests.strategies.fakes import FakeGrid, lora_state, sent_state, strategy, train_round
 from tests.strategies.planted import PlantedClients
@@ -164,3 +165,22 @@ def test_similarity_weighted_on_disk_sends_and_checkpoints_the_same_bits(tmp_pat
     assert list(restarted.mixtures) == list(memory.mixtures) == list(range(8))
     for client in range(8):
         np.testing.assert_array_equal(restarted.mixtures[client], memory.mixtures[client])
+
+
+def test_a_checkpointed_mixture_of_the_wrong_size_is_not_sent(caplog):
+    """The checkpoint validates arrays, not the strategy state's shapes: a stored mixture that
+    does not fit the adapter is replaced by the global adapter with a warning."""
+    x0 = lora_state(np.random.default_rng(0))
+    sim = strategy("similarity-weighted", tau=0.5, mixing=1.0)
+    _, replies, global_1 = train_round(sim, 1, x0, FakeGrid([1, 2, 3]), PlantedClients(x0).update)
+    state = sim.state_arrays()
+    state["mixture/0"] = state["mixture/0"][:-1]
+    restarted = strategy("similarity-weighted", tau=0.5, mixing=1.0)
+    restarted.load_state(state)
+    restarted.sender.nodes.learn(replies)
+    with caplog.at_level(logging.WARNING):
+        sent = _personal_messages(restarted, 2, global_1, [1, 2])
+    assert "client 0: stored mixture of" in caplog.text
+    for key, value in to_numpy(global_1).items():
+        np.testing.assert_array_equal(sent[1][key], value)  # node 1 hosts client 0
+    assert not all(np.array_equal(sent[2][k], v) for k, v in to_numpy(global_1).items())
