@@ -61,7 +61,8 @@ def run(args: argparse.Namespace, directory: Path | None) -> None:
     strategy = make_strategy("similarity-weighted", **{"min-train-nodes": 1})
     if directory is not None:
         strategy.attach(directory, None)
-    arrays = to_record(random_state(smollm2_shapes(args.layers), np.random.default_rng(0)))
+    shapes = smollm2_shapes(args.layers)
+    arrays = to_record(random_state(shapes, np.random.default_rng(0)))
     grid, rng = TurnGrid(args.registered, args.per_round), np.random.default_rng(1)
     gc.collect()
     tracemalloc.start()
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, directory: Path | None) -> None:
             "round": server_round,
             "registered": args.registered,
             "per_round": args.per_round,
-            "adapter_values": sum(int(np.prod(s)) for s in smollm2_shapes(args.layers).values()),
+            "adapter_values": sum(int(np.prod(s)) for s in shapes.values()),
             "known": len(store),
             "in_memory": store.in_memory(),
             "held_bytes": tracemalloc.get_traced_memory()[0] - baseline,

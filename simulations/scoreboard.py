@@ -39,9 +39,8 @@ def metric_name(kind: str, name: str) -> str:
     return f"{kind}.{name}"
 
 
-def run_metrics(run: RunResult) -> dict[str, dict[str, float]]:
-    """Task -> ``{<round>.<metric>: value}`` of one run, {} before its held-out scoring."""
-    found = read_test_metrics(run.run_dir) or {}
+def _reported(found: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Task -> ``{<round>.<metric>: value}`` of one run's parsed ``test_metrics.json``."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for kind in REPORTED:
         for task, metrics in found.get("reported", {}).get(kind, {}).items():
@@ -80,16 +79,19 @@ class Scored:
 
 
 def from_runs(runs: Iterable[RunResult]) -> list[Scored]:
-    """The runs on disk whose held-out scoring is done."""
+    """The runs on disk whose held-out scoring is done (each ``test_metrics.json`` read once)."""
     out = []
-    for run in scored_runs(runs):
+    for run in runs:
+        found = read_test_metrics(run.run_dir)
+        if found is None:
+            continue
         curve = {str(r["round"]): round_loss(r) for r in run.ok_records}
         out.append(
             Scored(
                 run.label,
                 run.seed,
                 {k: v for k, v in curve.items() if math.isfinite(v)},
-                run_metrics(run),
+                _reported(found),
                 run.summary_value("wall_seconds") or 0.0,
                 dict(run.summary.get("host") or {}),
             )
@@ -118,6 +120,7 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
     if not isinstance(per_seed, Mapping):
         raise ValueError("per_seed: expected a table of label -> seed -> run")
     out: list[Scored] = []
+    no_wall: set[tuple[str, int]] = set()  # records written before runs kept their own
     for label, seeds in per_seed.items():
         if not isinstance(seeds, Mapping):
             raise ValueError(f"per_seed.{label}: expected a table of seed -> run")
@@ -134,24 +137,25 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
                 for task, metrics in heldout_table.items()
             }
             wall = entry.get("wall_seconds")
+            if wall is None:
+                no_wall.add((str(label), int(seed)))
             out.append(
                 Scored(
                     str(label),
                     int(seed),
                     curve,
                     heldout,
-                    -1.0 if wall is None else _number(wall, f"{where}.wall_seconds"),
+                    0.0 if wall is None else _number(wall, f"{where}.wall_seconds"),
                     dict(entry.get("host") or {}),
                 )
             )
-    unknown = [s for s in out if s.wall_seconds < 0]
-    if unknown:
-        known = sum(s.wall_seconds for s in out if s.wall_seconds >= 0)
-        share = max(0.0, float(meta.get("wall_seconds") or 0.0) - known) / len(unknown)
+    if no_wall:
+        known = sum(s.wall_seconds for s in out)
+        share = max(0.0, float(meta.get("wall_seconds") or 0.0) - known) / len(no_wall)
         hosts = [h for h in meta.get("hardware") or [] if isinstance(h, Mapping)]
         host = dict(hosts[0]) if len(hosts) == 1 else {}
         out = [
-            replace(s, wall_seconds=share, host=s.host or host) if s.wall_seconds < 0 else s
+            replace(s, wall_seconds=share, host=s.host or host) if s.key in no_wall else s
             for s in out
         ]
     return out
@@ -237,11 +241,6 @@ def per_seed(scored: Iterable[Scored], order: Sequence[str] = ()) -> dict[str, d
     }
 
 
-def scored_runs(runs: Iterable[RunResult]) -> list[RunResult]:
-    """The runs whose held-out scoring is done: what the summary, its meta and plot cover."""
-    return [r for r in runs if read_test_metrics(r.run_dir) is not None]
-
-
 def build_meta(name: str, scored: Iterable[Scored], order: Sequence[str] = ()) -> dict[str, Any]:
     """How the summary was made: the commands, the hardware, the wall time of its runs; the
     validation curves of the scored runs; and each run's own curve and held-out metrics."""
@@ -300,18 +299,16 @@ def write_summary(
     scored: Sequence[Scored],
     order: Sequence[str] = (),
     out_dir: Path = RESULTS_DIR,
-    keep: bool = True,
 ) -> tuple[Path, list[Scored]]:
-    """Write ``<out_dir>/<name>.json`` and ``<name>.meta.json`` from ``scored`` and, with
-    ``keep``, the runs the committed meta file already records (:func:`merge`: a run scored
-    again replaces its record). Returns the summary's path and the runs it covers."""
+    """Write ``<out_dir>/<name>.json`` and ``<name>.meta.json`` from ``scored`` and the runs
+    the committed meta file already records (:func:`merge`: a run scored again replaces its
+    record). Returns the summary's path and the runs it covers."""
     path = Path(out_dir) / f"{name}.json"
-    if keep:
-        committed = read_meta(meta_path(path))
-        try:
-            scored = merge(from_meta(committed), scored)
-        except ValueError as exc:
-            raise ValueError(f"{meta_path(path)}: {exc}") from exc
+    committed = read_meta(meta_path(path))  # its errors name the file already
+    try:
+        scored = merge(from_meta(committed), scored)
+    except ValueError as exc:
+        raise ValueError(f"{meta_path(path)}: {exc}") from exc
     _dump(path, build_summary(name, scored, order))
     _dump(meta_path(path), build_meta(name, scored, order))
     return path, list(scored)
