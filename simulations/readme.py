@@ -58,10 +58,25 @@ def _lowest_validation(runs: Mapping[str, Any], seeds: list[str]) -> float:
     return min(means) if means else float("inf")
 
 
-def _heldout_mean(runs: Mapping[str, Any], seeds: list[str], task: str, metric: str):
-    """``metric`` on ``task`` averaged over ``seeds``, or None if a seed lacks it."""
+def _heldout_values(runs: Mapping[str, Any], seeds: list[str], task: str, metric: str):
+    """``metric`` on ``task`` for each of ``seeds``, or None if a seed lacks it."""
     values = [runs[seed]["heldout"].get(task, {}).get(metric) for seed in seeds]
-    return None if None in values else sum(values) / len(values)
+    return None if None in values else values
+
+
+def _paired(ours: list[float], theirs: list[float], lower: bool) -> str:
+    """The per-seed differences of a clause, so a reader sees whether the sign of the mean's
+    margin holds on every seed or rests on one (`` (per seed: -0.043, +0.012; better on 1,
+    worse on 1 of 2)``); empty for a single seed, which the mean already is."""
+    if len(ours) < 2:
+        return ""
+    diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+    better = sum(d < 0 if lower else d > 0 for d in diffs)
+    tied = diffs.count(0.0)
+    counts = [f"better on {better}", f"worse on {len(diffs) - better - tied}"]
+    counts += [f"tied on {tied}"] if tied else []
+    listed = ", ".join(f"{d:+.3f}" for d in diffs)
+    return f" (per seed: {listed}; {', '.join(counts)} of {len(diffs)})"
 
 
 def _seed_list(seeds: list[str]) -> str:
@@ -100,36 +115,41 @@ def target_check(summary: Mapping[str, Any], meta: Mapping[str, Any] | None) -> 
         return [*lines, f"Target **not met**: {why}."]
     met = True
     lines += [f"Judged on {_seed_list(judged)}, the seeds it, local-only and fedavg share:", ""]
-    ours_losses, fedavg_losses = [], []
+    ours_losses, fedavg_losses = [], []  # per task: the values on each judged seed
     for task in summary["tasks"]:
         for metric, lower in (
             ("best.test-loss", True),
             (f"best.{MAIN_METRIC.get(task, '')}", False),
         ):
-            ours = _heldout_mean(per_seed[best], judged, task, metric)
-            theirs = _heldout_mean(per_seed["local-only"], judged, task, metric)
+            ours = _heldout_values(per_seed[best], judged, task, metric)
+            theirs = _heldout_values(per_seed["local-only"], judged, task, metric)
             if lower:  # the held-out loss: also averaged over tasks against fedavg's below
                 ours_losses.append(ours)
             if ours is None or theirs is None:
                 lines.append(f"- {task} `{metric}`: missing on a judged seed.")
                 met = False
                 continue
-            ok = ours <= theirs if lower else ours >= theirs
+            mine, other = sum(ours) / len(ours), sum(theirs) / len(theirs)
+            ok = mine <= other if lower else mine >= other
             met &= ok
             lines.append(
-                f"- {task} `{metric}`: {ours:.3f} against local-only's {theirs:.3f}: "
-                f"{'at least as good' if ok else 'worse'}."
+                f"- {task} `{metric}`: {mine:.3f} against local-only's {other:.3f}: "
+                f"{'at least as good' if ok else 'worse'}{_paired(ours, theirs, lower)}."
             )
-        fedavg_losses.append(_heldout_mean(per_seed["fedavg"], judged, task, "best.test-loss"))
+        fedavg_losses.append(_heldout_values(per_seed["fedavg"], judged, task, "best.test-loss"))
     if None in ours_losses or None in fedavg_losses or not ours_losses:
         lines.append("- `best.test-loss` averaged over tasks: missing on a judged seed.")
         met = False
-    else:
-        ours, fedavg = (sum(v) / len(v) for v in (ours_losses, fedavg_losses))
-        met &= ours < fedavg
+    else:  # per seed, the mean over tasks; then over seeds (the same mean of means)
+        ours, fedavg = (
+            [sum(v) / len(v) for v in zip(*losses, strict=True)]
+            for losses in (ours_losses, fedavg_losses)
+        )
+        mine, other = sum(ours) / len(ours), sum(fedavg) / len(fedavg)
+        met &= mine < other
         lines.append(
-            f"- `best.test-loss` averaged over tasks: {ours:.3f} against fedavg's {fedavg:.3f}: "
-            f"{'beats it' if ours < fedavg else 'does not beat it'}."
+            f"- `best.test-loss` averaged over tasks: {mine:.3f} against fedavg's {other:.3f}: "
+            f"{'beats it' if mine < other else 'does not beat it'}{_paired(ours, fedavg, True)}."
         )
     verdict_line = "**met**" if met else "**not met**"
     return [

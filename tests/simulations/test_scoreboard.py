@@ -207,6 +207,38 @@ def test_target_check_compares_labels_only_on_the_seeds_they_share():
     )
 
 
+def test_target_check_lists_each_seeds_difference_when_judged_on_several():
+    """Hand values, two seeds: the means decide each clause, and the per-seed differences
+    show whether the sign holds on both (here generation's loss wins on one seed only)."""
+    runs = {
+        **RUNS_SEED0,
+        ("local-only", 1): ([1.0], ((1.2, 4.0), (0.8, 30.0))),
+        ("fedavg", 1): ([2.0], ((1.0, 3.0), (0.7, 31.0))),
+        ("similarity-weighted-none", 1): ([2.0, 1.5], ((1.25, 4.0), (0.7, 33.0))),
+    }
+    lines = target_check(_summary(), _meta(runs))
+    assert (
+        "- generation `best.test-loss`: 1.075 against local-only's 1.100: at least as good "
+        "(per seed: -0.100, +0.050; better on 1, worse on 1 of 2)." in lines
+    )
+    assert (
+        "- generation `best.pass@1`: 3.000 against local-only's 3.000: at least as good "
+        "(per seed: +0.000, +0.000; better on 0, worse on 0, tied on 2 of 2)." in lines
+    )
+    assert (
+        "- translation `best.codebleu`: 32.000 against local-only's 30.000: at least as good "
+        "(per seed: +1.000, +3.000; better on 2, worse on 0 of 2)." in lines
+    )
+    # per seed, ours over tasks: 0.75 and 0.975; fedavg's: 0.85 and 0.85
+    assert (
+        "- `best.test-loss` averaged over tasks: 0.863 against fedavg's 0.850: does not beat "
+        "it (per seed: -0.100, +0.125; better on 1, worse on 1 of 2)." in lines
+    )
+    assert lines[-1] == "Target **not met** on seeds 0, 1 (2 of the 3 seeds the target is over)."
+    # one judged seed: the mean is the seed, no per-seed list
+    assert all("per seed" not in line for line in target_check(_summary(), _meta(RUNS_SEED0)))
+
+
 def test_readme_block_is_replaced_between_its_markers():
     text = "intro\n<!-- results:x -->\nold\n<!-- /results:x -->\nafter\n"
     assert replace_block(text, "x", "new") == (
