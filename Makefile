@@ -40,7 +40,7 @@ run: $(STAMP) $(FLWR_HOME)/config.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider --durations=30
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest
