@@ -141,15 +141,17 @@ def target_check(summary: Mapping[str, Any], meta: Mapping[str, Any] | None) -> 
         lines.append("- `best.test-loss` averaged over tasks: missing on a judged seed.")
         met = False
     else:  # per seed, the mean over tasks; then over seeds (the same mean of means)
-        ours, fedavg = (
+        ours_by_seed, fedavg_by_seed = (
             [sum(v) / len(v) for v in zip(*losses, strict=True)]
             for losses in (ours_losses, fedavg_losses)
         )
-        mine, other = sum(ours) / len(ours), sum(fedavg) / len(fedavg)
+        mine = sum(ours_by_seed) / len(ours_by_seed)
+        other = sum(fedavg_by_seed) / len(fedavg_by_seed)
         met &= mine < other
         lines.append(
             f"- `best.test-loss` averaged over tasks: {mine:.3f} against fedavg's {other:.3f}: "
-            f"{'beats it' if mine < other else 'does not beat it'}{_paired(ours, fedavg, True)}."
+            f"{'beats it' if mine < other else 'does not beat it'}"
+            f"{_paired(ours_by_seed, fedavg_by_seed, True)}."
         )
     verdict_line = "**met**" if met else "**not met**"
     return [
