@@ -38,12 +38,19 @@ alone:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from strategies.maths.averaging import Rows, as_rows
-from strategies.maths.reproducible import BLOCK_VALUES, aligned_copy, aligned_empty, is_aligned
+from strategies.maths.reproducible import (
+    BLOCK_VALUES,
+    aligned_copy,
+    aligned_empty,
+    is_aligned,
+    share_work,
+)
 
 DENSE_PER_PEER = 16  # dense product while K <= 16 (m + 1): see the module docstring
 COLUMNS = 64  # per block: fastest of 32-256 at K = 1000, m = 8 (K x 64 float32 stays in cache)
@@ -148,13 +155,26 @@ def _blocks(rows: Rows, dtype: np.dtype):
 
 
 def _dense_products(rows: Rows, dense: np.ndarray, out: np.ndarray) -> None:
-    """out = dense @ rows, one aligned K×K by K×c BLAS product per block."""
-    K = rows.shape[0]
-    product = aligned_empty(K * _block_width(*rows.shape), out.dtype)
-    for start, stop, block in _blocks(rows, out.dtype):
-        result = product[: K * (stop - start)].reshape(K, -1)
+    """out = dense @ rows, one aligned K×K by K×c BLAS product per block.
+
+    Blocks write disjoint columns of ``out``, so threads share them (``share_work``), each
+    reading and multiplying into aligned buffers of its own: the same product on the same
+    shapes and alignment whichever thread runs a block, so the same bits."""
+    K, D = rows.shape
+    width = _block_width(K, D)
+    buffers = threading.local()
+
+    def run(start: int) -> None:
+        if not hasattr(buffers, "block"):
+            buffers.block = aligned_empty(K * width, out.dtype)
+            buffers.product = aligned_empty(K * width, out.dtype)
+        stop = min(start + width, D)
+        block = rows.block(start, stop, buffers.block[: K * (stop - start)].reshape(K, -1))
+        result = buffers.product[: K * (stop - start)].reshape(K, -1)
         np.matmul(dense, block, out=result)
         out[:, start:stop] = result
+
+    share_work(run, range(0, D, width))
 
 
 def _gathered_products(

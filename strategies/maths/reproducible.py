@@ -12,6 +12,11 @@ differed by one float32 ulp). The aggregation maths therefore uses only two kind
   (``aligned_matmul``), for the few products whose cost rules out element-wise loops (the
   personalised mixtures, K²·D). The kernel OpenBLAS picks then depends on the shapes only.
 
+Independent pieces of such work (column chunks, groups of rows or modules, each writing only its
+own part of the output) may run on up to ``WORKERS`` threads (``share_work``): numpy releases
+the GIL in its copies, sorts, sums and products, and no piece's operations depend on which
+thread ran it, so the bits do not either.
+
 The row order itself is fixed by the strategies, which sort replies by client id
 (``strategies.ordering``) before any of this runs.
 """
@@ -19,13 +24,16 @@ The row order itself is fixed by the strategies, which sort replies by client id
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 ALIGNMENT = 64  # bytes: a cache line, and the widest SIMD load (AVX-512)
 CHUNK = 1 << 15  # columns per chunk: 32 768 float64 = 256 KiB, inside L2
 BLOCK_VALUES = 1 << 22  # values read per block of a K x D block source (16 MiB of float32)
+WORKERS = min(2, os.cpu_count() or 1)  # threads of ``share_work`` (this machine has 2 cores)
 
 
 def aligned_empty(shape: int | tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -55,6 +63,19 @@ def aligned_copy(array: np.ndarray, dtype: np.dtype | type | None = None) -> np.
     out = aligned_empty(array.shape, dtype)
     out[...] = array
     return out
+
+
+def share_work(run: Callable[[int], object], pieces: Iterable[int]) -> None:
+    """``run(piece)`` for every piece, on up to ``WORKERS`` threads; what a piece raised is
+    raised here. The pieces must be independent: each writes only its own part of the output."""
+    pieces = list(pieces)
+    workers = min(WORKERS, len(pieces))
+    if workers <= 1:
+        for piece in pieces:
+            run(piece)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="fedcolora-maths") as pool:
+        list(pool.map(run, pieces))  # list(): re-raise what a piece raised
 
 
 def aligned_matmul(

@@ -20,18 +20,15 @@ mean then sums its values in sorted order, whatever order the clients came in.
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from strategies.maths.averaging import ReplyUpdates
-from strategies.maths.reproducible import CHUNK, sum_of_squares
+from strategies.maths.reproducible import CHUNK, share_work, sum_of_squares
 
 Updates = np.ndarray | ReplyUpdates  # K×D: a matrix, or the replies minus what was sent
 _TRANSPOSE = 256  # columns per transposed piece: the K×256 source stays in L1/L2
-_WORKERS = min(2, os.cpu_count() or 1)  # threads sorting chunks (this machine has 2 cores)
 # Rows whose norm chunks are formed together: 8 × 32 768 float64 (2 MiB) stays in cache; 64 rows
 # (16 MiB) were 1.5x slower at K = 100.
 _NORM_ROWS = 8
@@ -121,9 +118,9 @@ def _trimmed_rows(chunk: np.ndarray, cut: int) -> np.ndarray:
 def _columnwise(deltas: Updates, scales: np.ndarray | None, reduce) -> np.ndarray:
     """``reduce`` (c×K -> c) applied to every column of the clipped K×D ``deltas``, by chunks.
 
-    Chunks are independent and numpy's sort releases the GIL, so up to ``_WORKERS`` threads
-    share them; each writes only its own columns of the result, so the bits never depend on
-    which thread ran which chunk."""
+    Chunks are independent and numpy's sort releases the GIL, so threads share them
+    (``reproducible.share_work``); each writes only its own columns of the result, so the
+    bits never depend on which thread ran which chunk."""
     D = deltas.shape[1]
     out = np.empty(D, dtype=deltas.dtype)
     step, buffers = _chunk_columns(deltas.shape[0]), _ChunkBuffers()
@@ -132,7 +129,7 @@ def _columnwise(deltas: Updates, scales: np.ndarray | None, reduce) -> np.ndarra
         stop = min(start + step, D)
         out[start:stop] = reduce(_clipped_chunk(deltas, scales, start, stop, buffers))
 
-    _share(run, range(0, D, step))
+    share_work(run, range(0, D, step))
     return out
 
 
@@ -167,8 +164,8 @@ def row_norms(deltas: Updates) -> np.ndarray:
         return np.sqrt([sum_of_squares(row) for row in deltas])
     # sum_of_squares' chunks, written from the replies for a group of rows at a time; numpy
     # sums each row of a 2-D block pairwise as it sums that row alone: the same bits. Groups
-    # are independent and numpy's copies and sums release the GIL, so up to ``_WORKERS``
-    # threads share them; each writes only its own rows' totals.
+    # are independent and numpy's copies and sums release the GIL, so threads share them
+    # (``share_work``); each writes only its own rows' totals.
     K, D = deltas.shape
     group = min(K, _NORM_ROWS)
     totals = np.zeros(K)
@@ -186,19 +183,8 @@ def row_norms(deltas: Updates) -> np.ndarray:
             part[...] = deltas.block(start, stop, block, rows)  # the exact float64 cast
             totals[rows] += np.sum(np.square(part, out=part), axis=1)
 
-    _share(run, range(0, K, group))
+    share_work(run, range(0, K, group))
     return np.sqrt(totals)
-
-
-def _share(run, starts: range) -> None:
-    """``run(start)`` for every start, on up to ``_WORKERS`` threads."""
-    workers = min(_WORKERS, len(starts))
-    if workers <= 1:
-        for start in starts:
-            run(start)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="robust") as pool:
-        list(pool.map(run, starts))  # list(): re-raise what a chunk raised
 
 
 def _clip_scales(deltas: Updates, clip_norm: float) -> tuple[np.ndarray, float, int]:

@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from strategies.maths import reproducible
 from strategies.maths.lora_products import lora_pairs
-from strategies.maths.reproducible import aligned_copy, aligned_empty
+from strategies.maths.reproducible import aligned_copy, aligned_empty, share_work
 
 MEASURES = ("product", "b", "factors")
 PROJECTION_WIDTH = 16  # m: columns of Ω per module (Y has Σ_l d_out·m ≈ D entries)
@@ -165,14 +166,22 @@ class UpdateMeasure:
         distinct: dict[int, int] = {}
         which = [distinct.setdefault(id(sent), len(distinct)) for sent in sents]
         unique = [sents[which.index(n)] for n in range(len(distinct))]
-        for indices in self._groups:
-            theta_parts = self._products(indices, thetas, "theta")
-            sent_parts = self._products(indices, unique, "sent")
-            for g, index in enumerate(indices):
-                start, stop = self._columns[index]
-                target = np.reshape(out[:, start:stop], theta_parts[g].shape, copy=False)
-                sent_part = sent_parts[g] if len(unique) == 1 else sent_parts[g][which]
-                np.subtract(theta_parts[g], sent_part, out=target)
+        # Groups write disjoint columns of ``out``, so threads share them: thread t takes every
+        # t-th group (each shape's groups are consecutive, so both get a like share) with
+        # workspaces of its own, aligned alike: the same BLAS calls on the same operands.
+        slots = min(reproducible.WORKERS, len(self._groups))
+
+        def run(slot: int) -> None:
+            for indices in self._groups[slot::slots]:
+                theta_parts = self._products(indices, thetas, f"theta-{slot}")
+                sent_parts = self._products(indices, unique, f"sent-{slot}")
+                for g, index in enumerate(indices):
+                    start, stop = self._columns[index]
+                    target = np.reshape(out[:, start:stop], theta_parts[g].shape, copy=False)
+                    sent_part = sent_parts[g] if len(unique) == 1 else sent_parts[g][which]
+                    np.subtract(theta_parts[g], sent_part, out=target)
+
+        share_work(run, range(slots))
         return out
 
     def _products(

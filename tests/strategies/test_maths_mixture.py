@@ -153,3 +153,20 @@ def test_reply_rows_refuse_a_reply_of_another_shape():
     states[1]["k01"] = np.zeros(4, np.float32)
     with pytest.raises(ValueError, match="reply 1 has shape"):
         ReplyRows(states, like, keys)
+
+
+def test_threads_sharing_the_dense_blocks_give_the_bits_of_one_thread(monkeypatch):
+    # 5 blocks of 128 columns (the last one 88 wide), read from replies, on 1 and on 2 threads.
+    monkeypatch.setattr(mixture, "BLOCK_VALUES", 9 * 128)
+    rng = np.random.default_rng(4)
+    thetas = rng.standard_normal((9, 600)).astype(np.float32)
+    W = rng.random((9, 9))
+    W /= W.sum(axis=1, keepdims=True)
+    sparse, mean = top_peers(W, 3), thetas.mean(axis=0)
+    states, like, keys = _as_replies(thetas, [37, 100, 263, 200])
+    got = {}
+    for workers in (1, 2):
+        monkeypatch.setattr("strategies.maths.reproducible.WORKERS", workers)
+        got[workers] = sparse_mixtures(ReplyRows(states, like, keys), sparse, mean, 0.6)
+    np.testing.assert_array_equal(got[2], got[1])
+    np.testing.assert_array_equal(got[1], sparse_mixtures(thetas, sparse, mean, 0.6))

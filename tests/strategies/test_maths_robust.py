@@ -158,9 +158,9 @@ def test_reply_updates_give_the_bits_of_the_update_matrix(monkeypatch, rule, cli
     monkeypatch.setattr("strategies.maths.robust._NORM_ROWS", 4)  # groups of 4 and 2 rows
     updates = ReplyUpdates(replies, sent, keys)
     np.testing.assert_array_equal(row_norms(updates), row_norms(matrix))
-    monkeypatch.setattr("strategies.maths.robust._WORKERS", 1)  # the matrix, on one thread
+    monkeypatch.setattr("strategies.maths.reproducible.WORKERS", 1)  # the matrix, on one thread
     expected = robust_aggregate(matrix, rule, 0.2, clip_norm)
-    monkeypatch.setattr("strategies.maths.robust._WORKERS", 2)  # chunks shared by 2 threads
+    monkeypatch.setattr("strategies.maths.reproducible.WORKERS", 2)  # chunks shared by 2 threads
     got = robust_aggregate(updates, rule, 0.2, clip_norm)
     assert got[1:] == expected[1:]
     np.testing.assert_array_equal(got[0], expected[0])

@@ -6,6 +6,7 @@ import pytest
 from strategies.maths.averaging import flatten_state
 from strategies.maths.similarity import cosine_matrix
 from strategies.maths.update_measures import (
+    GROUP,
     PROJECTION_WIDTH,
     UpdateMeasure,
     lora_modules,
@@ -166,3 +167,31 @@ def test_rows_at_once_give_the_bits_of_one_row_at_a_time(measure):
 
                 expected.append((product(theta) - product(sent)).ravel())
             np.testing.assert_allclose(one, np.concatenate(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_threads_sharing_the_module_groups_give_the_bits_of_one_thread(monkeypatch):
+    # Three shapes, one of them in 2 * GROUP + 1 modules (three groups of that shape), so each
+    # of two threads takes groups of several shapes and a part-filled group; personal sent
+    # adapters, as similarity-weighted sends from round 2 on.
+    rng = np.random.default_rng(5)
+    shapes = {}
+    for layer in range(2 * GROUP + 1):
+        shapes[f"m.layers.{layer:02d}.q_proj.lora_A.weight"] = (4, 48)
+        shapes[f"m.layers.{layer:02d}.q_proj.lora_B.weight"] = (32, 4)
+    for layer in range(3):
+        shapes[f"m.layers.{layer:02d}.up_proj.lora_A.weight"] = (4, 32)
+        shapes[f"m.layers.{layer:02d}.up_proj.lora_B.weight"] = (64, 4)
+        shapes[f"m.layers.{layer:02d}.v_proj.lora_A.weight"] = (4, 8)
+        shapes[f"m.layers.{layer:02d}.v_proj.lora_B.weight"] = (16, 4)
+    size = sum(int(np.prod(s)) for s in shapes.values())
+    thetas = rng.standard_normal((6, size)).astype(np.float32)
+    sents = [rng.standard_normal(size).astype(np.float32) for _ in range(6)]
+    rows = {}
+    for workers in (1, 2):
+        monkeypatch.setattr("strategies.maths.reproducible.WORKERS", workers)
+        measure = UpdateMeasure("product", shapes)
+        assert len(measure._groups) == 5  # q: 8 + 8 + 1, up: 3, v: 3
+        rows[workers] = measure.features_rows(
+            thetas, sents, np.empty((6, measure.size), np.float32)
+        )
+    np.testing.assert_array_equal(rows[2], rows[1])
