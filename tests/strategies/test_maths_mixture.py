@@ -127,6 +127,15 @@ def _as_replies(thetas: np.ndarray, widths: list[int]) -> tuple[list[dict], dict
     return states, states[0], keys
 
 
+def _round(seed: int, width: int, peers: int = 3):
+    """9 clients' float32 thetas of ``width`` values, top-``peers`` weights and their mean."""
+    rng = np.random.default_rng(seed)
+    thetas = rng.standard_normal((9, width)).astype(np.float32)
+    W = rng.random((9, 9))
+    W /= W.sum(axis=1, keepdims=True)
+    return thetas, top_peers(W, peers), thetas.mean(axis=0)
+
+
 @pytest.mark.parametrize("dense_per_peer", [0, 16])
 def test_mixtures_read_from_replies_give_the_bits_of_the_matrix(monkeypatch, dense_per_peer):
     """The replies' states are read in blocks (here 3 blocks of 128 columns that cut across
@@ -134,11 +143,7 @@ def test_mixtures_read_from_replies_give_the_bits_of_the_matrix(monkeypatch, den
     monkeypatch.setattr(mixture, "DENSE_PER_PEER", dense_per_peer)
     monkeypatch.setattr(mixture, "COLUMNS", 64)
     monkeypatch.setattr(mixture, "BLOCK_VALUES", 9 * 128)
-    rng = np.random.default_rng(2)
-    thetas = rng.standard_normal((9, 300)).astype(np.float32)
-    W = rng.random((9, 9))
-    W /= W.sum(axis=1, keepdims=True)
-    sparse, mean = top_peers(W, 3), thetas.mean(axis=0)
+    thetas, sparse, mean = _round(2, 300)
     states, like, keys = _as_replies(thetas, [37, 100, 63, 100])
     from_replies = sparse_mixtures(ReplyRows(states, like, keys), sparse, mean, 0.6)
     np.testing.assert_array_equal(from_replies, sparse_mixtures(thetas, sparse, mean, 0.6))
@@ -158,11 +163,7 @@ def test_reply_rows_refuse_a_reply_of_another_shape():
 def test_threads_sharing_the_dense_blocks_give_the_bits_of_one_thread(monkeypatch):
     # 5 blocks of 128 columns (the last one 88 wide), read from replies, on 1 and on 2 threads.
     monkeypatch.setattr(mixture, "BLOCK_VALUES", 9 * 128)
-    rng = np.random.default_rng(4)
-    thetas = rng.standard_normal((9, 600)).astype(np.float32)
-    W = rng.random((9, 9))
-    W /= W.sum(axis=1, keepdims=True)
-    sparse, mean = top_peers(W, 3), thetas.mean(axis=0)
+    thetas, sparse, mean = _round(4, 600)
     states, like, keys = _as_replies(thetas, [37, 100, 263, 200])
     got = {}
     for workers in (1, 2):
