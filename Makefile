@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-$(shell cat pyproject.toml scripts/setup.sh | cksum | cut -d' ' -f1)
 DATA_ROOT ?= $(abspath $(CURDIR)/../shared/data)
 OUTPUT_DIR ?= $(CURDIR)/runs
+# pytest-xdist workers of `make test`; each takes whole test files (tests/conftest.py orders them)
+TEST_WORKERS ?= 2
 RUN_CONFIG ?=
 FLWR_HOME ?= $(CURDIR)/.flwr
 export FLWR_HOME
@@ -40,7 +42,8 @@ run: $(STAMP) $(FLWR_HOME)/config.toml
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider --durations=30
+	$(BIN)/python -m pytest -m "slow or not slow" -p no:cacheprovider --durations=30 \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest

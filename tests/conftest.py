@@ -6,9 +6,33 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = (REPO.parent / "shared" / "data").resolve()
+
+# Property tests replay the same examples on every run, with no per-example time limit: a
+# deadline fails a test on a slow or busy machine, and fresh random examples would make a test's
+# outcome a matter of luck (tests that set their own ``@settings`` inherit both).
+settings.register_profile("fedcolora", derandomize=True, deadline=None, database=None)
+settings.load_profile("fedcolora")
+
+# `make test` runs two pytest-xdist workers that take whole modules (``--dist loadscope``, so a
+# module's fixtures are built once), in collection order. The longest modules, from
+# ``--durations`` on a 2-core machine, go first so that the two workers finish together
+# instead of one starting the deployment tests when the other is nearly done.
+LONGEST_FIRST = (
+    "tests/deployment/test_deployment.py",
+    "tests/e2e/test_strategies_e2e.py",
+    "tests/e2e/test_resume.py",
+    "tests/simulations/test_runner_smoke.py",
+    "tests/simulations/test_heldout_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 def pyproject_defaults() -> dict:

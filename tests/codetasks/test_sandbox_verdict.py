@@ -106,6 +106,9 @@ class AlwaysEqual:
     def __eq__(self, other):
         return True
 
+    def __repr__(self) -> str:  # no address: the test ids must be the same in every process
+        return "AlwaysEqual()"
+
 
 class SneakyInt(int):
     def __eq__(self, other):
