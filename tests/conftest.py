@@ -17,7 +17,7 @@ DATA_ROOT = (REPO.parent / "shared" / "data").resolve()
 settings.register_profile("fedcolora", derandomize=True, deadline=None, database=None)
 settings.load_profile("fedcolora")
 
-# `make test` runs two pytest-xdist workers that take whole modules (``--dist loadscope``, so a
+# `make test` runs two pytest-xdist workers that take whole files (``--dist loadfile``, so a
 # module's fixtures are built once), in collection order. The longest modules, from
 # ``--durations`` on a 2-core machine, go first so that the two workers finish together
 # instead of one starting the deployment tests when the other is nearly done.
