@@ -144,6 +144,12 @@ def _block_width(K: int, D: int) -> int:
     return min(D, max(COLUMNS, BLOCK_VALUES // max(K, 1) // COLUMNS * COLUMNS))
 
 
+def _leading(flat: np.ndarray, K: int, columns: int) -> np.ndarray:
+    """The first K·columns values of an aligned flat buffer as a C-contiguous K×columns view
+    (aligned too: it starts where the buffer does)."""
+    return flat[: K * columns].reshape(K, columns)
+
+
 def _blocks(rows: Rows, dtype: np.dtype):
     """(start, stop, the K×(stop − start) block, aligned and C-contiguous) over the columns."""
     K, D = rows.shape
@@ -151,7 +157,7 @@ def _blocks(rows: Rows, dtype: np.dtype):
     flat = aligned_empty(K * width, dtype)
     for start in range(0, D, width):
         stop = min(start + width, D)
-        yield start, stop, rows.block(start, stop, flat[: K * (stop - start)].reshape(K, -1))
+        yield start, stop, rows.block(start, stop, _leading(flat, K, stop - start))
 
 
 def _dense_products(rows: Rows, dense: np.ndarray, out: np.ndarray) -> None:
@@ -169,8 +175,8 @@ def _dense_products(rows: Rows, dense: np.ndarray, out: np.ndarray) -> None:
             buffers.block = aligned_empty(K * width, out.dtype)
             buffers.product = aligned_empty(K * width, out.dtype)
         stop = min(start + width, D)
-        block = rows.block(start, stop, buffers.block[: K * (stop - start)].reshape(K, -1))
-        result = buffers.product[: K * (stop - start)].reshape(K, -1)
+        block = rows.block(start, stop, _leading(buffers.block, K, stop - start))
+        result = _leading(buffers.product, K, stop - start)
         np.matmul(dense, block, out=result)
         out[:, start:stop] = result
 
