@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
+from colora.startup import collector_paused
 
-from client.compression import codec_mod
-from client.data import client_identity
-from client.privacy import local_dp_mod, secagg_mod
-from client.rounds import RoundPlan, evaluate_round, train_round
-from client.runtime import client_data, model_runtime
-from colora import contract as keys
-from colora.wire import to_record, to_torch
-from runconfig import parse_run_config
+with collector_paused():  # every message's process pays these imports (colora.startup)
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from client.compression import codec_mod
+    from client.data import client_identity
+    from client.privacy import local_dp_mod, secagg_mod
+    from client.rounds import RoundPlan, evaluate_round, train_round
+    from client.runtime import client_data, model_runtime
+    from colora import contract as keys
+    from colora.wire import to_record, to_torch
+    from runconfig import parse_run_config
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Flower's log shipping is noise here

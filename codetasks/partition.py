@@ -17,12 +17,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
-from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 
 from codetasks.examples import Example
+
+if TYPE_CHECKING:
+    import datasets
+    from flwr_datasets.partitioner import Partitioner
+
+# Flower Datasets and Hugging Face datasets are imported by the two schemes that use them, not
+# here: importing flwr_datasets pulls in its plotting stack (seaborn, scipy, matplotlib) and
+# datasets pulls in pandas and pyarrow, ~5 s of CPU in every ClientApp process, while the
+# default by-task scheme needs neither.
 
 SCHEMES: tuple[str, ...] = ("by-task", "dirichlet", "iid")
 ClientData = dict[str, list[Example]]
@@ -64,6 +72,8 @@ def partition_by_task(
 
 
 def _indices_dataset(examples: list[Example]) -> datasets.Dataset:
+    import datasets
+
     return datasets.Dataset.from_dict(
         {"index": list(range(len(examples))), "task": [e.task for e in examples]}
     )
@@ -81,6 +91,8 @@ def partition_dirichlet(
     examples_by_task: Mapping[str, Sequence[Example]], num_clients: int, seed: int, alpha: float
 ) -> list[ClientData]:
     """Per task, Dirichlet(α) proportions over clients; resampled until no client is empty."""
+    from flwr_datasets.partitioner import DirichletPartitioner
+
     examples = _flatten(examples_by_task)
     partitioner = DirichletPartitioner(
         num_partitions=num_clients,
@@ -107,6 +119,8 @@ def partition_iid(
     examples_by_task: Mapping[str, Sequence[Example]], num_clients: int, seed: int
 ) -> list[ClientData]:
     """All examples shuffled together, then cut into ``num_clients`` contiguous shards."""
+    from flwr_datasets.partitioner import IidPartitioner
+
     examples = _flatten(examples_by_task)
     # IidPartitioner shards contiguously without shuffling, so shuffle first.
     order = np.random.default_rng(seed).permutation(len(examples))

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from colora.startup import collector_paused
 
-from colora.adapter import attach_adapters, shared_state
-from colora.base_model import load_base_model, resolve_model_path
-from colora.export import save_adapter
-from colora.wire import to_torch
-from runconfig import RunConfig, parse_run_config
-from server.federation import run_federation
+with collector_paused():  # every run's ServerApp process pays these imports (colora.startup)
+    import numpy as np
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+
+    from colora.adapter import attach_adapters, shared_state
+    from colora.base_model import load_base_model, resolve_model_path
+    from colora.export import save_adapter
+    from colora.wire import to_torch
+    from runconfig import RunConfig, parse_run_config
+    from server.federation import run_federation
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # Flower's log shipping is noise here

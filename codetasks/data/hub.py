@@ -9,8 +9,6 @@ carry the fields :mod:`codetasks.data.records` accepts; ``"<id>:<config>"`` pick
 
 from __future__ import annotations
 
-import datasets
-
 from codetasks.data.records import examples_from_records
 from codetasks.examples import Example
 
@@ -54,6 +52,10 @@ def uid_prefix(hub_id: str, split: str) -> str:
 
 def load_hub(task: str, hub_id: str, split: str) -> list[Example]:
     """``task`` examples from the hub dataset ``hub_id`` (optionally ``"id:config"``)."""
+    # Imported here: datasets brings pandas and pyarrow (~2.5 s of CPU), which every process
+    # that only reads the offline files would pay.
+    import datasets
+
     name, config = parse_hub_source(hub_id)
     remote_split = hub_split(split)
     rows = datasets.load_dataset(name, config, split=remote_split)

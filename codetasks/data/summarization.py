@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import re
 import sysconfig
 import tokenize
@@ -84,12 +85,17 @@ def split_of(relative_path: str) -> str:
 def source_files(source_dir: Path) -> list[Path]:
     """The ``.py`` files to mine, sorted, skipping test and vendored-package directories."""
     files = []
-    for path in sorted(source_dir.rglob("*.py")):
-        parts = path.relative_to(source_dir).parts
-        if SKIP_DIRS.intersection(parts[:-1]) or parts[-1].startswith("test_"):
-            continue
-        files.append(path)
-    return files
+    for root, dirs, names in os.walk(source_dir):
+        # Pruned in place, so the walk never enters a skipped tree: the interpreter's
+        # site-packages alone can hold tens of thousands of files, and every ClientApp process
+        # lists the stdlib once to check the mining cache.
+        dirs[:] = [name for name in dirs if name not in SKIP_DIRS]
+        files += [
+            Path(root, name)
+            for name in names
+            if name.endswith(".py") and not name.startswith("test_")
+        ]
+    return sorted(files)
 
 
 def filter_reason(name: str, summary: str, code: str) -> str:

@@ -13,6 +13,7 @@ from codetasks.data.summarization import (
     filter_reason,
     load_summarization,
     mine_summarization_pairs,
+    source_files,
     split_of,
 )
 
@@ -115,6 +116,28 @@ def test_split_is_a_fixed_hash_of_the_module_path() -> None:
     assert {s: splits.count(s) for s in ("train", "valid", "test")} == pytest.approx(
         {"train": 800, "valid": 100, "test": 100}, abs=40
     )
+
+
+def test_source_files_skip_whole_trees_and_sort_like_paths(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    for relative in (
+        "a-b.py",  # '-' sorts before '/', but a/ is a directory: paths sort by their parts
+        "a/z.py",
+        "a/site-packages/vendored.py",
+        "a/deep/__pycache__/cached.py",
+        "a/deep/idle_test/t.py",
+        "a/deep/keep.py",
+        "a/test_unit.py",
+        "a/notes.txt",
+    ):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text("x = 1\n", encoding="utf-8")
+    (root / "a" / "pkg.py").mkdir()  # a directory named like a module is not a source file
+    assert source_files(root) == [
+        root / "a" / "deep" / "keep.py",
+        root / "a" / "z.py",
+        root / "a-b.py",
+    ]
 
 
 def test_mining_counts_and_dedup(tmp_path: Path) -> None:

@@ -12,3 +12,10 @@ TINY_RUN = {
     "train.batch-size": 2,
     "eval.every": 0,  # generation metrics have their own e2e test
 }
+
+# Ray sees one CPU, so one worker serves every simulated client in turn. Each worker imports
+# torch, transformers and PEFT and loads the model before its first message (~15 CPU-s), and
+# under `make test` both cores are already busy, so a second worker costs the suite CPU time
+# without shortening the test. For tests about what a run computes; two workers sharing a run
+# stay covered by test_colora_simulation, the fault tests and the runner's experiments.
+ONE_WORKER = {"num_cpus": 1}

@@ -10,14 +10,15 @@ import pytest
 
 from server.run_dir import read_metrics
 from simulations.engine import simulate
-from tests.e2e import TINY_RUN
+from tests.e2e import ONE_WORKER, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path, data_root, name, **comm):
     overrides = {**TINY_RUN, "output-dir": str(tmp_path), "run-name": name}
-    simulate({**overrides, "data.root": str(data_root), **comm}, num_supernodes=3)
+    overrides |= {"data.root": str(data_root), **comm}
+    simulate(overrides, num_supernodes=3, ray_init_args=ONE_WORKER)
     return read_metrics(tmp_path / name)
 
 

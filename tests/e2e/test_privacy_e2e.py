@@ -10,7 +10,7 @@ from runconfig.fields import ConfigError
 from server.central_dp import calibrate_noise_multiplier
 from server.run_dir import read_metrics
 from simulations.engine import simulate
-from tests.e2e import TINY_RUN
+from tests.e2e import ONE_WORKER, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,7 @@ def _run(tmp_path, data_root, name, **overrides):
         | {"output-dir": str(tmp_path), "run-name": name, "data.root": str(data_root)}
         | overrides,
         num_supernodes=3,
+        ray_init_args=ONE_WORKER,
     )
     return read_metrics(tmp_path / name)
 

@@ -20,6 +20,7 @@ import pytest
 from safetensors.torch import load_file
 
 from server.run_dir import read_metrics
+from tests.e2e import ONE_WORKER
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +48,10 @@ def _overrides(out: Path, name: str, data_root: Path, **extra) -> dict:
 def _launch(overrides: dict) -> subprocess.Popen:
     code = (
         "import json, sys; from simulations.engine import simulate; "
-        "simulate(json.loads(sys.argv[1]), num_supernodes=3)"
+        "simulate(json.loads(sys.argv[1]), num_supernodes=3, ray_init_args=json.loads(sys.argv[2]))"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, json.dumps(overrides)],
+        [sys.executable, "-c", code, json.dumps(overrides), json.dumps(ONE_WORKER)],
         cwd=Path(__file__).resolve().parents[2],
         start_new_session=True,
         stdout=subprocess.DEVNULL,

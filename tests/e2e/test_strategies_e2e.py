@@ -9,7 +9,7 @@ import pytest
 from server.run_dir import read_metrics
 from simulations.engine import simulate
 from strategies.registry import STRATEGIES
-from tests.e2e import TINY_RUN
+from tests.e2e import ONE_WORKER, TINY_RUN
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,7 @@ def test_strategy_runs_two_rounds_end_to_end(name, tmp_path, data_root):
             **VARIANTS.get(name, {}),
         },
         num_supernodes=3,
+        ray_init_args=ONE_WORKER,
     )
     rounds = read_metrics(tmp_path / name)
     assert [r["round"] for r in rounds] == [1, 2]
