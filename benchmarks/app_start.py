@@ -14,7 +14,7 @@ Trees alternate within each repeat (tree 1, tree 2, tree 1, ...), so a slow spel
 machine hits them alike. CPU seconds (user + system, of the child) are the figure to compare on a
 busy machine; wall seconds are printed too. One JSON line per tree, step and repeat.
 
-    .venv/bin/python benchmarks/app_start.py [--tree DIR ...] [--repeats 3]
+    .venv/bin/python benchmarks/app_start.py [--tree DIR ...] [--repeats 3] [--steps a,b]
 
 A tree is a checkout of this repository (``git worktree add /tmp/before <rev>``); the default is
 this one. Every tree runs with this checkout's interpreter.
@@ -85,10 +85,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tree", type=Path, action="append", help="a checkout (repeatable)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of: %(default)s")
     args = parser.parse_args()
+    steps = args.steps.split(",")
+    if unknown := set(steps) - set(STEPS):
+        parser.error(f"unknown steps {sorted(unknown)}; valid: {', '.join(STEPS)}")
     trees = [tree.resolve() for tree in args.tree or [REPO]]
     for repeat in range(args.repeats):
-        for step in STEPS:
+        for step in steps:
             for tree in trees:
                 print(json.dumps({"repeat": repeat, **measure(tree, step)}), flush=True)
 
