@@ -31,8 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from codetasks.loading import DEFAULT_DATA_ROOT
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO.parent / "shared" / "data"
 
 CLIENT_DATA = """
 import sys, time
@@ -65,7 +66,7 @@ def measure(tree: Path, step: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     before, start = _child_cpu(), time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", STEPS[step], str(DATA_ROOT)],
+        [sys.executable, "-c", STEPS[step], str(DEFAULT_DATA_ROOT)],
         cwd=tree,
         env=env,
         capture_output=True,
