@@ -4,9 +4,11 @@ Flower's deployment starts a ``flwr-clientapp`` process for every message a Supe
 its simulation engine a Ray worker per concurrent client, so this start-up is paid again and
 again (and by every end-to-end test). Three steps, each timed in a fresh interpreter:
 
-- ``import-client``: ``import client.client_app`` (torch, transformers, PEFT, bitsandbytes, Flower);
+- ``import-client``: ``import client.client_app`` (Flower and the mods; since the handlers load
+  lazily, what a process that never reaches the model pays: SecAgg+'s key stages, ``identify``);
 - ``import-server``: ``import server.server_app``;
-- ``client-data``: after that import, the tiny model and one simulated client's examples
+- ``client-data``: ``import client.client_app``, the handlers' imports (torch, transformers, PEFT,
+  bitsandbytes: ``client_app.load_handlers``), the tiny model and one simulated client's examples
   (``client.runtime.model_runtime`` and ``client_data``, 3 by-task partitions of the offline data),
   what a ClientApp process does before it trains.
 
@@ -38,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLIENT_DATA = """
 import sys, time
 import client.client_app
+# what the first train or evaluate message imports (older trees import it with the module)
+getattr(client.client_app, "load_handlers", lambda: None)()
 from client.runtime import client_data, model_runtime
 from runconfig import parse_run_config
 cfg = parse_run_config({

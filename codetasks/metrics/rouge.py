@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-
-from rouge_score import rouge_scorer
+from typing import TYPE_CHECKING
 
 from codetasks.metrics._pairs import check_pairs
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 
 def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -28,5 +30,9 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 @functools.cache
-def _scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+def _scorer() -> RougeScorer:
+    # Imported on first use: rouge-score pulls in nltk and scipy.stats (~1 CPU-s), and every
+    # ClientApp process imports this module while most never score a summary.
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], use_stemmer=False)

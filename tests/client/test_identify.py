@@ -35,8 +35,8 @@ def test_identify_answers_with_the_client_id_and_loads_nothing(
     def no_loading(*args, **kwargs):
         raise AssertionError("identify must not load the model or the data")
 
-    monkeypatch.setattr("client.client_app.model_runtime", no_loading)
-    monkeypatch.setattr("client.client_app.client_data", no_loading)
+    monkeypatch.setattr("client.handlers.model_runtime", no_loading)
+    monkeypatch.setattr("client.handlers.client_data", no_loading)
     reply = _ask(node_config, tmp_path)
     assert not reply.has_error()
     assert valid_client_id(reply) == client
