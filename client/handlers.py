@@ -19,7 +19,7 @@ from colora.wire import to_record, to_torch
 from runconfig import parse_run_config
 
 
-def node_config(context: Context, config) -> dict:
+def _node_config(context: Context, config) -> dict:
     """The node's config, or the pooled-data identity of the centralized baseline."""
     node = dict(context.node_config)
     if config.get(keys.POOLED_DATA, False) and "partition-id" in node:
@@ -32,7 +32,7 @@ def _setup(msg: Message, context: Context):
     cfg = parse_run_config(context.run_config)
     config = msg.content["config"]
     runtime = model_runtime(cfg)
-    data = client_data(cfg, node_config(context, config), runtime.tokenizer)
+    data = client_data(cfg, _node_config(context, config), runtime.tokenizer)
     arrays: ArrayRecord = msg.content["arrays"]
     merge = msg.content.array_records.get(keys.MERGE_RECORD, ArrayRecord())
     return cfg, runtime, data, to_torch(arrays), RoundPlan.from_config(config, to_torch(merge))
