@@ -207,25 +207,46 @@ def _header(meta: Mapping[str, Any], summary: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def curve_table(curves: Mapping[str, Mapping[str, float]], plot: str | None = None) -> list[str]:
+def seed_cells(meta: Mapping[str, Any]) -> dict[str, str]:
+    """Each label's scored seeds ("0, 1, 2"), from ``meta["per_seed"]``; empty when the meta
+    file predates it. Rows over different seeds are not comparable, so the tables say which."""
+    per_seed = meta.get("per_seed") or {}
+    return {label: ", ".join(sorted(runs, key=int)) for label, runs in per_seed.items()}
+
+
+def _row(label: str, seeds: Mapping[str, str], cells: list[str]) -> str:
+    lead = [label, seeds.get(label, "")] if seeds else [label]
+    return "| " + " | ".join([*lead, *cells]) + " |"
+
+
+def _head(columns: list[str], seeds: Mapping[str, str]) -> list[str]:
+    lead = ["strategy", "seeds"] if seeds else ["strategy"]
+    return ["| " + " | ".join([*lead, *columns]) + " |", "|---" * (len(lead) + len(columns)) + "|"]
+
+
+def curve_table(
+    curves: Mapping[str, Mapping[str, float]],
+    plot: str | None = None,
+    seeds: Mapping[str, str] | None = None,
+) -> list[str]:
     """Validation loss per round and strategy, the lowest of each row in bold; ``plot``: the
-    path of the curves' image, linked above the table."""
+    path of the curves' image, linked above the table; ``seeds``: :func:`seed_cells`."""
     rounds = sorted({int(r) for curve in curves.values() for r in curve})
     if not rounds:
         return []
+    seeds = seeds or {}
     image = [f"![validation loss per round, mean over tasks]({plot})", ""] if plot else []
     lines = [
         "Validation loss per round (mean over tasks and seeds; chooses each run's best round):",
         "",
         *image,
-        "| strategy | " + " | ".join(map(str, rounds)) + " |",
-        "|---" * (len(rounds) + 1) + "|",
+        *_head(list(map(str, rounds)), seeds),
     ]
     for label, curve in curves.items():
         low = min(curve.values())
         cells = ["" if str(r) not in curve else f"{curve[str(r)]:.3f}" for r in rounds]
         cells = [f"**{c}**" if c and float(c) == round(low, 3) else c for c in cells]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(_row(label, seeds, cells))
     return [*lines, ""]
 
 
@@ -233,14 +254,14 @@ def build_block(
     summary: Mapping[str, Any], meta: Mapping[str, Any], plot: str | None = None
 ) -> str:
     lower = set(summary["lower_is_better"])
-    lines = _header(meta, summary) + curve_table(meta.get("validation_loss", {}), plot)
+    seeds = seed_cells(meta)
+    lines = _header(meta, summary) + curve_table(meta.get("validation_loss", {}), plot, seeds)
     verdicts = []
     for task, labels in summary["tasks"].items():
         columns = task_columns(task, labels)
-        lines += [f"**{task}**", "", "| strategy | " + " | ".join(columns) + " |"]
-        lines.append("|---" * (len(columns) + 1) + "|")
+        lines += [f"**{task}**", "", *_head(columns, seeds)]
         for label, stats in labels.items():
-            lines.append(f"| {label} | " + " | ".join(_cell(stats.get(c)) for c in columns) + " |")
+            lines.append(_row(label, seeds, [_cell(stats.get(c)) for c in columns]))
         lines.append("")
         for metric in columns[:2]:  # the best round's loss and main metric
             verdicts.append(verdict(task, metric, labels, metric in lower))

@@ -96,7 +96,11 @@ def test_summary_has_exactly_the_issue_shape_and_hand_values(tmp_path):
         "host": {"cpus": 2, "platform": "Linux-x"},
     }
     block = build_block(summary, meta)
-    assert "| local-only | 2.000 | **1.600** | 2.600 |" in block
+    # each row says which seeds it averages: fedavg's seed 1 is not in its rows
+    assert "| strategy | seeds | 1 | 2 | 3 |" in block
+    assert "| local-only | 0, 1 | 2.000 | **1.600** | 2.600 |" in block
+    assert "| fedavg | 0 | " in block
+    assert "| strategy | seeds | best.test-loss | best.codebleu |" in block
 
 
 def test_readme_block_names_the_winner_and_compares_with_the_spread(tmp_path):
