@@ -63,6 +63,9 @@ class Scored:
     heldout: dict[str, dict[str, float]]  # task -> metric -> value
     wall_seconds: float = 0.0
     host: dict[str, Any] = field(default_factory=dict)
+    # each attempt's starting point: [0] ran unbroken, [0, 4] resumed after round 4; None when
+    # the record predates it. Says which runs crossed a restart, for an audit of resume effects.
+    resumed_after: list[int] | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -75,6 +78,7 @@ class Scored:
             "heldout": self.heldout,
             "wall_seconds": self.wall_seconds,
             "host": self.host,
+            **({} if self.resumed_after is None else {"resumed_after": self.resumed_after}),
         }
 
 
@@ -94,9 +98,24 @@ def from_runs(runs: Iterable[RunResult]) -> list[Scored]:
                 _reported(found),
                 run.summary_value("wall_seconds") or 0.0,
                 dict(run.summary.get("host") or {}),
+                _resumed_after(run.summary.get("attempts")),
             )
         )
     return out
+
+
+def _resumed_after(attempts: Any) -> list[int] | None:
+    """Each attempt's ``resumed_after_round`` from a run summary; None when it has none."""
+    if not isinstance(attempts, list) or not attempts:
+        return None
+    found = [a.get("resumed_after_round") if isinstance(a, Mapping) else None for a in attempts]
+    return found if _round_list(found) else None
+
+
+def _round_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in value
+    )
 
 
 def _number(value: Any, where: str) -> float:
@@ -147,6 +166,7 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
                     heldout,
                     0.0 if wall is None else _number(wall, f"{where}.wall_seconds"),
                     dict(entry.get("host") or {}),
+                    _resumed_record(entry.get("resumed_after"), where),
                 )
             )
     if no_wall:
@@ -159,6 +179,14 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
             for s in out
         ]
     return out
+
+
+def _resumed_record(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if not _round_list(value):
+        raise ValueError(f"{where}.resumed_after: expected a list of round numbers, got {value!r}")
+    return list(value)
 
 
 def merge(committed: Iterable[Scored], fresh: Iterable[Scored]) -> list[Scored]:

@@ -384,6 +384,8 @@ def test_records_from_before_per_run_walls_share_the_recorded_total():
         ({"fedavg": {"0": {"validation_loss": {"1": "x"}}}}, "per_seed.fedavg.0.validation_loss.1"),
         ({"fedavg": {"0": {"heldout": {"t": {"m": None}}}}}, "per_seed.fedavg.0.heldout.t.m"),
         ({"fedavg": {"0": {"wall_seconds": True}}}, "per_seed.fedavg.0.wall_seconds"),
+        ({"fedavg": {"0": {"resumed_after": [0, -1]}}}, "per_seed.fedavg.0.resumed_after"),
+        ({"fedavg": {"0": {"resumed_after": "4"}}}, "per_seed.fedavg.0.resumed_after"),
     ],
 )
 def test_a_malformed_committed_record_is_refused_naming_it_and_nothing_is_written(
@@ -397,3 +399,21 @@ def test_a_malformed_committed_record_is_refused_naming_it_and_nothing_is_writte
         write_summary("collab", from_runs(load_runs(_tree(tmp_path))), (), results)
     assert sorted(p.name for p in results.iterdir()) == ["collab.meta.json"]
     assert json.loads(meta.read_text()) == {"per_seed": per_seed}
+
+
+def test_the_record_says_which_runs_crossed_a_restart(tmp_path):
+    exp_dir = _tree(tmp_path)
+    summary_file = exp_dir / "runs" / "dual-seed1" / "run_summary.json"
+    attempts = [{"resumed_after_round": 0}, {"resumed_after_round": 2}]
+    summary_file.write_text(
+        json.dumps({**json.loads(summary_file.read_text()), "attempts": attempts})
+    )
+    bad = exp_dir / "runs" / "dual-seed0" / "run_summary.json"  # an attempt without its round
+    bad.write_text(json.dumps({"attempts": [{"resumed_after_round": 0}, {}]}))
+    scored = {s.key: s for s in from_runs(load_runs(exp_dir))}
+    assert scored["dual", 1].record()["resumed_after"] == [0, 2]
+    assert "resumed_after" not in scored["dual", 0].record()  # unknown, not guessed
+    assert "resumed_after" not in scored["local-only", 0].record()  # no attempts recorded
+    # through the committed meta file and back
+    meta = {"per_seed": {"dual": {"1": scored["dual", 1].record()}}}
+    assert from_meta(json.loads(json.dumps(meta)))[0].resumed_after == [0, 2]
