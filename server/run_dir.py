@@ -73,11 +73,12 @@ def _parse_line(line: str) -> dict[str, Any] | None:
         record = json.loads(line)
     except ValueError:
         return None
-    ok = isinstance(record, dict) and _is_round(record.get("round"))
+    ok = isinstance(record, dict) and is_round(record.get("round"))
     return record if ok else None
 
 
-def _is_round(value: Any) -> bool:
+def is_round(value: Any) -> bool:
+    """A round number as stored: an int >= 0, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -134,7 +135,7 @@ def _meta(path: Path, max_round: int | None) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{path}: unreadable or truncated JSON ({error})") from None
-    if not isinstance(meta, dict) or not _is_round(meta.get("round")):
+    if not isinstance(meta, dict) or not is_round(meta.get("round")):
         raise CheckpointError(f"{path}: 'round' must be an integer >= 0")
     if max_round is not None and meta["round"] > max_round:
         raise CheckpointError(f"{path}: round {meta['round']} is beyond the run's {max_round}")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from server.run_dir import is_round
 from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
 from simulations.results import RunResult, mean_std
 
@@ -113,9 +114,7 @@ def _resumed_after(attempts: Any) -> list[int] | None:
 
 
 def _round_list(value: Any) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in value
-    )
+    return isinstance(value, list) and all(map(is_round, value))
 
 
 def _number(value: Any, where: str) -> float:
