@@ -8,6 +8,7 @@ python -m codetasks mine-summaries [--source-dir DIR]
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,12 +58,18 @@ def run_partition(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand and print its result."""
+    """Run one subcommand and print its result; bad data or arguments print one line and
+    exit 2."""
     args = build_parser().parse_args(argv)
-    if args.command == "partition":
-        print(run_partition(args))
-    else:
-        print(mine_summarization_pairs(args.source_dir, cache=not args.no_cache).report())
+    try:
+        if args.command == "partition":
+            print(run_partition(args))
+        else:
+            print(mine_summarization_pairs(args.source_dir, cache=not args.no_cache).report())
+    # DataError is a ValueError; OSError covers a missing or unreadable source directory.
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -93,6 +93,9 @@ def partition_dirichlet(
     """Per task, Dirichlet(α) proportions over clients; resampled until no client is empty."""
     from flwr_datasets.partitioner import DirichletPartitioner
 
+    if not alpha > 0:  # also NaN, which Flower would turn into empty draws
+        raise ValueError(f"dirichlet alpha must be a positive number, got {alpha}")
+
     examples = _flatten(examples_by_task)
     partitioner = DirichletPartitioner(
         num_partitions=num_clients,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,11 +91,31 @@ def load_benchmark(
     return task, split, load_task(task, split, data_root=data_root, source=source, limit=limit)
 
 
+def report_path(
+    out: Path | None, name: str, split: str, *, data_root: Path, overwrite: bool = False
+) -> Path:
+    """Where the report goes, ``out`` or ``eval-<benchmark>-<split>.json``, checked before the
+    evaluation (minutes to hours) so that a bad path costs nothing: never a directory, never
+    inside the data root, and never an existing file unless ``overwrite``."""
+    path = out or Path(f"eval-{name}-{split}.json")
+    if path.is_dir():
+        raise IsADirectoryError(f"report path {path} is a directory; name a file")
+    if path.resolve().is_relative_to(data_root.resolve()):
+        raise ValueError(
+            f"report path {path} is inside the data root {data_root}; write it elsewhere"
+        )
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"report {path} exists; pass --overwrite to replace it")
+    return path
+
+
 def run_evaluate(args) -> tuple[EvalReport, Path]:
     """The ``evaluate`` subcommand: resolve, load, evaluate, and write the JSON report."""
     task, split, examples = load_benchmark(
         args.benchmark, args.task, args.split, data_root=args.data_root, limit=args.limit
     )
+    name = Path(args.benchmark).stem if args.benchmark.endswith(".jsonl") else args.benchmark
+    out = report_path(args.out, name, split, data_root=args.data_root, overwrite=args.overwrite)
     choice = resolve_model(
         args.model, base_model=args.base_model, quantization=args.quantization,
         client=args.client, shared=args.shared,
@@ -109,13 +130,11 @@ def run_evaluate(args) -> tuple[EvalReport, Path]:
         timeout_s=args.timeout, progress=not args.no_progress,
     )  # fmt: skip
     report = evaluate_model(model, tokenizer, examples, task, settings)
-    name = Path(args.benchmark).stem if args.benchmark.endswith(".jsonl") else args.benchmark
     report = dataclasses.replace(
         report, model=choice.label, benchmark=name, split=split, limit=args.limit,
         settings=report.settings | {"base_model": choice.base.source,
                                     "quantization": choice.base.quantization},
     )  # fmt: skip
-    out = args.out or Path(f"eval-{name}-{split}.json")
     return report, report.save(out)
 
 
@@ -149,6 +168,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-quality", action="store_true", help="skip pylint/flake8/lizard")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     ev.add_argument("--out", type=Path, default=None, help="report path (JSON)")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
 
 def evaluate_summary(report: EvalReport, path: Path) -> str:
@@ -162,9 +182,14 @@ def evaluate_summary(report: EvalReport, path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Evaluate and print a summary of the report."""
+    """Evaluate and print a summary of the report; bad input prints one line and exits 2."""
     args = build_parser().parse_args(argv)
-    print(evaluate_summary(*run_evaluate(args)))
+    try:
+        print(evaluate_summary(*run_evaluate(args)))
+    # Bad data (DataError is a ValueError), a bad model or report path: one line, no traceback.
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codetasks.data.records import DataError, decode_line, examples_from_records
+from codetasks.data.records import (
+    DataError,
+    confined,
+    decode_line,
+    examples_from_records,
+    read_data_file,
+)
 from codetasks.examples import Example
 
 CODEXGLUE_DIR = "codexglue-java-cs"
@@ -18,13 +24,14 @@ CODEXGLUE_HUB_ID = "google/code_x_glue_cc_code_to_code_trans"
 SPLITS = ("train", "valid", "test")
 
 
-def read_lines(path: Path) -> list[str]:
+def read_lines(path: Path, hint: str = "") -> list[str]:
     """The lines of ``path``, split on ``\\n`` only.
 
     ``str.splitlines`` would also split on U+2028 and form feeds inside code, which shifts the
-    Java/C# pairing. Invalid UTF-8 is a :class:`DataError` naming the file and line.
+    Java/C# pairing. A missing or unreadable file or invalid UTF-8 is a :class:`DataError`
+    naming the file (and line).
     """
-    lines = path.read_bytes().split(b"\n")  # UTF-8 never holds 0x0A inside a character
+    lines = read_data_file(path, hint).split(b"\n")  # UTF-8 never holds 0x0A inside a character
     if lines and lines[-1] == b"":
         lines.pop()
     return [decode_line(line, path, number).rstrip("\r") for number, line in
@@ -33,13 +40,8 @@ def read_lines(path: Path) -> list[str]:
 
 def pair_files(java_path: Path, cs_path: Path) -> list[dict[str, str]]:
     """``{"java", "cs"}`` records from two parallel line files; their line counts must match."""
-    for path in (java_path, cs_path):
-        if not path.is_file():
-            raise DataError(
-                f"{path} does not exist; load this split from the hub with "
-                f"source={CODEXGLUE_HUB_ID!r}"
-            )
-    java, cs = read_lines(java_path), read_lines(cs_path)
+    hint = f"; load this split from the hub with source={CODEXGLUE_HUB_ID!r}"
+    java, cs = read_lines(java_path, hint), read_lines(cs_path, hint)
     if len(java) != len(cs):
         raise DataError(
             f"line counts differ: {java_path} has {len(java)} lines, {cs_path} has {len(cs)}"
@@ -51,8 +53,10 @@ def load_codexglue_java_cs(split: str, root: Path) -> list[Example]:
     """CodeXGLUE Java→C# ``split`` (train/valid/test) from ``<root>/codexglue-java-cs``."""
     if split not in SPLITS:
         raise ValueError(f"unknown CodeXGLUE split {split!r}; valid: {', '.join(SPLITS)}")
-    stem = root / CODEXGLUE_DIR / f"{split}.java-cs.txt"
-    java_path, cs_path = stem.with_name(stem.name + ".java"), stem.with_name(stem.name + ".cs")
+    folder = root / CODEXGLUE_DIR
+    java_path, cs_path = (
+        confined(folder / f"{split}.java-cs.txt{ext}", folder) for ext in (".java", ".cs")
+    )
     records = pair_files(java_path, cs_path)
     return examples_from_records(
         "translation", records, prefix=f"{CODEXGLUE_DIR}/{split}", origin=str(java_path)

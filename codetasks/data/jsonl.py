@@ -13,27 +13,40 @@ import json
 from pathlib import Path
 from typing import Any
 
-from codetasks.data.records import DataError, decode_line, examples_from_numbered
+from codetasks.data.records import DataError, decode_line, examples_from_numbered, read_data_file
 from codetasks.examples import Example
 
 __all__ = ["DataError", "load_jsonl", "read_jsonl"]
 
 
+def parse_json_line(line: str, path: Path, number: int) -> Any:
+    """Line ``number`` of ``path`` parsed as JSON; anything ``json`` rejects is a
+    :class:`DataError` naming the file and line.
+
+    Beyond syntax errors, ``json`` raises ``ValueError`` for an integer of more than 4,300
+    digits and ``RecursionError`` for deep nesting (``[[[[…``): hostile lines, not bugs.
+    """
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        reason = error.msg
+    except ValueError as error:
+        reason = str(error).split(":", 1)[0]  # drop the advice to raise the interpreter's limit
+    except RecursionError:
+        reason = "nested too deeply"
+    raise DataError(f"{path}:{number}: malformed JSON: {reason}")
+
+
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """``(line number, parsed value)`` for each non-blank line of ``path``; invalid UTF-8 or
-    JSON is a :class:`DataError` naming the file and line."""
-    if not path.is_file():
-        raise DataError(f"{path} does not exist")
+    """``(line number, parsed value)`` for each non-blank line of ``path``; a missing or
+    unreadable file, invalid UTF-8 or JSON is a :class:`DataError` naming the file and line."""
     rows = []
-    with path.open("rb") as raw_lines:  # decoded line by line, so errors can name the line
-        for number, raw in enumerate(raw_lines, start=1):
-            line = decode_line(raw, path, number)
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: malformed JSON: {error.msg}") from error
+    # Split on b"\n" only, as a binary file iterates, and decoded line by line so that errors
+    # can name the line.
+    for number, raw in enumerate(read_data_file(path).split(b"\n"), start=1):
+        line = decode_line(raw, path, number)
+        if line.strip():
+            rows.append((number, parse_json_line(line, path, number)))
     return rows
 
 

@@ -12,7 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from codetasks.data.jsonl import read_jsonl
-from codetasks.data.records import DataError, Record, examples_from_numbered, examples_from_records
+from codetasks.data.records import (
+    DataError,
+    Record,
+    confined,
+    examples_from_numbered,
+    examples_from_records,
+)
 from codetasks.examples import Example
 
 MBPP_DIR = "mbpp-sanitized"
@@ -41,8 +47,8 @@ def mbpp_path(split: str, root: Path) -> Path:
 
 def load_mbpp(split: str, root: Path) -> list[Example]:
     """MBPP-sanitized ``split`` (train/valid/test/prompt) from ``<root>/mbpp-sanitized``."""
-    path = mbpp_path(split, root)
-    if not path.is_file():
+    path = confined(mbpp_path(split, root), root / MBPP_DIR)
+    if not path.exists():
         raise DataError(
             f"MBPP split {split!r} is not available offline: {path} does not exist. "
             f"Load it from the hub with source={MBPP_HUB_ID!r} (config 'sanitized'), "

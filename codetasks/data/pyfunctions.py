@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+# What ast raises on source it cannot take: syntax errors, NUL bytes (ValueError), and deep
+# nesting (``x = ----…1``), which overflows the parser's stack (MemoryError) or the recursion
+# of ast.unparse and of our own walk (RecursionError). Dataset code is untrusted input.
+UNPARSABLE = (SyntaxError, ValueError, RecursionError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -110,18 +114,18 @@ def strip_docstring(code: str) -> str:
     """
     try:
         tree = ast.parse(code)
-    except SyntaxError:
+        functions = [n for n in tree.body if isinstance(n, _FunctionNode)]
+        if len(functions) != 1 or _docstring_node(functions[0]) is None:
+            return code
+        return code_without_docstring(code.splitlines(), functions[0])
+    except UNPARSABLE:
         return code
-    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-    if len(functions) != 1 or _docstring_node(functions[0]) is None:
-        return code
-    return code_without_docstring(code.splitlines(), functions[0])
 
 
 def _called_names(test: str) -> list[str]:
     try:
         tree = ast.parse(test)
-    except SyntaxError:
+    except UNPARSABLE:
         return []
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     calls.sort(key=lambda n: (n.lineno, n.col_offset))
@@ -138,7 +142,7 @@ def guess_entry_point(code: str, tests: tuple[str, ...] | list[str]) -> str:
             for n in ast.parse(code).body
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
         ]
-    except SyntaxError:
+    except UNPARSABLE:
         return ""
     called = _called_names(tests[0]) if tests else []
     for name in called:

@@ -10,6 +10,7 @@ One converter per task accepts the field names of the public dataset it follows 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from codetasks.data.pyfunctions import guess_entry_point, strip_docstring
@@ -25,15 +26,44 @@ class DataError(ValueError):
 
 def decode_line(raw: bytes, path: object, number: int) -> str:
     """Line ``number`` (1-based) of ``path`` as text; invalid UTF-8 is a :class:`DataError`
-    that names the file, the line and the byte column."""
+    that names the file, the line and the byte column.
+
+    A byte order mark opening line 1 is dropped: editors on Windows write one, and kept it
+    would become an invisible first character of the first record.
+    """
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         byte = raw[error.start : error.start + 1].hex()
         raise DataError(
             f"{path}:{number}: not valid UTF-8 ({error.reason}: byte 0x{byte} "
             f"at column {error.start + 1})"
         ) from None
+    return text.removeprefix("\ufeff") if number == 1 else text
+
+
+def read_data_file(path: Path, hint: str = "") -> bytes:
+    """The bytes of ``path``; a missing path, a directory or an unreadable file is a
+    :class:`DataError` that names it (``hint`` is appended, e.g. where else to load from)."""
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise DataError(f"{path} {what}{hint}")
+    try:
+        return path.read_bytes()
+    except OSError as error:  # unreadable (permissions), or an I/O error while reading
+        raise DataError(f"{path}: cannot read ({error.strerror or error}){hint}") from None
+
+
+def confined(path: Path, directory: Path) -> Path:
+    """``path``, which must resolve inside ``directory``: a symlink out of a dataset folder
+    would feed an arbitrary host file (``/etc/passwd``, a key) into training as data."""
+    target, folder = path.resolve(), directory.resolve()
+    if not target.is_relative_to(folder):
+        raise DataError(
+            f"{path} links to {target}, outside the dataset folder {folder}; "
+            "copy the file into the folder instead"
+        )
+    return path
 
 
 def _type_name(value: object) -> str:
@@ -96,7 +126,9 @@ def generation_example(record: Record, where: str, uid: str) -> Example:
         )
     code = require_str(record, ("code",), where)
     tests = require_str_list(record, "test_list", where)
-    setup = require_str(record, ("test_setup_code",), where) if "test_setup_code" in record else ""
+    # null, like an absent field, means no setup (as everywhere in require_str)
+    has_setup = record.get("test_setup_code") is not None
+    setup = require_str(record, ("test_setup_code",), where) if has_setup else ""
     meta = {"entry_point": guess_entry_point(code, tests)}
     if "task_id" in record:
         meta["task_id"] = str(record["task_id"])
@@ -119,7 +151,13 @@ def translation_example(record: Record, where: str, uid: str) -> Example:
         source, target = (require_str(record, (k,), where) for k in ("source", "target"))
     else:
         raise DataError(f"{where}: missing field 'java' (or 'source' with 'target')")
-    return Example(task="translation", uid=uid, source=source.strip(), target=target.strip())
+    source, target = source.strip(), target.strip()
+    # A blank line in a parallel file gives an empty pair: nothing to translate, or a
+    # reference that teaches the model to answer with nothing.
+    for name, text in (("source", source), ("target", target)):
+        if not text:
+            raise DataError(f"{where}: empty {name}")
+    return Example(task="translation", uid=uid, source=source, target=target)
 
 
 def summarization_example(record: Record, where: str, uid: str) -> Example:

@@ -23,11 +23,16 @@ import re
 import sysconfig
 import tokenize
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from codetasks.data import summary_cache
-from codetasks.data.pyfunctions import DocumentedFunction, documented_function, iter_functions
+from codetasks.data.pyfunctions import (
+    UNPARSABLE,
+    DocumentedFunction,
+    documented_function,
+    iter_functions,
+)
 from codetasks.examples import Example
 from codetasks.prompts import first_sentence
 
@@ -82,8 +87,16 @@ def split_of(relative_path: str) -> str:
     return "train" if bucket < 80 else "valid" if bucket < 90 else "test"
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is a regular file within the resolved ``root`` after symlinks: a
+    dangling link cannot be read, and one out of the tree would mine an arbitrary host file
+    (the walk already does not follow directory links)."""
+    return path.is_file() and path.resolve().is_relative_to(root)
+
+
 def source_files(source_dir: Path) -> list[Path]:
-    """The ``.py`` files to mine, sorted, skipping test and vendored-package directories."""
+    """The ``.py`` files to mine, sorted, skipping test and vendored-package directories and
+    files that are not regular files within ``source_dir``."""
     files = []
     for root, dirs, names in os.walk(source_dir):
         # Pruned in place, so the walk never enters a skipped tree: the interpreter's
@@ -95,7 +108,8 @@ def source_files(source_dir: Path) -> list[Path]:
             for name in names
             if name.endswith(".py") and not name.startswith("test_")
         ]
-    return sorted(files)
+    root = source_dir.resolve()
+    return sorted(path for path in files if _inside(path, root))
 
 
 def filter_reason(name: str, summary: str, code: str) -> str:
@@ -113,13 +127,22 @@ def filter_reason(name: str, summary: str, code: str) -> str:
     return ""
 
 
-def _parse(path: Path) -> tuple[list[str], ast.Module] | None:
+def _parse(path: Path) -> tuple[int, list[DocumentedFunction]] | None:
+    """(functions seen, documented functions) of the file ``path``, or ``None`` when it cannot
+    be read, decoded or parsed — it is then counted as scanned but not parsed.
+
+    Everything that touches the tree is inside the ``try``: a deeply nested expression can pass
+    the parser and still exhaust the recursion of the walk or of ``ast.unparse``.
+    """
     try:
         with tokenize.open(path) as handle:  # honours PEP 263 coding cookies
             source = handle.read()
-        return source.splitlines(), ast.parse(source, filename=str(path))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
+        lines, tree = source.splitlines(), ast.parse(source, filename=str(path))
+        functions = list(iter_functions(tree))
+        documented = [documented_function(lines, name, node) for name, node in functions]
+    except (OSError, UnicodeDecodeError, *UNPARSABLE):
         return None
+    return len(functions), [found for found in documented if found is not None]
 
 
 class _Miner:
@@ -131,12 +154,10 @@ class _Miner:
         self.seen_code: set[str] = set()
         self.seen_pairs: set[tuple[str, str]] = set()
 
-    def add_file(self, relative: str, lines: list[str], tree: ast.Module) -> None:
-        for qualname, node in iter_functions(tree):
-            self.result.functions_seen += 1
-            found = documented_function(lines, qualname, node)
-            if found is not None:
-                self.add_function(relative, found)
+    def add_file(self, relative: str, seen: int, documented: list[DocumentedFunction]) -> None:
+        self.result.functions_seen += seen
+        for found in documented:
+            self.add_function(relative, found)
 
     def add_function(self, relative: str, function: DocumentedFunction) -> None:
         self.result.documented += 1
@@ -172,6 +193,21 @@ def mine_uncached(source_dir: Path) -> MiningResult:
     return miner.result
 
 
+def _cached_result(path: Path) -> MiningResult | None:
+    """The :class:`MiningResult` cached at ``path``, or ``None`` when there is none or the file
+    is not one (unknown or missing fields, other splits, ill-typed counts): it is mined again."""
+    cached = summary_cache.read(path)
+    names = {each.name for each in fields(MiningResult)}
+    if cached is None or set(cached) != names or set(cached["splits"]) != set(SPLITS):
+        return None  # the counts have defaults, so a missing one would silently read as 0
+    try:
+        result = MiningResult(**cached)
+        result.report()  # formats every count, so an ill-typed one fails here
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return result
+
+
 def mine_summarization_pairs(source_dir: Path | None = None, *, cache: bool = True) -> MiningResult:
     """Mine (function, summary) pairs from ``source_dir`` (default: the stdlib), using the
     on-disk cache under ``${FEDCOLORA_CACHE:-~/.cache/fedcolora}/summarization/``."""
@@ -181,9 +217,9 @@ def mine_summarization_pairs(source_dir: Path | None = None, *, cache: bool = Tr
     if not cache:
         return mine_uncached(source_dir)
     path = summary_cache.cache_path(source_dir, source_files(source_dir))
-    cached = summary_cache.read(path)
+    cached = _cached_result(path)
     if cached is not None:
-        return MiningResult(**cached)
+        return cached
     result = mine_uncached(source_dir)
     summary_cache.write(path, result)
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from codetasks.examples import Example
+
+log = logging.getLogger(__name__)
 
 # Bump when the mining rules change, so that old caches are ignored.
 MINER_VERSION = "1"
@@ -51,16 +54,26 @@ def read(path: Path) -> dict[str, Any] | None:
             split: [_example_from_json(row) for row in rows]
             for split, rows in payload["splits"].items()
         }
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # a missing or corrupt cache is simply mined again
     return payload | {"splits": splits}
 
 
 def write(path: Path, result: Any) -> None:
-    """Store a :class:`MiningResult` atomically (a reader never sees a half-written file)."""
+    """Store a :class:`MiningResult` atomically (a reader never sees a half-written file).
+
+    A cache that cannot be written (``FEDCOLORA_CACHE`` names a file, a read-only or full disk)
+    only costs mining again next time, so it is a warning, not the end of the run.
+    """
     payload = dataclasses.asdict(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(payload, out)
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(payload, out)
+        os.replace(tmp, path)
+    except OSError as error:
+        log.warning("summarization cache not written to %s: %s", path, error)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)

@@ -78,3 +78,17 @@ def test_entry_point_is_the_defined_function_the_first_test_calls() -> None:
     assert guess_entry_point(code, []) == "main_fn"
     assert guess_entry_point("class A: pass", ["assert A()"]) == ""
     assert guess_entry_point("def broken(:", ["assert broken()"]) == ""
+
+
+def test_a_split_linked_out_of_the_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "mbpp-sanitized").mkdir()
+    link = tmp_path / "mbpp-sanitized" / "validation.jsonl"
+    link.symlink_to("/etc/passwd")
+    with pytest.raises(DataError, match=rf"^{link} links to /etc/passwd, outside the dataset"):
+        load_mbpp("valid", tmp_path)
+
+
+def test_a_directory_in_place_of_a_split_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "mbpp-sanitized" / "train.jsonl").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"train\.jsonl is not a regular file$"):
+        load_mbpp("train", tmp_path)

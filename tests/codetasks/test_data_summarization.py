@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,80 @@ def test_stdlib_mining_yields_thousands_of_pairs() -> None:
     assert min(len(result.splits[s]) for s in ("train", "valid", "test")) > 100
     codes = [e.source for split in result.splits.values() for e in split]
     assert len(set(codes)) == len(codes)
+
+
+GOOD = '''\
+def add_numbers(a, b):
+    """Add two numbers together please."""
+    c = a + b
+    return c
+'''
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "x = " + "-" * 100_000 + "1\n",  # overflows the parser's stack: MemoryError
+        "x = " + "not " * 2900 + "1\n",  # parses, then exhausts the walk's recursion
+        "x = 1" + "+1" * 20_000 + "\n",  # RecursionError while building the tree
+        'def g():\n    "Doc."; return ' + "-" * 900 + "1\n",  # ast.unparse recursion
+        "x = 1\x00\n",
+    ],
+)
+def test_hostile_files_count_as_unparsed(tmp_path: Path, hostile: str) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "good.py").write_text(GOOD)
+    (tmp_path / "src" / "hostile.py").write_text(GOOD + hostile)
+    result = mine_summarization_pairs(tmp_path / "src", cache=False)
+    assert (result.files_scanned, result.files_parsed, result.kept) == (2, 1, 1)
+
+
+def test_links_that_dangle_or_leave_the_tree_and_odd_entries_are_not_mined(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "src"
+    (source / "pkg").mkdir(parents=True)
+    (source / "good.py").write_text(GOOD)
+    (tmp_path / "outside.py").write_text(GOOD.replace("add_numbers", "host_secret"))
+    (source / "outside.py").symlink_to(tmp_path / "outside.py")
+    (source / "dangling.py").symlink_to(tmp_path / "missing.py")
+    (source / "inside.py").symlink_to("pkg/real.py")
+    (source / "pkg" / "real.py").write_text(GOOD.replace("add_numbers", "add_values"))
+    (source / "folder.py").mkdir()
+    assert [p.name for p in source_files(source)] == ["good.py", "inside.py", "real.py"]
+    result = mine_summarization_pairs(source)  # with the cache, which stats every file
+    functions = {e.meta["function"] for split in result.splits.values() for e in split}
+    assert functions == {"add_numbers", "add_values"}  # not host_secret; real.py is a duplicate
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda good: {**good, "unknown": 1},
+        lambda good: {k: v for k, v in good.items() if k != "kept"},
+        lambda good: {**good, "splits": []},
+        lambda good: {**good, "splits": {"train": [], "valid": []}},
+        lambda good: {**good, "kept": "many"},
+        lambda good: {**good, "filtered": [1]},
+        lambda good: {**good, "splits": {**good["splits"], "valid": [[1]]}},
+        lambda good: [good],
+    ],
+)
+def test_a_corrupt_cache_is_mined_again(tmp_path: Path, corrupt) -> None:
+    source = _source_tree(tmp_path / "src")
+    first = mine_summarization_pairs(source)
+    (path,) = (tmp_path / "cache" / "summarization").glob("*.json")
+    path.write_text(json.dumps(corrupt(json.loads(path.read_text()))))
+    again = mine_summarization_pairs(source)
+    assert (again.counts(), again.splits) == (first.counts(), first.splits)
+    assert again.report() == first.report()
+
+
+def test_an_unwritable_cache_warns_and_keeps_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    monkeypatch.setenv("FEDCOLORA_CACHE", str(tmp_path / "a-file"))
+    result = mine_summarization_pairs(_source_tree(tmp_path / "src"))
+    assert result.kept == 3
+    assert "summarization cache not written" in caplog.text

@@ -68,6 +68,9 @@ def test_errors() -> None:
         partition_clients(_data(), 2, "by-task", seed=0)
     with pytest.raises(ValueError, match="task 'summarization' has 1 examples for 2 clients"):
         partition_clients(_data((10, 10, 1)), 6, "by-task", seed=0)
+    for alpha in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="dirichlet alpha must be a positive number"):
+            partition_clients(_data(), 3, "dirichlet", seed=0, alpha=alpha)
 
 
 def test_summary_table() -> None:

@@ -18,7 +18,7 @@ from codetasks.loading import load_task
 from codetasks.prompts import to_response
 from codetasks.sandbox import SANDBOX_MODE, TESTS_IN_SANDBOX, TESTS_SPLIT, sandbox_mode
 from colora import evaluate as evaluate_module
-from colora.__main__ import load_benchmark, load_model, main, resolve_model
+from colora.__main__ import load_benchmark, load_model, main, report_path, resolve_model
 from colora.evaluate import SKIPPED_EXAMPLES, EvalSettings, evaluate_model
 from colora.generate import GenerationResult
 from runconfig.schema import AdapterSettings, ModelSettings
@@ -176,3 +176,37 @@ def test_loaded_adapter_holds_the_saved_weights(adapter_dir):
     key = next(k for k in saved if "lora_A" in k)
     loaded = dict(model.named_parameters())[key.replace(".weight", ".default.weight")]
     assert torch.equal(loaded.detach(), saved[key])
+
+
+def test_report_path_is_checked_before_evaluating(tmp_path):
+    data_root = tmp_path / "data"
+    (data_root / "mbpp-sanitized").mkdir(parents=True)
+    assert report_path(None, "mbpp", "valid", data_root=data_root) == Path("eval-mbpp-valid.json")
+    old = tmp_path / "old.json"
+    old.write_text("{}")
+    with pytest.raises(FileExistsError, match="pass --overwrite"):
+        report_path(old, "mbpp", "valid", data_root=data_root)
+    assert report_path(old, "mbpp", "valid", data_root=data_root, overwrite=True) == old
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        report_path(tmp_path, "mbpp", "valid", data_root=data_root, overwrite=True)
+    inside = data_root / "mbpp-sanitized" / "test.jsonl"
+    with pytest.raises(ValueError, match="inside the data root"):
+        report_path(inside, "mbpp", "valid", data_root=data_root, overwrite=True)
+
+
+def test_cli_refuses_an_existing_report_without_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("colora.__main__.load_model", lambda choice: pytest.fail("loaded"))
+    old = tmp_path / "report.json"
+    old.write_text("earlier results")
+    argv = ["evaluate", "--model", "base", "--benchmark", "humaneval", "--limit", "1", "--out"]
+    assert main([*argv, str(old)]) == 2
+    assert (
+        capsys.readouterr().err == f"error: report {old} exists; pass --overwrite to replace it\n"
+    )
+    assert old.read_text() == "earlier results"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n")
+    assert (
+        main(["evaluate", "--model", "base", "--benchmark", str(bad), "--task", "translation"]) == 2
+    )
+    assert capsys.readouterr().err.startswith(f"error: {bad}:1: malformed JSON")
