@@ -11,11 +11,13 @@ PYTHON="${PYTHON:-python3}"
 #   chromium: the browser test of the HTML experiment report;
 #   bubblewrap: the code sandbox isolates each generated program in namespaces with a read-only
 #   root and private tmpfs; without it evaluation falls back to its in-process guard, and says so;
+#   libseccomp2: the sandbox's seccomp filter (codetasks/sandbox/syscalls.py, through pyseccomp);
 #   nginx-light: the SuperLink's public face (deploy/start_proxy.sh) publishes only the Fleet API.
 apt_packages=()
 [ -d /usr/share/wordnet ] || apt_packages+=(wordnet-base wordnet-sense-index)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v bwrap >/dev/null || apt_packages+=(bubblewrap)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || apt_packages+=(libseccomp2)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_packages+=(nginx-light)
 if [ "${#apt_packages[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

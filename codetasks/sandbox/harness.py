@@ -39,9 +39,11 @@ _PROCESS = """system popen kill killpg fork forkpty posix_spawn posix_spawnp
     unsetenv chroot chdir fchdir""".split()  # noqa: SIM905
 _FILES = """remove unlink rmdir removedirs rename renames replace truncate ftruncate chmod fchmod
     lchmod chown fchown lchown lchflags link symlink mkfifo mknod""".split()  # noqa: SIM905
+# Files in kernel memory, outside every size-capped tmpfs and RLIMIT_AS.
+_MEMORY_FILES = ["memfd_create"]
 _BLOCKED = {
-    os: _PROCESS + _FILES,
-    posix: _PROCESS + _FILES,
+    os: _PROCESS + _FILES + _MEMORY_FILES,
+    posix: _PROCESS + _FILES + _MEMORY_FILES,
     shutil: ["rmtree", "move", "chown"],
     subprocess: [
         "Popen",

@@ -12,7 +12,8 @@ Two modes, probed once per process:
   :mod:`codetasks.sandbox.harness`, the rlimits, and (as root) a uid of the run's own, whose
   processes are all killed when the run ends (:func:`kill_user`).
 
-Both keep the guard and the rlimits as defence in depth.
+Both keep the guard and the rlimits as defence in depth, and both install the seccomp filter of
+:mod:`codetasks.sandbox.syscalls`, which keeps the rlimits per run rather than per process.
 """
 
 from __future__ import annotations
@@ -31,12 +32,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from codetasks.sandbox import syscalls
+
 BUBBLEWRAP, GUARD = "bubblewrap", "guard"
 MODES: tuple[str, ...] = (BUBBLEWRAP, GUARD)
 SANDBOX_HOME = "/sandbox"  # the work directory inside bubblewrap
 FSIZE_BYTES = 64 * 1024 * 1024  # bounds each file the child writes, its stderr included
 TMPFS_BYTES = 64 * 1024 * 1024  # bounds all files in each tmpfs (they live in host memory)
 MAX_TASKS = 64  # process/thread cap of the run's uid (the kernel enforces it for non-root)
+# Descriptor cap per process. Each open pipe, socket or memfd can hold kernel memory that
+# RLIMIT_AS does not count (a socket pair ~250 KB, a memfd up to FSIZE_BYTES): this bounds it.
+MAX_FILES = 64
 _VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 _SYSTEM_DIRS = ("/usr", "/bin", "/lib", "/lib64", "/lib32", "/sbin")
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group")
@@ -46,16 +52,21 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
 
 
-def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable[[], None]:
-    """Set the rlimits, drop to ``ids`` and ask for SIGKILL when the parent dies, in the
+def preexec(
+    memory_mb: int, cpu_s: int, ids: tuple[int, int] | None, *, seccomp: bool = False
+) -> Callable[[], None]:
+    """Set the rlimits, drop to ``ids``, ask for SIGKILL when the parent dies and, with
+    ``seccomp`` (the guard mode; bwrap installs it itself), install the syscall filter, in the
     child before it executes anything."""
     memory = memory_mb * 1024 * 1024
+    install_filter = syscalls.installer() if seccomp else None
     parent = os.getpid()
     limits = (
         (resource.RLIMIT_AS, memory, memory),
         (resource.RLIMIT_CPU, cpu_s, cpu_s + 1),  # SIGXCPU first, SIGKILL a second later
         (resource.RLIMIT_FSIZE, FSIZE_BYTES, FSIZE_BYTES),
         (resource.RLIMIT_NPROC, MAX_TASKS, MAX_TASKS),
+        (resource.RLIMIT_NOFILE, MAX_FILES, MAX_FILES),
         (resource.RLIMIT_CORE, 0, 0),
     )
 
@@ -74,18 +85,24 @@ def preexec(memory_mb: int, cpu_s: int, ids: tuple[int, int] | None) -> Callable
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
+        if install_filter is not None:  # last: the process is now what it will run as
+            install_filter()
 
     return apply
 
 
 def bwrap_command(
-    interpreter: str, *, info_fd: int | None = None, tmpfs_size: int = TMPFS_BYTES
-) -> list[str]:
+    interpreter: str, *, info_fd: int | None = None, seccomp_fd: int | None = None,
+    tmpfs_size: int = TMPFS_BYTES,
+) -> list[str]:  # fmt: skip
     """The bubblewrap prefix that runs ``interpreter`` in fresh namespaces (see module doc);
-    bwrap writes the sandbox init's host PID as JSON to ``info_fd``."""
+    bwrap writes the sandbox init's host PID as JSON to ``info_fd`` and installs the BPF
+    program it reads from ``seccomp_fd`` just before it executes ``interpreter``."""
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
     if info_fd is not None:
         cmd += ["--info-fd", str(info_fd)]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):  # merged /usr: /bin -> usr/bin
             cmd += ["--symlink", os.readlink(path), path]
@@ -168,7 +185,14 @@ def best_mode() -> str:
     interpreter, _ = launch_config()
     if shutil.which("bwrap"):
         for _attempt in range(3):  # a loaded machine may fail one probe
-            if _probe(bwrap_command(interpreter), run_ids()):
+            seccomp_fd = syscalls.program_fd()  # probed as runs go: with the filter
+            fds = () if seccomp_fd is None else (seccomp_fd,)
+            try:
+                version = _probe(bwrap_command(interpreter, seccomp_fd=seccomp_fd), run_ids(), fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if version:
                 return BUBBLEWRAP
     warnings.warn(
         "sandbox: bubblewrap is missing or cannot create namespaces here; generated code runs "
@@ -185,13 +209,15 @@ def _candidates() -> list[str]:
     return [name for name in dict.fromkeys(names) if os.path.exists(name)]
 
 
-def _probe(launcher: list[str], ids: tuple[int, int] | None) -> str | None:
+def _probe(
+    launcher: list[str], ids: tuple[int, int] | None, pass_fds: tuple[int, ...] = ()
+) -> str | None:
     """The interpreter's version if it runs stdlib imports as ``ids`` via ``launcher``."""
     code = "import collections, heapq, math, re, sys; print('%d.%d' % sys.version_info[:2])"
     try:
         done = subprocess.run(
             [*launcher, "-I", "-S", "-c", code], capture_output=True, timeout=30,
-            cwd="/", env=ENV, preexec_fn=preexec(512, 30, ids),
+            cwd="/", env=ENV, preexec_fn=preexec(512, 30, ids), pass_fds=pass_fds,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None

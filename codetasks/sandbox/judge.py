@@ -50,7 +50,7 @@ def decode(data: Any) -> Any:
     if data is None or isinstance(data, bool | str):
         return data
     if not isinstance(data, dict) or len(data) != 1:
-        raise Tampered(f"not an encoded value: {str(data)[:80]}")
+        raise Tampered(f"not an encoded value: {_short(data)[:80]}")
     (tag, body), = data.items()  # fmt: skip
     try:
         if tag in _SCALARS:
@@ -61,7 +61,9 @@ def decode(data: Any) -> Any:
             return _SEQUENCES[tag](decode(item) for item in body)
         if tag == "dict":
             return {decode(key): decode(value) for key, value in body}
-    except (TypeError, ValueError, IndexError, RecursionError) as error:
+    # Any JSON may stand in a body: a dict where a list belongs (KeyError), an exponent past
+    # float range (OverflowError), nesting deeper than the stack.
+    except (TypeError, ValueError, LookupError, OverflowError, RecursionError) as error:
         raise Tampered(f"bad {tag!r} value") from error
     raise Tampered(f"unknown tag {tag!r}")
 
@@ -71,7 +73,10 @@ def judge(plan: TestPlan, run: RawRun) -> SandboxResult:
     the process ended."""
     status, reason = _verdict(plan, run)
     lines = run.stderr.strip().splitlines()[-_DETAIL_LINES:] if status != "passed" else []
-    detail = "\n".join([*lines, reason] if reason else lines)[-_DETAIL_CHARS:]
+    detail = "\n".join([*lines, reason] if reason else lines)
+    # Messages are the program's text, lone surrogates included (ValueError("\ud800")), and
+    # reports are written as UTF-8: escape them here.
+    detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")[-_DETAIL_CHARS:]
     return SandboxResult(status, status == "passed", run.seconds, detail, run.mode,
                          plan.split_tests, plan.in_sandbox_tests)  # fmt: skip
 
@@ -108,9 +113,9 @@ def _outputs(records: Sequence[Any], count: int) -> tuple[dict[int, dict], bool]
 def _problem(index: int, test: SplitTest, record: dict) -> tuple[str, str] | None:
     where = f"test {index + 1} ({test.call})"
     if "raised" in record:
-        return "error", f"{where} raised {str(record['raised'])[:500]}"
+        return "error", f"{where} raised {_text(record['raised'], 500)}"
     if "not_plain" in record:
-        return "failed", f"AssertionError: {where} {str(record['not_plain'])[:200]}"
+        return "failed", f"AssertionError: {where} {_text(record['not_plain'], 200)}"
     if "value" not in record:
         return "error", f"{TAMPERED}: record without a value"
     try:
@@ -133,6 +138,12 @@ def _ending(run: RawRun, done: bool) -> tuple[str, str]:
         return ("passed", "") if done else ("error", EARLY_EXIT)
     last = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
     return ("failed" if last.startswith("AssertionError") else "error"), ""
+
+
+def _text(message: Any, size: int) -> str:
+    """A record's message, at most ``size`` characters: the harness writes a string, a
+    forged record any JSON (printed with :func:`_short`, which survives deep nesting)."""
+    return (message if isinstance(message, str) else _short(message))[:size]
 
 
 def _short(value: Any) -> str:

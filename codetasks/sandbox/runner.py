@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from codetasks.sandbox import isolation
+from codetasks.sandbox import isolation, syscalls
 
 HARNESS = (Path(__file__).parent / "harness.py").read_text(encoding="utf-8")
 _RECORD_BYTES = 16 * 1024 * 1024  # the most of the channel that is read back
@@ -56,18 +56,23 @@ def execute(
     ids = isolation.run_ids()
     workdir = None if mode == isolation.BUBBLEWRAP else _host_workdir(ids)
     info_read, info_write = os.pipe()  # bwrap's --info-fd: the PID of the namespace's init
+    seccomp_fd = syscalls.program_fd() if workdir is None else None  # bwrap's --seccomp
     try:
         if workdir is None:
-            cmd, cwd = isolation.bwrap_command(interpreter, info_fd=info_write), "/"
-            env = dict(isolation.ENV)
+            cmd = isolation.bwrap_command(interpreter, info_fd=info_write, seccomp_fd=seccomp_fd)
+            cwd, env = "/", dict(isolation.ENV)
         else:
             cmd, cwd = [interpreter], workdir
             env = isolation.ENV | {"HOME": workdir, "TMPDIR": workdir}
-        launch = _Launch([*cmd, "-I", "-S", "-c", HARNESS], cwd, env, info_write,
-                         isolation.preexec(memory_mb, cpu_s, ids))  # fmt: skip
+        fds = tuple(fd for fd in (info_write, seccomp_fd) if fd is not None)
+        # The guard's child installs the seccomp filter itself; bwrap installs it for its own.
+        limits = isolation.preexec(memory_mb, cpu_s, ids, seccomp=workdir is not None)
+        launch = _Launch([*cmd, "-I", "-S", "-c", HARNESS], cwd, env, info_write, fds, limits)
         return _run(launch, info_read, job, mode, timeout_s)
     finally:
         os.close(info_read)  # (_run closes info_write once the child holds it)
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
         if workdir is not None and ids is not None:
             isolation.kill_user(ids)  # bubblewrap's PID namespace has done this already
         if workdir is not None:
@@ -80,6 +85,7 @@ class _Launch:
     cwd: str
     env: dict[str, str]
     info_fd: int
+    pass_fds: tuple[int, ...]  # info_fd and, under bwrap, the seccomp program's
     preexec: Callable[[], None]
 
 
@@ -164,7 +170,7 @@ def _spawn(launch: _Launch, channel: IO[bytes], err: IO[bytes], deadline: float)
                 launch.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
                 cwd=launch.cwd, env=launch.env, preexec_fn=launch.preexec,
                 start_new_session=True, close_fds=True,
-                pass_fds=(channel.fileno(), launch.info_fd),
+                pass_fds=(channel.fileno(), *launch.pass_fds),
             )  # fmt: skip
         except BlockingIOError:
             if time.monotonic() > deadline:
@@ -194,7 +200,7 @@ def _records(channel: IO[bytes]) -> list[Any]:
     for line in channel.read(_RECORD_BYTES).splitlines():
         try:
             records.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):  # the program may write `[[[[...` itself
             records.append(line.decode("utf-8", errors="replace"))
     return records
 

@@ -166,6 +166,11 @@ def test_right_outputs_and_a_done_record_pass() -> None:
         ([{"i": 0, "not_plain": "returned a X object"}, {"done": True}], "failed", "X object"),
         ([{"i": 0, "raised": "ValueError: no"}, {"done": True}], "error", "ValueError: no"),
         (["junk line", _value(0, 2), _value(1, 4), {"done": True}], "passed", ""),
+        # Bodies of the wrong JSON type or past the float range: tampered, never a crash.
+        ([{"i": 0, "value": {"complex": {}}}, _value(1, 4), {"done": True}], "error", TAMPERED),
+        ([{"i": 0, "value": {"float": "0x1p99999"}}, _value(1, 4), {"done": True}], "error",
+         TAMPERED),
+        ([{"i": 0, "raised": [[["deep"]]]}, {"done": True}], "error", "[[['deep']]]"),
     ],
 )  # fmt: skip
 def test_records_the_harness_cannot_have_written_never_pass(records, status, reason) -> None:
