@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from typing import Any
 from colora.contract import EVAL_METRIC, weighted_mean
 
 FAILED_KEYS = ("round", "failed", "reason", "seconds", "rejected")  # all a failed round has
+_INT64 = 2**63  # TensorBoard steps and scalars are int64/float: larger numbers cannot be logged
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,16 +60,75 @@ def strategy_log(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return record.get("strategy") or {}
 
 
+def _number(value: Any) -> bool:
+    """An int or float as ``json`` reads it (NaN and Infinity included), not a bool, and
+    small enough to become a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, float) or -_INT64 <= value < _INT64
+
+
+def _numbers(value: Any) -> bool:
+    """A JSON object of numbers (per-task losses, a client's metrics, the privacy entries)."""
+    return isinstance(value, dict) and all(map(_number, value.values()))
+
+
+# What each key of a round line must hold when present; readers rely on these shapes.
+_SHAPES = {
+    "seconds": _number,
+    "failed": lambda v: isinstance(v, bool),
+    "reason": lambda v: isinstance(v, str),
+    "bytes_down": lambda v: _number(v) and not isinstance(v, float) and v >= 0,
+    "bytes_up": lambda v: _number(v) and not isinstance(v, float) and v >= 0,
+    "train": lambda v: isinstance(v, list) and all(map(_numbers, v)),
+    "eval": lambda v: isinstance(v, list) and all(map(_numbers, v)),
+    "train_loss_by_task": _numbers,
+    "eval_loss_by_task": _numbers,
+    "rejected": lambda v: isinstance(v, list),
+    "privacy": _numbers,
+    "central_dp": _numbers,
+    "strategy": lambda v: isinstance(v, dict),
+}
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed ``metrics.jsonl`` line is not a round record, or None if it is one: a JSON
+    object with an int ``round`` >= 0 and, for every key :class:`RoundRecord` writes, a value
+    of the type it writes. A strategy's own log (``strategy``) is checked by its readers."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    rnd = record.get("round")
+    if isinstance(rnd, bool) or not isinstance(rnd, int) or not 0 <= rnd < _INT64:
+        return f"'round' = {rnd!r}: expected an integer >= 0"
+    for key, ok in _SHAPES.items():
+        if key in record and not ok(record[key]):
+            return f"'{key}' has the wrong type"
+    return None
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of a ``metrics.jsonl`` (stops at a line still being written)."""
-    if not Path(path).exists():
+    """The round records of a ``metrics.jsonl``. A line that is not one (:func:`record_problem`)
+    is skipped: silently if it is the last (a line still being written, or torn by a kill),
+    with a log line otherwise; an unreadable file reads as no records. A hand-edited or
+    corrupt file thus never stops a report, TensorBoard or the runner's progress."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    except OSError as error:
+        log.warning("%s: unreadable (%s); no rounds read", path, error)
         return []
+    lines = text.splitlines()
     records = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        problem = record_problem(record)
+        if problem is None:
+            records.append(record)
+        elif number < len(lines) and line.strip():
+            log.warning("%s: skipping line %d (%s): %r", path, number, problem, line[:80])
     return records
 
 

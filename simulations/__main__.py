@@ -56,6 +56,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write(args: argparse.Namespace) -> object:
+    """The ``readme`` block or the ``report`` page's path, once written."""
+    if args.command == "readme":
+        from simulations.readme import write_readme_block
+
+        return write_readme_block(args.summary, args.readme)
+    from simulations.report import write_report
+
+    return write_report(args.experiment_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run-one":
@@ -68,15 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
         test_one(args.run_dir)
         return 0
-    if args.command == "readme":
-        from simulations.readme import write_readme_block
-
-        print(write_readme_block(args.summary, args.readme))
-        return 0
-    if args.command == "report":
-        from simulations.report import write_report
-
-        print(write_report(args.experiment_dir))
+    if args.command in ("readme", "report"):
+        try:
+            print(_write(args))
+        except (OSError, ValueError) as exc:  # a missing or malformed file; names it
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     from simulations.experiment import load_experiment
     from simulations.runner import run_experiment

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from runconfig.fields import ConfigError, build_section, option, require
-from runconfig.schema import RunConfig, parse_run_config
+from runconfig.schema import MAX_NAME, RunConfig, parse_run_config
 
 APP_DIR = Path(__file__).resolve().parents[1]
 # Keys the runner sets per run: an experiment may not override them.
@@ -69,11 +69,12 @@ class ExperimentSettings:
 
     def __post_init__(self) -> None:
         require(
-            bool(_LABEL.match(self.name)),
+            bool(_LABEL.match(self.name)) and len(self.name) <= MAX_NAME,
             "experiment",
             "name",
             self.name,
-            "must be a non-empty name of letters, digits, '_', '.', '+', '-'",
+            f"must be a non-empty name of letters, digits, '_', '.', '+', '-', at most "
+            f"{MAX_NAME} characters (it names a directory)",
         )
         require(
             self.num_clients >= 1, "experiment", "num_clients", self.num_clients, "must be >= 1"
@@ -110,6 +111,19 @@ class RaySettings:
     num_cpus: int = option(0, "CPUs a local Ray may use; 0 = all.")
     num_gpus: int = option(-1, "GPUs a local Ray may use; -1 = detect.")
     object_store_memory: int = option(0, "Bytes of Ray's object store; 0 = Ray's default.")
+
+    def __post_init__(self) -> None:
+        require(self.num_cpus >= 0, "ray", "num_cpus", self.num_cpus, "must be >= 0 (0 = all)")
+        require(
+            self.num_gpus >= -1, "ray", "num_gpus", self.num_gpus, "must be >= 0, or -1 = detect"
+        )
+        require(
+            self.object_store_memory >= 0,
+            "ray",
+            "object_store_memory",
+            self.object_store_memory,
+            "must be >= 0 (0 = Ray's default)",
+        )
 
     def init_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {
@@ -286,4 +300,9 @@ def _check_round_adapters(base: Mapping[str, Any], strategies: tuple[StrategySpe
 
 
 def load_experiment(path: Path) -> Experiment:
-    return parse_experiment(Path(path).read_text())
+    """Read and parse an experiment file; an unreadable one is a :class:`ConfigError` too."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"experiment file {path}: cannot read it ({exc})") from exc
+    return parse_experiment(text)

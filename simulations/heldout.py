@@ -153,11 +153,46 @@ def write_test_metrics(run_dir: Path, payload: Mapping[str, Any]) -> Path:
 
 
 def read_test_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's parsed :data:`TEST_FILE`, or None if it has none that is well formed
+    (:func:`_well_formed`): the run then counts as not scored, and the runner scores it again,
+    replacing the file, rather than a report stopping on it."""
     path = Path(run_dir) / TEST_FILE
     try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except json.JSONDecodeError:
+        found = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        log.warning("%s: unreadable (%s); the run counts as not scored", path, error)
         return None
+    if found is not None and not _well_formed(found):
+        log.warning("%s: not {reported: {round: {task: {metric: number}}}}; ignored", path)
+        return None
+    return found
+
+
+def _well_formed(found: Any) -> bool:
+    """``found["reported"]`` maps each of :data:`REPORTED` it has to task -> metric -> number."""
+    reported = found.get("reported", {}) if isinstance(found, dict) else None
+    if not isinstance(reported, dict):
+        return False
+    tasks = [reported[kind] for kind in REPORTED if kind in reported]
+    return all(
+        isinstance(by_task, dict)
+        and all(
+            isinstance(metrics, dict) and all(map(_float, metrics.values()))
+            for metrics in by_task.values()
+        )
+        for by_task in tasks
+    )
+
+
+def _float(value: Any) -> bool:
+    """A JSON number that converts to a float (NaN included: a diverged run's loss)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def score_adapter(

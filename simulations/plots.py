@@ -26,6 +26,7 @@ from server.round_record import strategy_log
 from simulations.results import RunResult, series
 
 _ANNOTATE_MAX = 12  # write the values into heatmap cells up to this many clients
+_MAX_CLUSTER = 2**31 - 1  # a cluster index numpy's int grid can hold
 
 
 def slug(text: str) -> str:
@@ -99,12 +100,37 @@ def _heatmap(ax: plt.Axes, matrix: np.ndarray, clients: Sequence[str], title: st
     plt.colorbar(image, ax=ax, fraction=0.046)
 
 
+def square_matrix(value: Any, size: int | None = None) -> np.ndarray | None:
+    """``value`` as a float matrix if it is a non-empty square list of lists of numbers (of
+    ``size`` rows when given), else None: a strategy log is data read back from disk."""
+    if not isinstance(value, list) or not value or (size is not None and len(value) != size):
+        return None
+    rows = len(value)
+    for row in value:
+        if not isinstance(row, list) or len(row) != rows:
+            return None
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in row):
+            return None
+    try:
+        return np.asarray(value, dtype=float)
+    except OverflowError:  # an int beyond any float
+        return None
+
+
 def last_similarity(run: RunResult) -> tuple[int, Mapping[str, Any]] | None:
-    """``(round, similarity log)`` of the last round that logged one."""
+    """``(round, similarity log)`` of the last round that logged a well-formed one: a square
+    matrix, and client names of the same count (else their positions)."""
     for record in reversed(run.ok_records):
         similarity = strategy_log(record).get("similarity")
-        if isinstance(similarity, Mapping) and similarity.get("matrix"):
-            return record["round"], similarity
+        if not isinstance(similarity, Mapping):
+            continue
+        matrix = square_matrix(similarity.get("matrix"))
+        if matrix is None:
+            continue
+        clients = similarity.get("clients")
+        if not isinstance(clients, list) or len(clients) != len(matrix):
+            clients = list(range(len(matrix)))
+        return record["round"], {**similarity, "matrix": matrix, "clients": clients}
     return None
 
 
@@ -114,24 +140,37 @@ def plot_similarity(run: RunResult, path: Path) -> Path | None:
         return None
     server_round, log = found
     panels = [("similarity S", log["matrix"])]
-    if log.get("weights"):
-        panels.append(("mixing weights W", log["weights"]))
+    weights = square_matrix(log.get("weights"), len(log["matrix"]))
+    if weights is not None:
+        panels.append(("mixing weights W", weights))
     fig, axes = plt.subplots(
         1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False, layout="constrained"
     )
-    clients = [str(c) for c in log.get("clients", range(len(log["matrix"])))]
+    clients = [str(c) for c in log["clients"]]
     for ax, (name, matrix) in zip(axes[0], panels, strict=True):
-        _heatmap(ax, np.asarray(matrix, dtype=float), clients, name)
+        _heatmap(ax, matrix, clients, name)
     fig.suptitle(f"{run.run_dir.name}: round {server_round}")
     return _save(fig, path)
+
+
+def _assignment(value: Any) -> dict[str, int] | None:
+    """A round's cluster assignment, client -> cluster index, if it is a non-empty JSON object
+    of integers in [0, ``_MAX_CLUSTER``]; else None (the round is left out of the grid)."""
+    if not isinstance(value, Mapping) or not value:
+        return None
+    ok = all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_CLUSTER
+        for v in value.values()
+    )
+    return {str(k): v for k, v in value.items()} if ok else None
 
 
 def cluster_grid(run: RunResult) -> tuple[list[int], list[str], np.ndarray] | None:
     """``(rounds, clients, grid)``: grid[i, j] = cluster of client j after round i, -1 unknown."""
     logged = [
-        (r["round"], strategy_log(r)["clusters"])
+        (r["round"], found)
         for r in run.ok_records
-        if isinstance(strategy_log(r).get("clusters"), Mapping) and strategy_log(r)["clusters"]
+        if (found := _assignment(strategy_log(r).get("clusters"))) is not None
     ]
     if not logged:
         return None
@@ -139,7 +178,7 @@ def cluster_grid(run: RunResult) -> tuple[list[int], list[str], np.ndarray] | No
     grid = np.full((len(logged), len(clients)), -1, dtype=int)
     for i, (_, assignment) in enumerate(logged):
         for j, client in enumerate(clients):
-            grid[i, j] = int(assignment.get(client, -1))
+            grid[i, j] = assignment.get(client, -1)
     return [r for r, _ in logged], clients, grid
 
 

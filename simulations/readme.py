@@ -12,18 +12,23 @@ compares with the seed-to-seed spread (the larger std of the winner and the runn
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from simulations.scoreboard import curves_path, meta_path, read_meta
+from simulations.scoreboard import curves_path, from_meta, meta_path, read_meta
+from simulations.scoreboard import per_seed as seed_records
 
 # The metric each task is judged on besides the held-out loss (issue 11).
 MAIN_METRIC = {"generation": "pass@1", "translation": "codebleu", "summarization": "rouge_l"}
 ROUNDS = ("best", "final")
 # The labels issue 11's target judges: strategies that weigh clients by task similarity.
 SIMILARITY_AWARE = ("similarity-weighted", "clustered")
+# An experiment name as simulations.experiment allows it: it goes into the README's markers.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 def _cell(stat: Mapping[str, float] | None) -> str:
@@ -243,7 +248,7 @@ def curve_table(
         *_head(list(map(str, rounds)), seeds),
     ]
     for label, curve in curves.items():
-        low = min(curve.values())
+        low = min(curve.values(), default=math.nan)  # a label with no round yet: no bold
         cells = ["" if str(r) not in curve else f"{curve[str(r)]:.3f}" for r in rounds]
         cells = [f"**{c}**" if c and float(c) == round(low, 3) else c for c in cells]
         lines.append(_row(label, seeds, cells))
@@ -281,24 +286,117 @@ def build_block(
 
 
 def replace_block(text: str, name: str, block: str) -> str:
-    """``text`` with the block between the markers of ``name`` replaced (appended if none)."""
+    """``text`` with the block between the markers of ``name`` replaced (appended if there are
+    none). Markers that are not exactly one start before one end (one missing, doubled,
+    nested, swapped) raise ValueError: replacing then could cut the user's own text."""
     start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
     fresh = f"{start}\n{block}\n{end}"
-    if start not in text or end not in text:
+    starts, ends = text.count(start), text.count(end)
+    if starts == ends == 0:
         return text.rstrip("\n") + "\n\n" + fresh + "\n"
+    if starts != 1 or ends != 1 or text.index(end) < text.index(start):
+        raise ValueError(
+            f"the markers {start} and {end} must appear once each, start first (found "
+            f"{starts} and {ends}); fix them by hand"
+        )
     head, rest = text.split(start, 1)
     return head + fresh + rest.split(end, 1)[1]
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _expect(ok: bool, where: str, what: str) -> None:
+    if not ok:
+        raise ValueError(f"{where}: expected {what}")
+
+
+def check_summary(summary: Any) -> None:
+    """Raise ValueError naming the first key where ``summary`` is not what
+    :func:`simulations.scoreboard.build_summary` writes (a hand edit, a bad merge)."""
+    _expect(isinstance(summary, dict), "summary", "a JSON object")
+    name = summary.get("experiment")
+    _expect(isinstance(name, str) and bool(_NAME.match(name)), "experiment", "an experiment name")
+    seeds = summary.get("seeds")
+    ok = isinstance(seeds, list) and all(_finite(s) for s in seeds)
+    _expect(ok, "seeds", "a list of numbers")
+    lower = summary.get("lower_is_better")
+    _expect(isinstance(lower, list) and all(isinstance(m, str) for m in lower),
+            "lower_is_better", "a list of metric names")  # fmt: skip
+    tasks = summary.get("tasks")
+    _expect(isinstance(tasks, dict), "tasks", "an object of task -> strategy -> metric")
+    for task, labels in tasks.items():
+        _expect(isinstance(labels, dict), f"tasks.{task}", "an object of strategy -> metric")
+        for label, metrics in labels.items():
+            where = f"tasks.{task}.{label}"
+            _expect(isinstance(metrics, dict), where, "an object of metric -> statistics")
+            for metric, stat in metrics.items():
+                ok = (
+                    isinstance(stat, dict)
+                    and _finite(stat.get("mean"))
+                    and _finite(stat.get("std"))
+                    and isinstance(stat.get("n"), int)
+                    and stat["n"] >= 1
+                )
+                _expect(ok, f"{where}.{metric}", '{"mean": number, "std": number, "n": int >= 1}')
+
+
+def checked_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` with every run record complete (:func:`simulations.scoreboard.from_meta`,
+    which names a malformed one); raises ValueError naming the first other key the block
+    reads that is malformed."""
+    curves = meta.get("validation_loss", {})
+    _expect(isinstance(curves, dict), "validation_loss", "an object of strategy -> round -> loss")
+    for label, curve in curves.items():
+        ok = isinstance(curve, dict) and all(
+            str(r).isdigit() and _finite(v) for r, v in curve.items()
+        )
+        _expect(ok, f"validation_loss.{label}", "an object of round -> loss")
+    hardware = meta.get("hardware", [])
+    _expect(isinstance(hardware, list) and all(isinstance(h, dict) for h in hardware),
+            "hardware", "a list of objects")  # fmt: skip
+    _expect(_finite(meta.get("wall_seconds", 0.0)), "wall_seconds", "a number")
+    _expect(_finite(meta.get("runs", 0)), "runs", "a number")
+    _expect(isinstance(meta.get("command", ""), str), "command", "a string")
+    order = list(meta.get("per_seed") or {})
+    return {**meta, "per_seed": seed_records(from_meta(meta), order)}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path``'s content in one rename, so a kill leaves the old or the new file;
+    a symbolic link stays one (its target is replaced)."""
+    target = path.resolve()
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+
+
 def write_readme_block(summary_path: Path, readme: Path | None = None) -> str:
-    """The block for ``summary_path``; written into ``readme`` too when one is given."""
-    summary = json.loads(Path(summary_path).read_text())
-    meta = read_meta(meta_path(summary_path))
+    """The block for ``summary_path``; written into ``readme`` too when one is given. A
+    malformed summary or meta file raises ValueError naming the file and key, and leaves
+    ``readme`` untouched."""
+    summary_path = Path(summary_path)
+    try:
+        summary = json.loads(summary_path.read_text())
+        check_summary(summary)
+    except ValueError as exc:  # JSON and UTF-8 errors are ValueErrors too
+        raise ValueError(f"{summary_path}: {exc}") from exc
+    path = meta_path(summary_path)
+    meta = read_meta(path)  # its errors name the file already
+    try:
+        meta = checked_meta(meta)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     curves = curves_path(summary_path)
     plot = None
     if curves.exists():
         plot = os.path.relpath(curves.resolve(), (readme or Path.cwd()).resolve().parent)
     block = build_block(summary, meta, plot)
     if readme is not None:
-        readme.write_text(replace_block(readme.read_text(), summary["experiment"], block))
+        try:
+            text = replace_block(readme.read_text(), summary["experiment"], block)
+        except ValueError as exc:
+            raise ValueError(f"{readme}: {exc}") from exc
+        _write_atomically(readme, text)
     return block

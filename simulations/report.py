@@ -58,7 +58,9 @@ def _experiment(exp_dir: Path) -> Experiment | None:
     copy = exp_dir / EXPERIMENT_COPY
     try:
         return parse_experiment(copy.read_text()) if copy.exists() else None
-    except ConfigError:  # written for another version of the run config
+    # written for another version of the run config, or unreadable: the report then lacks
+    # the planned runs and the strategies' order, nothing else
+    except (ConfigError, OSError, UnicodeDecodeError):
         return None
 
 
@@ -114,11 +116,10 @@ def runs_table(runs: Sequence[RunResult]) -> Table:
     rows = []
     for run in runs:
         wall, rss = run.summary_value("wall_seconds"), run.summary_value("peak_rss_bytes")
-        status = run.summary.get("status") or ("complete" if run.complete else "partial")
         rows.append(
             [
                 run.run_dir.name,
-                status,
+                run.status,
                 f"{run.rounds_done}/{run.num_rounds or NA}",
                 ", ".join(map(str, run.failed_rounds)) or "none",
                 NA if wall is None else f"{wall:.1f}",
@@ -259,7 +260,8 @@ def write_report(exp_dir: Path, results_dir: Path = scoreboard.RESULTS_DIR) -> P
     for stale in out.glob("*.png"):
         stale.unlink()
     for run in load_runs(exp_dir):
-        sync_run(run.run_dir)
+        if not run.run_dir.is_symlink():  # read a linked run, but write nothing outside
+            sync_run(run.run_dir)
     blocks = build_report(exp_dir, out)
     (out / "report.md").write_text(to_markdown(blocks))
     title = blocks[0].text if isinstance(blocks[0], Heading) else exp_dir.name

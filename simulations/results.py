@@ -11,6 +11,7 @@ averaged over clients weighted by examples as the server does for losses.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import defaultdict
@@ -25,6 +26,7 @@ from server.round_record import eval_metrics_by_task, read_records
 SUMMARY_FILE = "run_summary.json"
 _RUN_NAME = re.compile(r"^(?P<label>.+)-seed(?P<seed>\d+)$")
 Metric = tuple[str, str]  # (metric name, task)
+log = logging.getLogger(__name__)
 
 
 def record_metrics(record: Mapping[str, Any]) -> dict[Metric, float]:
@@ -72,15 +74,41 @@ class RunResult:
         return sum(r.get("bytes_down", 0) + r.get("bytes_up", 0) for r in self.records)
 
     def summary_value(self, key: str) -> float | None:
+        """A finite number of ``run_summary.json``; None if absent or not one (n/a)."""
         value = self.summary.get(key)
-        return float(value) if isinstance(value, int | float) else None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond any float
+            return None
+        return value if math.isfinite(value) else None
+
+    @property
+    def status(self) -> str:
+        """The runner's status of the run, else what its rounds say."""
+        status = self.summary.get("status")
+        if isinstance(status, str) and status:
+            return status
+        return "complete" if self.complete else "partial"
 
 
-def _json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run directory; {} if it is absent, unreadable, not JSON or
+    not an object, which the report shows as missing data ("n/a") rather than stopping on."""
     try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except json.JSONDecodeError:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
+        log.warning("%s: unreadable (%s); treated as missing", path, error)
         return {}
+    if not isinstance(data, dict):
+        log.warning("%s: not a JSON object; treated as missing", path)
+        return {}
+    return data
+
+
+def _configured_rounds(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def load_run(run_dir: Path) -> RunResult | None:
@@ -88,14 +116,14 @@ def load_run(run_dir: Path) -> RunResult | None:
     match = _RUN_NAME.match(run_dir.name)
     if match is None:
         return None
-    rounds = _json(run_dir / "config.json").get("num-server-rounds")
+    rounds = read_json_object(run_dir / "config.json").get("num-server-rounds")
     return RunResult(
         label=match["label"],
         seed=int(match["seed"]),
         run_dir=run_dir,
         records=read_records(run_dir / "metrics.jsonl"),
-        num_rounds=int(rounds) if isinstance(rounds, int) else None,
-        summary=_json(run_dir / SUMMARY_FILE),
+        num_rounds=rounds if _configured_rounds(rounds) else None,
+        summary=read_json_object(run_dir / SUMMARY_FILE),
     )
 
 

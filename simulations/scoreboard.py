@@ -98,11 +98,16 @@ def from_runs(runs: Iterable[RunResult]) -> list[Scored]:
                 {k: v for k, v in curve.items() if math.isfinite(v)},
                 _reported(found),
                 run.summary_value("wall_seconds") or 0.0,
-                dict(run.summary.get("host") or {}),
+                _host(run.summary.get("host")),
                 _resumed_after(run.summary.get("attempts")),
             )
         )
     return out
+
+
+def _host(value: Any) -> dict[str, Any]:
+    """A run's host record (cpus, platform, ...); {} where it is not a JSON object."""
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def _resumed_after(attempts: Any) -> list[int] | None:
@@ -164,7 +169,7 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
                     curve,
                     heldout,
                     0.0 if wall is None else _number(wall, f"{where}.wall_seconds"),
-                    dict(entry.get("host") or {}),
+                    _host(entry.get("host")),
                     _resumed_record(entry.get("resumed_after"), where),
                 )
             )

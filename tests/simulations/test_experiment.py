@@ -79,11 +79,27 @@ def _replace(old: str, new: str) -> str:
         (_replace('label = "colora"', 'name = "colora"'), "strategies[1].label"),
         (VALID + "\n[extra]\n", "[extra]"),
         (VALID + '\n[ray]\nport = 1\n', "ray.port"),
+        # the name is a directory: one longer than a file name fails only at mkdir
+        (_replace('name = "exp"', f'name = "{"n" * 256}"'), "experiment.name"),
+        # a negative Ray resource fails only inside every run's subprocess
+        (VALID + '\n[ray]\nnum-cpus = -1\n', "ray.num-cpus"),
+        (VALID + '\n[ray]\nnum-gpus = -2\n', "ray.num-gpus"),
+        (VALID + '\n[ray]\nobject-store-memory = -1\n', "ray.object-store-memory"),
     ],
 )  # fmt: skip
 def test_errors_name_the_bad_key(text, names):
     with pytest.raises(ConfigError, match=re.escape(names)):
         parse_experiment(text)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda p: None, lambda p: p.mkdir(), lambda p: p.write_bytes(b"\xff")]
+)
+def test_an_unreadable_experiment_file_is_a_config_error_naming_it(tmp_path, make):
+    path = tmp_path / "exp.toml"
+    make(path)  # missing, a directory, not UTF-8
+    with pytest.raises(ConfigError, match=re.escape(f"experiment file {path}")):
+        load_experiment(path)
 
 
 def test_strategy_override_errors_name_the_strategy():
@@ -183,6 +199,16 @@ def test_round_tail_reports_new_lines_and_rereads_after_truncation(tmp_path):
     path.write_text('{"round": 1}\n{"round": 2}\n')
     tail.poll()
     assert seen == [2, 2]
+
+
+def test_round_tail_skips_a_malformed_line_and_reports_the_rounds_after_it(tmp_path):
+    seen: list[int] = []
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("")
+    tail = RoundTail(tmp_path, lambda r: seen.append(r["round"]))
+    path.write_text('{"round": 1}\n[1]\n{"round": "2"}\nnot json\n{"round": 3}\n')
+    tail.poll()
+    assert seen == [1, 3]
 
 
 def test_summary_of_a_resumed_run_adds_an_attempt(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -130,3 +131,87 @@ def take_screenshot(index, png, profile) -> None:
     )  # fmt: skip
     shutil.rmtree(profile, ignore_errors=True)
     assert png.exists() and png.stat().st_size > 10_000
+
+
+def _set_line(run_dir, index, **changes):
+    """Round line ``index`` of ``metrics.jsonl`` with ``changes`` (a hand edit, a bad write)."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    lines[index] = json.dumps({**json.loads(lines[index]), **changes})
+    path.write_text("\n".join(lines) + "\n")
+
+
+# One case per class of malformed input in a run directory; each must leave the report whole.
+BAD_RUN_FILES = {
+    "a line that is not an object": lambda d: (d / "metrics.jsonl").write_text(
+        '[1]\nnull\n"x"\n' + (d / "metrics.jsonl").read_text()
+    ),
+    "a round of the wrong type": lambda d: _set_line(d, 1, round="2"),
+    "a round beyond int64": lambda d: _set_line(d, 1, round=10**30),
+    "a loss that is not a number": lambda d: _set_line(d, 1, eval_loss_by_task={"a": "x"}),
+    "per-task losses not an object": lambda d: _set_line(d, 1, train_loss_by_task=[1]),
+    "client metrics not numbers": lambda d: _set_line(
+        d, 1, eval=[{"num-examples": 4, "eval.generation.pass@1": "x"}]
+    ),
+    "bytes that are not a count": lambda d: _set_line(d, 1, bytes_down=None),
+    "a strategy log that is not an object": lambda d: _set_line(d, 1, strategy=[1]),
+    "a ragged similarity matrix": lambda d: _set_line(
+        d, 1, strategy={"similarity": {"matrix": [[1, 2], [3]], "weights": "x", "clients": 5}}
+    ),
+    "a similarity matrix of strings": lambda d: _set_line(
+        d, 1, strategy={"similarity": {"matrix": [["a"]]}}
+    ),
+    "cluster indices that are not small ints": lambda d: _set_line(
+        d, 1, strategy={"clusters": {"0": "a", "1": 10**30}}
+    ),
+    "metrics.jsonl not UTF-8": lambda d: (d / "metrics.jsonl").write_bytes(b"\xff\xfe\n"),
+    "metrics.jsonl a directory": lambda d: (
+        (d / "metrics.jsonl").unlink(),
+        (d / "metrics.jsonl").mkdir(),
+    ),
+    "config.json a list": lambda d: (d / "config.json").write_text("[1]"),
+    "config.json not UTF-8": lambda d: (d / "config.json").write_bytes(b"\xff"),
+    "run_summary.json a list": lambda d: (d / "run_summary.json").write_text("[1]"),
+    "a status that is not text": lambda d: (d / "run_summary.json").write_text('{"status": 5}'),
+    "a wall time beyond a float": lambda d: (d / "run_summary.json").write_text(
+        '{"wall_seconds": 1' + "0" * 400 + ', "host": [1, 2]}'
+    ),
+}
+
+
+@pytest.mark.parametrize("mutate", BAD_RUN_FILES.values(), ids=BAD_RUN_FILES)
+def test_a_malformed_run_file_is_read_as_missing_data_not_a_crash(fake_experiment, mutate):
+    mutate(fake_experiment / "runs" / "fedavg-seed0")
+    md = (write_report(fake_experiment).parent / "report.md").read_text()
+    assert "| fedavg-seed1 |" in md  # the other runs are all reported
+    assert "| fedavg-seed0 |" in md
+
+
+def test_a_malformed_round_line_is_skipped_and_the_rounds_after_it_kept(fake_experiment):
+    path = fake_experiment / "runs" / "fedavg-seed0" / "metrics.jsonl"
+    first, second = path.read_text().splitlines()
+    path.write_text(f'{first}\n{{"round": "x"}}\nnot json\n{second}\n{{"round": 3, "tor')
+    (run,) = [r for r in load_runs(fake_experiment) if r.run_dir.name == "fedavg-seed0"]
+    assert [r["round"] for r in run.records] == [1, 2]  # torn last line skipped, too
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda p: p.write_bytes(b"\xff"),
+        lambda p: (p.unlink(), p.mkdir()),
+    ],
+)
+def test_an_unreadable_experiment_copy_leaves_the_report_without_the_plan(fake_experiment, mutate):
+    mutate(fake_experiment / "experiment.toml")
+    md = (write_report(fake_experiment).parent / "report.md").read_text()
+    assert "# Experiment fake" in md and "planned, not run" not in md
+
+
+def test_a_linked_run_directory_is_read_but_nothing_is_written_into_it(fake_experiment, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(fake_experiment / "runs" / "fedavg-seed0", elsewhere)
+    (fake_experiment / "runs" / "linked-seed0").symlink_to(elsewhere)
+    md = (write_report(fake_experiment).parent / "report.md").read_text()
+    assert "| linked-seed0 |" in md
+    assert not (elsewhere / "tensorboard").exists()

@@ -417,3 +417,120 @@ def test_the_record_says_which_runs_crossed_a_restart(tmp_path):
     # through the committed meta file and back
     meta = {"per_seed": {"dual": {"1": scored["dual", 1].record()}}}
     assert from_meta(json.loads(json.dumps(meta)))[0].resumed_after == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "readme_text",
+    [
+        "a\n<!-- results:x -->\nold\n",  # start only: the next write would cut the user's text
+        "a\n<!-- /results:x -->\n",  # end only
+        "<!-- /results:x -->\na\n<!-- results:x -->\n",  # swapped
+        "<!-- results:x -->\n<!-- results:x -->\n<!-- /results:x -->\na\n<!-- /results:x -->\n",
+        "<!-- results:x -->\n<!-- /results:x -->\na\n<!-- results:x -->\n<!-- /results:x -->\n",
+    ],
+)
+def test_readme_markers_not_once_each_are_refused(readme_text):
+    with pytest.raises(ValueError, match="must appear once each"):
+        replace_block(readme_text, "x", "new")
+
+
+def _committed(tmp_path: Path) -> Path:
+    results = tmp_path / "simulations" / "results"
+    path, _ = write_summary("collab", from_runs(load_runs(_tree(tmp_path))), (), results)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda s, m: "[]", "summary"),
+        (lambda s, m: "{", "collab.json"),
+        (lambda s, m: json.dumps({**s, "experiment": "x -->"}), "experiment"),
+        (lambda s, m: json.dumps({**s, "tasks": []}), "tasks"),
+        (lambda s, m: json.dumps({**s, "seeds": 5}), "seeds"),
+        (lambda s, m: json.dumps({**s, "tasks": {"t": {"a": {"best.x": {"mean": "1"}}}}}),
+         "tasks.t.a.best.x"),
+        (lambda s, m: json.dumps({**s, "lower_is_better": None}), "lower_is_better"),
+    ],
+)  # fmt: skip
+def test_a_malformed_summary_is_refused_naming_it_and_the_readme_is_untouched(
+    tmp_path, edit, where
+):
+    from simulations.readme import write_readme_block
+
+    path = _committed(tmp_path)
+    path.write_text(edit(json.loads(path.read_text()), None))
+    readme = tmp_path / "README.md"
+    readme.write_text("mine\n")
+    with pytest.raises(ValueError, match=re.escape(where)):
+        write_readme_block(path, readme)
+    assert readme.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    ("meta", "where"),
+    [
+        ({"validation_loss": []}, "validation_loss"),
+        ({"validation_loss": {"a": {"x": 1.0}}}, "validation_loss.a"),
+        ({"hardware": [1]}, "hardware"),
+        ({"wall_seconds": "1"}, "wall_seconds"),
+        ({"per_seed": {"a": {"0": {"heldout": "x"}}}}, "per_seed.a.0.heldout"),
+    ],
+)
+def test_a_malformed_meta_file_is_refused_naming_it_and_the_readme_is_untouched(
+    tmp_path, meta, where
+):
+    from simulations.readme import write_readme_block
+    from simulations.scoreboard import meta_path
+
+    path = _committed(tmp_path)
+    meta_path(path).write_text(json.dumps(meta))
+    readme = tmp_path / "README.md"
+    readme.write_text("mine\n")
+    with pytest.raises(ValueError, match=re.escape(f"collab.meta.json: {where}")):
+        write_readme_block(path, readme)
+    assert readme.read_text() == "mine\n"
+
+
+def test_readme_records_with_a_part_missing_still_give_a_block(tmp_path):
+    from simulations.readme import write_readme_block
+    from simulations.scoreboard import meta_path
+
+    path = _committed(tmp_path)
+    labels = ("clustered", "local-only", "fedavg")
+    meta_path(path).write_text(json.dumps({"per_seed": {label: {"0": {}} for label in labels}}))
+    assert "missing on a judged seed" in write_readme_block(path)
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    from simulations.__main__ import main
+
+    path = _committed(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- results:collab -->\n")
+    assert main(["readme", str(path), "--readme", str(readme)]) == 2
+    assert main(["readme", str(tmp_path / "none.json")]) == 2
+    assert main(["report", str(tmp_path / "no-experiment")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "README.md" in err[0] and "none.json" in err[1] and "no-experiment" in err[2]
+    assert readme.read_text() == "a\n<!-- results:collab -->\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[]",
+        '{"reported": []}',
+        '{"reported": {"best": {"translation": [1]}}}',
+        '{"reported": {"best": {"translation": {"test-loss": "1"}}}}',
+        '{"reported": {"best": {"translation": {"test-loss": 1' + "0" * 400 + "}}}}",
+        b"\xff",
+    ],
+)
+def test_malformed_test_metrics_count_as_not_scored(tmp_path, content):
+    exp_dir = _tree(tmp_path)
+    path = exp_dir / "runs" / "dual-seed0" / TEST_FILE
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    scored = {s.key for s in from_runs(load_runs(exp_dir))}
+    assert ("dual", 0) not in scored and ("dual", 1) in scored
