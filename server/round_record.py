@@ -91,26 +91,31 @@ _SHAPES = {
 }
 
 
+def is_round(value: Any) -> bool:
+    """A round number as stored: an int >= 0 (below 2**63, a TensorBoard step), not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _INT64
+
+
 def record_problem(record: Any) -> str | None:
     """Why a parsed ``metrics.jsonl`` line is not a round record, or None if it is one: a JSON
     object with an int ``round`` >= 0 and, for every key :class:`RoundRecord` writes, a value
     of the type it writes. A strategy's own log (``strategy``) is checked by its readers."""
     if not isinstance(record, dict):
         return "not a JSON object"
-    rnd = record.get("round")
-    if isinstance(rnd, bool) or not isinstance(rnd, int) or not 0 <= rnd < _INT64:
-        return f"'round' = {rnd!r}: expected an integer >= 0"
+    if not is_round(record.get("round")):
+        return f"'round' = {record.get('round')!r}: expected an integer >= 0"
     for key, ok in _SHAPES.items():
         if key in record and not ok(record[key]):
             return f"'{key}' has the wrong type"
     return None
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
+def read_records(path: Path, *, warn_torn_tail: bool = False) -> list[dict[str, Any]]:
     """The round records of a ``metrics.jsonl``. A line that is not one (:func:`record_problem`)
-    is skipped: silently if it is the last (a line still being written, or torn by a kill),
-    with a log line otherwise; an unreadable file reads as no records. A hand-edited or
-    corrupt file thus never stops a report, TensorBoard or the runner's progress."""
+    is skipped with a log line; the last line only with ``warn_torn_tail`` (a resume, where a
+    kill mid-write left it torn), since a reader that follows a live run sees the line being
+    written. An unreadable file reads as no records. A hand-edited or corrupt file thus never
+    stops a resume, a report, TensorBoard or the runner's progress."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
@@ -120,6 +125,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     lines = text.splitlines()
     records = []
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except ValueError:
@@ -127,8 +134,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         problem = record_problem(record)
         if problem is None:
             records.append(record)
-        elif number < len(lines) and line.strip():
-            log.warning("%s: skipping line %d (%s): %r", path, number, problem, line[:80])
+        elif number < len(lines) or warn_torn_tail:
+            where = "torn last line" if number == len(lines) else "line"
+            log.warning("%s: skipping %s %d (%s): %r", path, where, number, problem, line[:80])
     return records
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from runconfig.schema import RunConfig
+from server.round_record import is_round, read_records
 from strategies.maths.validation import check_update
 
 CHECKPOINT = "checkpoint"
@@ -68,38 +69,11 @@ def append_metrics(run_dir: Path, record: Mapping[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def _parse_line(line: str) -> dict[str, Any] | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    ok = isinstance(record, dict) and is_round(record.get("round"))
-    return record if ok else None
-
-
-def is_round(value: Any) -> bool:
-    """A round number as stored: an int >= 0, not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The round records of ``metrics.jsonl``. A line that is not a JSON round record (a torn
-    last line, as a kill mid-write leaves it) is skipped with a log line."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        record = _parse_line(line)
-        if record is None:
-            where = "torn last line" if number == len(lines) else "corrupt line"
-            log.warning("%s: skipping %s %d (%r...)", path, where, number, line[:80])
-            continue
-        records.append(record)
-    return records
+    """The round records of ``metrics.jsonl`` (:func:`server.round_record.read_records`): a
+    line that is not a well-formed round record, a torn last line as a kill mid-write leaves
+    it included, is skipped with a log line."""
+    return read_records(Path(run_dir) / "metrics.jsonl", warn_torn_tail=True)
 
 
 def truncate_metrics(run_dir: Path, last_round: int) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from server.run_dir import is_round
+from server.round_record import is_round
 from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
 from simulations.results import RunResult, mean_std
 

@@ -119,6 +119,25 @@ def test_a_torn_last_metrics_line_is_skipped_and_trimmed(tmp_path, caplog):
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
 
 
+MALFORMED_ROUNDS = {
+    "central DP entry not an object": {"round": 2, "central_dp": "noise"},
+    "central DP value not a number": {"round": 2, "central_dp": {"epsilon_spent": "1"}},
+    "privacy as a list": {"round": 2, "privacy": [1.0]},
+    "round as a string": {"round": "2"},
+    "round as a bool": {"round": True},
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_ROUNDS))
+def test_a_malformed_round_line_is_skipped_on_resume_and_the_rest_kept(tmp_path, case, caplog):
+    """What resume reads (central DP's accountant replays every round's entry) is checked
+    line by line, as the report's reader does: one bad line costs that line only."""
+    for record in ({"round": 1}, MALFORMED_ROUNDS[case], {"round": 3}):
+        rundir.append_metrics(tmp_path, record)
+    assert [m["round"] for m in rundir.read_metrics(tmp_path)] == [1, 3]
+    assert any("skipping line 2" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.usefixtures("server_task_identity")
 def test_resume_after_a_torn_line_and_a_poisoned_checkpoint_ends_where_a_clean_run_does(tmp_path):
     clean = federate(tmp_path, AnsweringGrid(), run_name="clean", **{"num-server-rounds": 3})
