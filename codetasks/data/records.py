@@ -97,13 +97,13 @@ def require_str_list(record: Record, name: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def record_uid(record: Record, prefix: str, index: int) -> str:
+def record_uid(record: Record, prefix: str, index: int, where: str = "record") -> str:
     """A stable uid: ``record['uid']`` verbatim, else ``prefix/<task_id or id or index>``.
 
     HumanEval's ``"HumanEval/7"`` keeps only the number, giving ``"humaneval/7"``.
     """
-    if isinstance(record.get("uid"), str):
-        return record["uid"]
+    if record.get("uid") is not None:
+        return require_str(record, ("uid",), where)
     for key in ("task_id", "id"):
         if key in record and record[key] is not None:
             return f"{prefix}/{str(record[key]).rsplit('/', 1)[-1]}"
@@ -199,12 +199,21 @@ def examples_from_numbered(
     if task not in CONVERTERS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASK_NAMES)}")
     convert = CONVERTERS[task]
-    examples = []
+    examples, first_seen = [], {}
     for index, (position, record) in enumerate(numbered):
         where = f"{origin}:{position}"
         if not isinstance(record, Mapping):
             raise DataError(f"{where}: expected a JSON object, got {_type_name(record)}")
-        examples.append(convert(record, where, record_uid(record, prefix, index)))
+        example = convert(record, where, record_uid(record, prefix, index, where))
+        # The partition and the held-out split tell examples apart by uid: a repeated one
+        # would silently drop an example, or hide a test example as already held.
+        if example.uid in first_seen:
+            raise DataError(
+                f"{where}: uid {example.uid!r} repeats {first_seen[example.uid]}; "
+                "each needs its own"
+            )
+        first_seen[example.uid] = where
+        examples.append(example)
     if not examples:
         raise DataError(f"no examples in {origin}")
     return examples

@@ -32,7 +32,7 @@ CODE = 'def add(a, b):\n    """Add two numbers.\n\n    More.\n    """\n    retur
 PY2_CODE = 'def show(x):\n    """Print x."""\n    print x'
 SUM_ROWS = [
     {
-        "id": 3,
+        "id": number,
         "repo": "o/r",
         "path": "m.py",
         "func_name": name,
@@ -45,9 +45,9 @@ SUM_ROWS = [
         "sha": "0" * 40,
         "url": "https://example.invalid",
     }
-    for name, code, doc in [
-        ("add", CODE, "Add two numbers.\n\nMore."),
-        ("show", PY2_CODE, "Print x."),
+    for number, name, code, doc in [
+        (3, "add", CODE, "Add two numbers.\n\nMore."),
+        (4, "show", PY2_CODE, "Print x."),
     ]
 ]
 

@@ -260,3 +260,19 @@ def test_a_directory_or_unreadable_file_is_a_data_error(
     monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(DataError, match=rf"^{path}: cannot read \(Permission denied\)$"):
         load_jsonl("generation", path)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{**GEN, "task_id": 7}, GEN, {**GEN, "task_id": 7}],
+         "train.jsonl:3: uid 'train/7' repeats"),
+        ([{**GEN, "uid": "a"}, {**GEN, "uid": "a"}], "train.jsonl:2: uid 'a' repeats"),
+        ([GEN, {**GEN, "task_id": 0}], "train.jsonl:2: uid 'train/0' repeats"),  # index 0, id 0
+        ([{**GEN, "uid": 5}], "train.jsonl:1: field 'uid' must be a string, got int"),
+    ],
+)  # fmt: skip
+def test_uids_are_strings_and_never_repeat(tmp_path: Path, rows: list, message: str) -> None:
+    """The partition and the held-out split tell examples apart by uid."""
+    with pytest.raises(DataError, match=message.replace("[", r"\[")):
+        load_jsonl("generation", _write(tmp_path / "train.jsonl", rows))
