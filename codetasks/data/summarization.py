@@ -33,6 +33,7 @@ from codetasks.data.pyfunctions import (
     documented_function,
     iter_functions,
 )
+from codetasks.data.records import DataError
 from codetasks.examples import Example
 from codetasks.prompts import first_sentence
 
@@ -226,7 +227,15 @@ def mine_summarization_pairs(source_dir: Path | None = None, *, cache: bool = Tr
 
 
 def load_summarization(split: str, source_dir: Path | None = None) -> list[Example]:
-    """Mined summarization examples of ``split`` (train/valid/test)."""
+    """Mined summarization examples of ``split`` (train/valid/test); none is a DataError, as
+    an empty data file is (a small tree may put no file in a split)."""
     if split not in SPLITS:
         raise ValueError(f"unknown summarization split {split!r}; valid: {', '.join(SPLITS)}")
-    return mine_summarization_pairs(source_dir).splits[split]
+    result = mine_summarization_pairs(source_dir)
+    if not result.splits[split]:
+        counts = ", ".join(f"{name} {len(result.splits[name])}" for name in SPLITS)
+        raise DataError(
+            f"no {split} pairs mined from {result.source_dir} ({counts}; files go to splits "
+            "80/10/10 by a hash of their path): point source at a larger tree"
+        )
+    return result.splits[split]

@@ -10,6 +10,7 @@ import pytest
 
 from codetasks.data import summarization
 from codetasks.data.pyfunctions import code_without_docstring, iter_functions, strip_docstring
+from codetasks.data.records import DataError
 from codetasks.data.summarization import (
     filter_reason,
     load_summarization,
@@ -185,6 +186,9 @@ def test_load_summarization_checks_the_split(tmp_path: Path) -> None:
     assert len(load_summarization(split_of("copy.py"), source)) == 3
     with pytest.raises(ValueError, match="valid: train, valid, test"):
         load_summarization("validation", source)
+    empty = next(split for split in ("train", "valid", "test") if split != split_of("copy.py"))
+    with pytest.raises(DataError, match=f"no {empty} pairs mined from {source}"):
+        load_summarization(empty, source)  # a tree this small fills one split only
 
 
 @pytest.mark.slow
