@@ -35,7 +35,7 @@ from codetasks.examples import Example
 from codetasks.loading import load_task
 from colora.contract import CLIENT_ID, EVAL_LOSS_TASK
 from runconfig.schema import RunConfig
-from simulations.results import read_records
+from simulations.results import json_float, read_records
 
 log = logging.getLogger(__name__)
 
@@ -177,22 +177,11 @@ def _well_formed(found: Any) -> bool:
     return all(
         isinstance(by_task, dict)
         and all(
-            isinstance(metrics, dict) and all(map(_float, metrics.values()))
+            isinstance(metrics, dict) and all(json_float(v) is not None for v in metrics.values())
             for metrics in by_task.values()
         )
         for by_task in tasks
     )
-
-
-def _float(value: Any) -> bool:
-    """A JSON number that converts to a float (NaN included: a diverged run's loss)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        float(value)
-    except OverflowError:
-        return False
-    return True
 
 
 def score_adapter(

@@ -75,14 +75,8 @@ class RunResult:
 
     def summary_value(self, key: str) -> float | None:
         """A finite number of ``run_summary.json``; None if absent or not one (n/a)."""
-        value = self.summary.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        try:
-            value = float(value)
-        except OverflowError:  # an int beyond any float
-            return None
-        return value if math.isfinite(value) else None
+        value = json_float(self.summary.get(key))
+        return value if value is not None and math.isfinite(value) else None
 
     @property
     def status(self) -> str:
@@ -91,6 +85,17 @@ class RunResult:
         if isinstance(status, str) and status:
             return status
         return "complete" if self.complete else "partial"
+
+
+def json_float(value: Any) -> float | None:
+    """A JSON number (an int or float, not a bool) as a float, NaN and Infinity included;
+    None for anything else, or an int beyond any float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
