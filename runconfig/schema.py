@@ -28,6 +28,9 @@ COMPUTE_DTYPES = ("auto", "fp32", "bf16")  # colora.precision resolves "auto" pe
 CHECKPOINTING = ("auto", "on", "off")
 DP_MODES = ("off", "local", "central")
 MAX_NAME = 255  # a file name's limit on common file systems
+# Seeds feed NumPy's legacy seeding (< 2**32) and derived torch seeds (seed * 1_000_003 + ...,
+# < 2**63); 2**31 - 1 leaves both room and is every library's "int32" seed.
+MAX_SEED = 2**31 - 1
 # LoRA ranks are small (8-64; FlowerTune uses 32). The exact bound, min(d_in, d_out) of every
 # target layer, is checked when the adapter is attached (colora.adapter.check_rank); this one
 # catches absurd values (rank 10^9) at parse time: no model this project targets is wider.
@@ -63,6 +66,9 @@ class RunSettings:
             "num_server_rounds",
             self.num_server_rounds,
             "must be >= 1",
+        )
+        require(
+            0 <= self.seed <= MAX_SEED, "", "seed", self.seed, f"must be between 0 and {MAX_SEED}"
         )
         require(self.round_timeout > 0, "", "round_timeout", self.round_timeout, "must be > 0")
         require(

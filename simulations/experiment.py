@@ -43,12 +43,18 @@ from pathlib import Path
 from typing import Any
 
 from runconfig.fields import ConfigError, build_section, option, require
-from runconfig.schema import MAX_NAME, RunConfig, parse_run_config
+from runconfig.schema import MAX_NAME, MAX_SEED, RunConfig, parse_run_config
 
 APP_DIR = Path(__file__).resolve().parents[1]
 # Keys the runner sets per run: an experiment may not override them.
 RUNNER_KEYS = ("seed", "output-dir", "run-name", "resume")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+# A label names run directories "<label>-seed<seed>": this leaves the seed's digits room
+# within a file name's MAX_NAME characters.
+MAX_LABEL = MAX_NAME - len(f"-seed{MAX_SEED}")
+# Each client is a simulated SuperNode with its own data partition; more than this is a typo
+# or a federation that cannot fit in one machine's memory.
+MAX_CLIENTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,11 @@ class ExperimentSettings:
             f"{MAX_NAME} characters (it names a directory)",
         )
         require(
-            self.num_clients >= 1, "experiment", "num_clients", self.num_clients, "must be >= 1"
+            1 <= self.num_clients <= MAX_CLIENTS,
+            "experiment",
+            "num_clients",
+            self.num_clients,
+            f"must be between 1 and {MAX_CLIENTS}",
         )
         require(
             self.cpus_per_client > 0,
@@ -218,9 +228,10 @@ def _strategy(index: int, table: Any, known: Mapping[str, Any]) -> StrategySpec:
         raise ConfigError(f"{where}: expected a table")
     values = dict(table)
     label = values.pop("label", None)
-    if not isinstance(label, str) or not _LABEL.match(label):
+    if not isinstance(label, str) or not _LABEL.match(label) or len(label) > MAX_LABEL:
         raise ConfigError(
-            f"{where}.label = {label!r}: expected a name of letters, digits, '_', '.', '+', '-'"
+            f"{where}.label = {label!r}: expected a name of letters, digits, '_', '.', '+', '-', "
+            f"at most {MAX_LABEL} characters (it names run directories)"
         )
     _check_overrides(where, values, known)
     return StrategySpec(label, values)
@@ -230,9 +241,15 @@ def _seeds(value: Any) -> tuple[int, ...]:
     ok = (
         isinstance(value, list)
         and value
-        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+        and all(type(s) is int and 0 <= s <= MAX_SEED for s in value)  # bool is not a seed
     )
-    require(bool(ok), "experiment", "seeds", value, "expected a non-empty list of integers >= 0")
+    require(
+        bool(ok),
+        "experiment",
+        "seeds",
+        value,
+        f"expected a non-empty list of integers between 0 and {MAX_SEED}",
+    )
     require(len(set(value)) == len(value), "experiment", "seeds", value, "seeds must be distinct")
     return tuple(value)
 
@@ -273,10 +290,16 @@ def parse_experiment(text: str) -> Experiment:
 
 def _check_values(base: Mapping[str, Any], strategies: tuple[StrategySpec, ...]) -> None:
     """Unique labels; types and ranges of the shared overrides, then of each strategy's."""
-    labels = [s.label for s in strategies]
-    for i, label in enumerate(labels):
-        if label in labels[:i]:
-            raise ConfigError(f"strategies[{i}].label = {label!r}: duplicate label")
+    # Labels name run directories, and on a case-insensitive file system (macOS, Windows)
+    # "FedAvg" and "fedavg" are one directory: two strategies would resume each other's runs.
+    folded = [s.label.casefold() for s in strategies]
+    for i, label in enumerate(folded):
+        if label in folded[:i]:
+            first = strategies[folded.index(label)].label
+            raise ConfigError(
+                f"strategies[{i}].label = {strategies[i].label!r}: duplicate label "
+                f"(of {first!r}, ignoring case: labels name run directories)"
+            )
     try:
         resolve(base)
     except ConfigError as exc:

@@ -65,6 +65,9 @@ def _replace(old: str, new: str) -> str:
     [
         (_replace('num-clients = 3', 'num-clients = 3\nbogus = 1'), "experiment.bogus"),
         (_replace('num-clients = 3', 'num-clients = 0'), "experiment.num-clients"),
+        (_replace('num-clients = 3', 'num-clients = 100001'), "experiment.num-clients"),
+        (_replace('seeds = [0, 7]', 'seeds = [0, 2147483648]'), "experiment.seeds"),
+        (_replace('seeds = [0, 7]', 'seeds = [-1]'), "experiment.seeds"),
         (_replace('num-clients = 3', 'gpus-per-client = "half"'), "experiment.gpus-per-client"),
         (_replace('seeds = [0, 7]', 'seeds = 3'), "experiment.seeds"),
         (_replace('seeds = [0, 7]', 'seeds = [1, 1]'), "experiment.seeds"),
@@ -77,6 +80,10 @@ def _replace(old: str, new: str) -> str:
         (_replace('label = "colora"', 'label = "colora"\n"adapter.rank" = 0'), "adapter.rank"),
         (_replace('label = "colora"', 'label = "fedavg"'), "strategies[1].label"),
         (_replace('label = "colora"', 'name = "colora"'), "strategies[1].label"),
+        # one run directory on a case-insensitive file system
+        (_replace('label = "colora"', 'label = "FedAvg"'), "strategies[1].label = 'FedAvg': dup"),
+        # "<label>-seed<seed>" must stay a file name
+        (_replace('label = "colora"', f'label = "{"l" * 241}"'), "strategies[1].label"),
         (VALID + "\n[extra]\n", "[extra]"),
         (VALID + '\n[ray]\nport = 1\n', "ray.port"),
         # the name is a directory: one longer than a file name fails only at mkdir
