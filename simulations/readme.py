@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from simulations.results import finite_float
 from simulations.scoreboard import curves_path, from_meta, meta_path, read_meta
 from simulations.scoreboard import per_seed as seed_records
 
@@ -304,7 +305,7 @@ def replace_block(text: str, name: str, block: str) -> str:
 
 
 def _finite(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    return finite_float(value) is not None  # an int beyond any float is not one
 
 
 def _expect(ok: bool, where: str, what: str) -> None:
@@ -350,7 +351,7 @@ def checked_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     _expect(isinstance(curves, dict), "validation_loss", "an object of strategy -> round -> loss")
     for label, curve in curves.items():
         ok = isinstance(curve, dict) and all(
-            str(r).isdigit() and _finite(v) for r, v in curve.items()
+            str(r).isdecimal() and _finite(v) for r, v in curve.items()
         )
         _expect(ok, f"validation_loss.{label}", "an object of round -> loss")
     hardware = meta.get("hardware", [])
@@ -359,8 +360,8 @@ def checked_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     _expect(_finite(meta.get("wall_seconds", 0.0)), "wall_seconds", "a number")
     _expect(_finite(meta.get("runs", 0)), "runs", "a number")
     _expect(isinstance(meta.get("command", ""), str), "command", "a string")
-    order = list(meta.get("per_seed") or {})
-    return {**meta, "per_seed": seed_records(from_meta(meta), order)}
+    records = from_meta(meta)  # first: it names a per_seed that is not a table
+    return {**meta, "per_seed": seed_records(records, list(meta.get("per_seed") or {}))}
 
 
 def _write_atomically(path: Path, text: str) -> None:

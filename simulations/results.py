@@ -75,8 +75,7 @@ class RunResult:
 
     def summary_value(self, key: str) -> float | None:
         """A finite number of ``run_summary.json``; None if absent or not one (n/a)."""
-        value = json_float(self.summary.get(key))
-        return value if value is not None and math.isfinite(value) else None
+        return finite_float(self.summary.get(key))
 
     @property
     def status(self) -> str:
@@ -96,6 +95,12 @@ def json_float(value: Any) -> float | None:
         return float(value)
     except OverflowError:
         return None
+
+
+def finite_float(value: Any) -> float | None:
+    """:func:`json_float`, and None for NaN and the infinities too."""
+    number = json_float(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

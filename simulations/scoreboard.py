@@ -29,7 +29,7 @@ from typing import Any
 
 from server.round_record import is_round
 from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
-from simulations.results import RunResult, mean_std
+from simulations.results import RunResult, json_float, mean_std
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Task metrics where lower is better; every other task metric (pass@1, BLEU, ...) is a score.
@@ -123,9 +123,16 @@ def _round_list(value: Any) -> bool:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+    number = json_float(value)
+    if number is None:
+        raise ValueError(f"{where}: expected a number, got {_short(value)}")
+    return number
+
+
+def _short(value: Any) -> str:
+    """A hostile value's repr, cut to what an error line can hold (an int of 400 digits)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge int"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _numbers(table: Any, where: str) -> dict[str, float]:
@@ -149,7 +156,7 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
             raise ValueError(f"per_seed.{label}: expected a table of seed -> run")
         for seed, entry in seeds.items():
             where = f"per_seed.{label}.{seed}"
-            if not isinstance(entry, Mapping) or not str(seed).lstrip("-").isdigit():
+            if not isinstance(entry, Mapping) or not str(seed).lstrip("-").isdecimal():
                 raise ValueError(f"{where}: expected an integer seed and a table")
             curve = _numbers(entry.get("validation_loss"), f"{where}.validation_loss")
             heldout_table = entry.get("heldout") or {}
@@ -175,7 +182,8 @@ def from_meta(meta: Mapping[str, Any]) -> list[Scored]:
             )
     if no_wall:
         known = sum(s.wall_seconds for s in out)
-        share = max(0.0, float(meta.get("wall_seconds") or 0.0) - known) / len(no_wall)
+        total = _number(meta.get("wall_seconds") or 0.0, "wall_seconds")
+        share = max(0.0, total - known) / len(no_wall)
         hosts = [h for h in meta.get("hardware") or [] if isinstance(h, Mapping)]
         host = dict(hosts[0]) if len(hosts) == 1 else {}
         out = [
