@@ -31,8 +31,15 @@ def toml_key(section: str, name: str) -> str:
     return f"{section}.{key}" if section else key
 
 
+_INT64 = 2**63  # TOML's integers and Flower's config values are 64-bit
+
+
 def _finite_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, int):  # math.isfinite raises OverflowError beyond any float
+        return -_INT64 <= value < _INT64
+    return math.isfinite(value)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
