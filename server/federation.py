@@ -120,15 +120,20 @@ def _save(run_dir, server_round, arrays, strategy) -> None:
 
 def _resume(run_dir, cfg, strategy, layout, central_dp) -> tuple[ArrayRecord | None, int]:
     """The checkpointed arrays and the round to start at (None, 1 without a usable one)."""
+    fresh = strategy.state_arrays()  # what a failed restore leaves behind is reset to this
     ckpt = rundir.load_checkpoint(
-        run_dir, layout=layout, max_round=cfg.run.num_server_rounds, strategy=strategy.name
+        run_dir,
+        layout=layout,
+        max_round=cfg.run.num_server_rounds,
+        strategy=strategy.name,
+        restore=strategy.load_state,
     )
     last = ckpt.server_round if ckpt is not None else 0
     rundir.truncate_metrics(run_dir, last)
     if ckpt is None:
+        strategy.load_state(fresh)
         log.warning("No usable checkpoint in %s: starting from round 1", run_dir)
         return None, 1
-    strategy.load_state(ckpt.strategy_state)
     if central_dp:
         central_dp.restore(rundir.read_metrics(run_dir))
     log.info("Resuming %s after round %d", run_dir, ckpt.server_round)

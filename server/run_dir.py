@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,25 +162,40 @@ def checkpoint_round(run_dir: Path) -> int | None:
     return None
 
 
+def _restore(restore: Callable[[Mapping[str, np.ndarray]], None], ckpt: Checkpoint, target: Path):
+    try:
+        restore(ckpt.strategy_state)
+    except Exception as error:  # a strategy reads its own state; any failure rules it out
+        raise CheckpointError(
+            f"{target}: the strategy cannot read its state ({type(error).__name__}: {error})"
+        ) from None
+
+
 def load_checkpoint(
     run_dir: Path,
     *,
     layout: Mapping[str, np.ndarray] | None = None,
     max_round: int | None = None,
     strategy: str | None = None,
+    restore: Callable[[Mapping[str, np.ndarray]], None] | None = None,
 ) -> Checkpoint | None:
     """The newest valid checkpoint: ``checkpoint/``, else the previous one, else None.
 
     Validated as strictly as a client reply: ``meta.json`` must be a JSON object with a round
     in [0, ``max_round``] written by ``strategy``; the arrays must have exactly the keys,
     shapes and dtypes of ``layout`` (the initial adapter) and be finite; the strategy state
-    must be finite. A checkpoint that fails is skipped with a log line saying why.
+    must be finite and, when ``restore`` is given (the strategy's ``load_state``), be read
+    by it without an error. A checkpoint that fails is skipped with a log line saying why.
+    ``restore`` may have been called with a state that then failed: the caller resets it.
     """
     for target in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
         if not target.exists():
             continue
         try:
-            return _read_checkpoint(target, layout, max_round, strategy)
+            ckpt = _read_checkpoint(target, layout, max_round, strategy)
+            if restore is not None:
+                _restore(restore, ckpt, target)
+            return ckpt
         except CheckpointError as error:
             log.error("Ignoring checkpoint %s: %s; falling back to the previous one", target, error)
     return None

@@ -266,3 +266,44 @@ def test_a_grid_that_fails_while_asking_does_not_end_the_run(tmp_path, caplog):
     )
     assert resumed.rounds_completed == 2
     assert "client ids failed" in caplog.text
+
+
+def test_a_strategy_state_the_strategy_cannot_read_falls_back_to_the_previous_one(tmp_path, caplog):
+    rundir.save_checkpoint(tmp_path, _ckpt(1, state={"n": np.array([1])}))
+    rundir.save_checkpoint(tmp_path, _ckpt(2, state={"n": np.array([[1, 2], [3, 4]])}))
+    read = []
+
+    def restore(state):
+        read.append(state["n"].item())  # ValueError for more than one element
+
+    loaded = rundir.load_checkpoint(tmp_path, layout=LAYOUT, strategy="fedavg", restore=restore)
+    assert loaded.server_round == 1 and read == [1]
+    (line,) = [r.getMessage() for r in caplog.records if "Ignoring checkpoint" in r.getMessage()]
+    assert "the strategy cannot read its state (ValueError" in line
+
+
+@pytest.mark.usefixtures("server_task_identity")
+@pytest.mark.parametrize("poisoned", [(rundir.CHECKPOINT,), (rundir.CHECKPOINT, rundir.PREVIOUS)])
+def test_a_run_whose_strategy_state_cannot_be_read_resumes_from_what_can(tmp_path, poisoned):
+    """CoBA's state holds its round count as a scalar; a checkpoint where it is a vector
+    passes the file checks but not CoBA's own reading. The resume falls back to the previous
+    checkpoint, or starts afresh (the strategy's half-read state reset) when neither can be
+    read, and ends where a clean run does either way."""
+    overrides = {"strategy.name": "coba"}
+    clean = federate(
+        tmp_path, AnsweringGrid(), run_name="clean", **overrides, **{"num-server-rounds": 3}
+    )
+    federate(tmp_path, AnsweringGrid(), run_name="k", **overrides, **{"num-server-rounds": 2})
+    run_dir = tmp_path / "k"
+    for name in poisoned:
+        _rewrite(run_dir / name / "strategy.safetensors", **{"coba-rounds": np.arange(3)})
+    resumed = federate(
+        tmp_path,
+        AnsweringGrid(),
+        run_name="k",
+        **overrides,
+        **{"num-server-rounds": 3, "resume": True},
+    )
+    assert [m["round"] for m in rundir.read_metrics(resumed.run_dir)] == [1, 2, 3]
+    for key, value in to_numpy(clean.arrays).items():
+        np.testing.assert_array_equal(to_numpy(resumed.arrays)[key], value)

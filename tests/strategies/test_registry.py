@@ -39,8 +39,14 @@ def test_every_strategy_of_the_issue_is_registered_under_its_class_name():
 def test_every_strategy_builds_from_the_pyproject_defaults(name):
     strategy = build_strategy(parse_run_config({**DEFAULTS, "strategy.name": name}))
     assert strategy.name == name
-    assert isinstance(strategy.state_arrays(), dict)
+    fresh = strategy.state_arrays()
+    assert isinstance(fresh, dict)
     assert isinstance(strategy.round_log(1), dict)
+    # a resume whose checkpoints all fail resets the strategy to its fresh state this way
+    strategy.load_state(fresh)
+    assert {k: v.tolist() for k, v in strategy.state_arrays().items()} == {
+        k: v.tolist() for k, v in fresh.items()
+    }
 
 
 @pytest.mark.parametrize("name", ["similarity-weighted", "clustered"])
