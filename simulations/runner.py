@@ -113,6 +113,27 @@ def check_strategy_names(exp: Experiment) -> None:
             )
 
 
+def check_resources(exp: Experiment, cpus: int | None = None) -> None:
+    """Fail before any run starts if a local Ray could not host one client: each run would
+    start Ray, load nothing and fail on Flower's "ActorPool is empty". ``cpus`` defaults to
+    the CPUs this process may use (``ray.num-cpus`` caps it). A Ray cluster that is joined
+    (``ray.address``) has resources this machine cannot see, and is not checked."""
+    if exp.ray.address:
+        return
+    have = exp.ray.num_cpus or cpus or len(os.sched_getaffinity(0))
+    want = exp.settings.cpus_per_client
+    if want > have:
+        raise ConfigError(
+            f"experiment.cpus-per-client = {want}: more than the {have} CPUs a local Ray has "
+            "here (ray.num-cpus, else this machine's); no client could start"
+        )
+    if exp.settings.gpus_per_client > 0 and exp.ray.num_gpus == 0:
+        raise ConfigError(
+            f"experiment.gpus-per-client = {exp.settings.gpus_per_client}: ray.num-gpus = 0 "
+            "gives a local Ray no GPU; no client could start"
+        )
+
+
 _PLACE_KEYS = ("output-dir", "resume")  # where a run lives and how it started, not what it is
 
 
@@ -271,6 +292,7 @@ def run_experiment(
         print("\n".join(_describe(p) for p in planned))
         return 0
     check_strategy_names(exp)
+    check_resources(exp)
     prepare_directory(exp, output_root)
     failed = 0
     runs_bar = tqdm(total=len(planned), desc="runs", unit="run", position=0)

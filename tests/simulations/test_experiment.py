@@ -17,6 +17,7 @@ from simulations.runner import (
     FRESH,
     RESTART,
     RESUME,
+    check_resources,
     check_strategy_names,
     plan,
     prepare_directory,
@@ -128,6 +129,26 @@ def test_shipped_experiment_files_are_valid(name):
     exp = load_experiment(APP_DIR / "simulations" / f"{name}.toml")
     assert exp.settings.name == name
     check_strategy_names(exp)
+    check_resources(exp, cpus=2)  # each fits the 2-core machine the README measures on
+
+
+@pytest.mark.parametrize(
+    ("extra", "cpus", "message"),
+    [
+        ("cpus-per-client = 4.0", 2, "experiment.cpus-per-client = 4.0: more than the 2 CPUs"),
+        ("cpus-per-client = 2.0\n[ray]\nnum-cpus = 1", 16, "more than the 1 CPUs"),
+        ("gpus-per-client = 0.5\n[ray]\nnum-gpus = 0", 2, "experiment.gpus-per-client = 0.5"),
+    ],
+)
+def test_a_client_that_no_local_ray_could_host_fails_before_any_run(extra, cpus, message):
+    exp = parse_experiment(_replace("num-clients = 3", f"num-clients = 3\n{extra}"))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_resources(exp, cpus=cpus)
+
+
+def test_a_joined_ray_cluster_is_not_checked_here():
+    extra = 'cpus-per-client = 64.0\n[ray]\naddress = "auto"'
+    check_resources(parse_experiment(_replace("num-clients = 3", f"num-clients = 3\n{extra}")), 2)
 
 
 def _fake_run(run_dir: Path, rounds: int, checkpoint: int | None = None, final: bool = False):
