@@ -120,7 +120,6 @@ def _save(run_dir, server_round, arrays, strategy) -> None:
 
 def _resume(run_dir, cfg, strategy, layout, central_dp) -> tuple[ArrayRecord | None, int]:
     """The checkpointed arrays and the round to start at (None, 1 without a usable one)."""
-    fresh = strategy.state_arrays()  # what a failed restore leaves behind is reset to this
     ckpt = rundir.load_checkpoint(
         run_dir,
         layout=layout,
@@ -131,7 +130,10 @@ def _resume(run_dir, cfg, strategy, layout, central_dp) -> tuple[ArrayRecord | N
     last = ckpt.server_round if ckpt is not None else 0
     rundir.truncate_metrics(run_dir, last)
     if ckpt is None:
-        strategy.load_state(fresh)
+        # A checkpoint that failed may have been half read: an empty state is a fresh one.
+        # (Not the fresh strategy's state_arrays(): taking it collects the files on disk
+        # that no state names, and the checkpoints still name some.)
+        strategy.load_state({})
         log.warning("No usable checkpoint in %s: starting from round 1", run_dir)
         return None, 1
     if central_dp:

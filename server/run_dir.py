@@ -186,7 +186,8 @@ def load_checkpoint(
     shapes and dtypes of ``layout`` (the initial adapter) and be finite; the strategy state
     must be finite and, when ``restore`` is given (the strategy's ``load_state``), be read
     by it without an error. A checkpoint that fails is skipped with a log line saying why.
-    ``restore`` may have been called with a state that then failed: the caller resets it.
+    ``restore`` may have been called with a state that then failed: the caller resets it
+    (``load_state({})``).
     """
     for target in (run_dir / CHECKPOINT, run_dir / PREVIOUS):
         if not target.exists():
