@@ -162,7 +162,9 @@ def checkpoint_round(run_dir: Path) -> int | None:
     return None
 
 
-def _restore(restore: Callable[[Mapping[str, np.ndarray]], None], ckpt: Checkpoint, target: Path):
+def _restore(
+    restore: Callable[[Mapping[str, np.ndarray]], None], ckpt: Checkpoint, target: Path
+) -> None:
     try:
         restore(ckpt.strategy_state)
     except Exception as error:  # a strategy reads its own state; any failure rules it out
