@@ -14,6 +14,7 @@ its batch as soon as it is finished, at a stop token or once its answer can no l
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {
     "summarization": 48,
 }
 CHAT_END = "<|im_end|>"  # ChatML end of turn (SmolLM2, Qwen2.5); the EOS of SmolLM2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,15 @@ def generate_with_stats(
     prompts = [chat_prompt(tokenizer, example) for example in examples]
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
     texts: list[str] = [""] * len(examples)
+    context = context_length(model)
+    # A prompt that fills the model's context leaves no room for a reply: it gets the empty
+    # reply (scored as a wrong answer) instead of an attention over more positions than the
+    # model was trained on, whose memory grows with the square of a hostile record's length.
+    fits = [i for i, length in enumerate(lengths) if length < context]
+    if len(fits) < len(examples):
+        skipped = [examples[i].uid for i in range(len(examples)) if lengths[i] >= context]
+        log.warning("%d prompt(s) of %d tokens or more (the model's context) get an empty "
+                    "reply: %s", len(skipped), context, ", ".join(skipped[:5]))  # fmt: skip
     new_tokens = 0
     was_training = model.training
     model.eval()
@@ -117,8 +129,13 @@ def generate_with_stats(
             head_in_compute_dtype(model),
             tqdm(total=len(examples), desc="generate", disable=not progress, unit="ex") as bar,
         ):
-            for rows in _batches(examples, lengths, batch_size):
+            bar.update(len(examples) - len(fits))
+            for batch in _batches([examples[i] for i in fits], [lengths[i] for i in fits],
+                                  batch_size):  # fmt: skip
+                rows = [fits[k] for k in batch]
                 limit = max_new_tokens or DEFAULT_MAX_NEW_TOKENS[examples[rows[0]].task]
+                # The longest prompt reaches the end of the context first; the batch stops there.
+                limit = min(limit, context - max(lengths[i] for i in rows))
                 sampling = {"temperature": temperature, "top_p": top_p}
                 replies, count = _generate_batch(
                     model, tokenizer, [prompts[i] for i in rows], examples[rows[0]].task, limit,
@@ -131,6 +148,12 @@ def generate_with_stats(
     finally:
         model.train(was_training)
     return GenerationResult(texts, new_tokens, time.perf_counter() - start)
+
+
+def context_length(model) -> int:
+    """Positions the model attends over (``max_position_embeddings``; unbounded if unset)."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    return positions if isinstance(positions, int) and positions > 0 else 2**62
 
 
 def _batches(

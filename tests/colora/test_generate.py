@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from colora.generate import (
     DEFAULT_MAX_NEW_TOKENS,
     _batches,
     chat_prompt,
+    context_length,
     decode,
     generate,
     generate_with_stats,
@@ -168,3 +170,46 @@ def test_replies_stop_once_the_answer_is_final(varied_model, tiny_tokenizer, mbp
     result = generate_with_stats(varied_model, tiny_tokenizer, mbpp[:3], batch_size=3,
                                  max_new_tokens=8, progress=False)  # fmt: skip
     assert result.new_tokens == 3  # one token each, then the answer was final
+
+
+def _with_source_of_length(tokenizer, example: Example, tokens: int) -> Example:
+    """``example`` with its source padded by words until its prompt is ``tokens`` long."""
+    low, high = 0, tokens
+    while low < high:  # the fewest words whose prompt reaches ``tokens``
+        words = (low + high) // 2
+        grown = dataclasses.replace(example, source=example.source + " x" * words)
+        if _prompt_length(tokenizer, grown) < tokens:
+            low = words + 1
+        else:
+            high = words
+    grown = dataclasses.replace(
+        example, uid=f"{example.uid}/long", source=example.source + " x" * low
+    )
+    assert _prompt_length(tokenizer, grown) == tokens  # " x" is one token after a space
+    return grown
+
+
+def test_prompts_beyond_the_context_get_empty_replies(varied_model, tiny_tokenizer, mbpp, caplog):
+    """A hostile record that fills the context is answered "" and never reaches the model;
+    the other replies are those generated without it."""
+    context = context_length(varied_model)
+    assert context == 1024  # the tiny model's max_position_embeddings
+    hostile = [_with_source_of_length(tiny_tokenizer, mbpp[0], context),
+               dataclasses.replace(mbpp[1], uid="huge", source="x " * 200_000)]  # fmt: skip
+    alone = generate_with_stats(varied_model, tiny_tokenizer, mbpp[2:], max_new_tokens=4,
+                                progress=False)  # fmt: skip
+    with caplog.at_level("WARNING", logger="colora.generate"):
+        mixed = generate_with_stats(varied_model, tiny_tokenizer,
+                                    [hostile[0], *mbpp[2:], hostile[1]], batch_size=2,
+                                    max_new_tokens=4, progress=False)  # fmt: skip
+    assert mixed.texts == ["", *alone.texts, ""]
+    assert mixed.new_tokens == alone.new_tokens
+    assert "2 prompt(s) of 1024 tokens or more" in caplog.text and "huge" in caplog.text
+
+
+def test_replies_stop_at_the_end_of_the_context(varied_model, tiny_tokenizer, mbpp):
+    context = context_length(varied_model)
+    near_end = _with_source_of_length(tiny_tokenizer, mbpp[0], context - 2)
+    result = generate_with_stats(varied_model, tiny_tokenizer, [near_end], max_new_tokens=6,
+                                 progress=False)  # fmt: skip
+    assert result.new_tokens == 2
