@@ -185,7 +185,7 @@ def verdict(task: str, metric: str, labels: Mapping[str, Mapping], lower: bool) 
     if margin == 0:
         return f"- **{task}**, `{metric}`: {winner} and {runner_up} tie at {win['mean']:.3f}."
     if win["n"] != second["n"]:
-        judged = f"on unequal seeds ({win['n']} against {second['n']}): not yet comparable"
+        judged = f"on unequal seeds ({win['n']} against {second['n']}): not comparable"
     elif spread == 0:
         judged = "no seed spread to compare with (one seed)"
     elif margin > spread:

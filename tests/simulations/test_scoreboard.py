@@ -320,7 +320,7 @@ def test_a_winner_on_other_seeds_is_not_called_a_win():
     labels = {"a": {"m": {"mean": 1.0, "std": 0.1, "n": 2}}, "b": {"m": _stat(2.0)}}
     assert verdict("t", "m", labels, lower=True) == (
         "- **t**, `m` (lower is better): **a** 1.000, ahead of b (2.000) by 1.000; "
-        "on unequal seeds (2 against 1): not yet comparable."
+        "on unequal seeds (2 against 1): not comparable."
     )
 
 
