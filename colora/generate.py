@@ -118,7 +118,7 @@ def generate_with_stats(
     if len(fits) < len(examples):
         skipped = [examples[i].uid for i in range(len(examples)) if lengths[i] >= context]
         log.warning("%d prompt(s) of %d tokens or more (the model's context) get an empty "
-                    "reply: %s", len(skipped), context, ", ".join(skipped[:5]))  # fmt: skip
+                    "reply: %r", len(skipped), context, skipped[:5])  # fmt: skip
     new_tokens = 0
     was_training = model.training
     model.eval()
