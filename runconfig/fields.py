@@ -105,6 +105,11 @@ def require(condition: bool, section: str, name: str, value: Any, why: str) -> N
         raise ConfigError(f"{toml_key(section, name)} = {value!r}: {why}")
 
 
+def at_most(section: str, name: str, value: float, high: float) -> None:
+    """Raise :class:`ConfigError` naming ``section.name`` if ``value`` exceeds ``high``."""
+    require(value <= high, section, name, value, f"must be <= {high}")
+
+
 def one_of(section: str, name: str, value: str, valid: tuple[str, ...]) -> None:
     """Raise :class:`ConfigError` unless ``value`` is in ``valid``; the error lists them."""
     require(value in valid, section, name, value, f"must be one of {', '.join(valid)}")

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runconfig.fields import ConfigError, build_section, flatten_section, one_of, option, require
+from runconfig.fields import (
+    ConfigError,
+    at_most,
+    build_section,
+    flatten_section,
+    one_of,
+    option,
+    require,
+)
 
 TASK_NAMES: tuple[str, ...] = ("generation", "translation", "summarization")  # codetasks
 PERSONAL_MODES = ("sigma", "dual", "none")
@@ -35,6 +43,12 @@ MAX_SEED = 2**31 - 1
 # target layer, is checked when the adapter is attached (colora.adapter.check_rank); this one
 # catches absurd values (rank 10^9) at parse time: no model this project targets is wider.
 MAX_RANK = 8192
+# Counts with no natural bound: a typo's extra digits would otherwise become a round that never
+# ends or a batch that never fits, found hours in. Each bound is far beyond any real run.
+MAX_ROUNDS = 100_000  # a round a second for more than a day
+MAX_STEPS = 1_000_000  # optimizer steps (or micro-batches) per round
+MAX_BATCH = 65_536  # examples per batch
+MAX_TOKENS = 2**20  # tokens of one sequence: the longest context windows of today's models
 
 
 def is_safe_name(name: str) -> bool:
@@ -67,6 +81,7 @@ class RunSettings:
             self.num_server_rounds,
             "must be >= 1",
         )
+        at_most("", "num_server_rounds", self.num_server_rounds, MAX_ROUNDS)
         require(
             0 <= self.seed <= MAX_SEED, "", "seed", self.seed, f"must be between 0 and {MAX_SEED}"
         )
@@ -118,7 +133,7 @@ class AdapterSettings:
 
     def __post_init__(self) -> None:
         require(self.rank >= 1, "adapter", "rank", self.rank, "must be >= 1")
-        require(self.rank <= MAX_RANK, "adapter", "rank", self.rank, f"must be <= {MAX_RANK}")
+        at_most("adapter", "rank", self.rank, MAX_RANK)
         require(self.alpha > 0, "adapter", "alpha", self.alpha, "must be > 0")
         require(0 <= self.dropout < 1, "adapter", "dropout", self.dropout, "must be in [0, 1)")
         require(
@@ -216,6 +231,10 @@ class TrainSettings:
         )
         for name in ("shared_steps", "batch_size", "grad_accum", "eval_examples"):
             require(getattr(self, name) >= 1, "train", name, getattr(self, name), "must be >= 1")
+        for name, high in (("sigma_steps", MAX_STEPS), ("shared_steps", MAX_STEPS),
+                           ("warmup_steps", MAX_STEPS), ("grad_accum", MAX_STEPS),
+                           ("batch_size", MAX_BATCH), ("micro_batch_size", MAX_BATCH)):  # fmt: skip
+            at_most("train", name, getattr(self, name), high)
         require(
             self.max_seq_length >= 32,
             "train",
@@ -223,6 +242,7 @@ class TrainSettings:
             self.max_seq_length,
             "must be >= 32",
         )
+        at_most("train", "max_seq_length", self.max_seq_length, MAX_TOKENS)
         for name in ("learning_rate", "sigma_learning_rate"):
             require(getattr(self, name) > 0, "train", name, getattr(self, name), "must be > 0")
         require(
@@ -312,6 +332,8 @@ class EvalScheduleSettings:
             require(getattr(self, name) >= 0, "eval", name, getattr(self, name), "must be >= 0")
         for name in ("limit", "batch_size"):
             require(getattr(self, name) >= 1, "eval", name, getattr(self, name), "must be >= 1")
+        at_most("eval", "batch_size", self.batch_size, MAX_BATCH)
+        at_most("eval", "max_new_tokens", self.max_new_tokens, MAX_TOKENS)
 
     def due(self, server_round: int, num_rounds: int) -> bool:
         """Whether round ``server_round`` of ``num_rounds`` reports generation metrics."""

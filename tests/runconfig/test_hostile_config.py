@@ -11,6 +11,7 @@ from torch import nn
 
 from colora.adapter import check_rank
 from runconfig import ConfigError, parse_run_config
+from runconfig.schema import MAX_BATCH, MAX_ROUNDS, MAX_STEPS, MAX_TOKENS
 from strategies.registry import build_strategy
 from tests.conftest import pyproject_defaults
 
@@ -147,3 +148,25 @@ def test_safe_run_names_parse():
 )
 def test_an_unknown_key_is_named_as_written(key, shown):
     _refused({key: 4}, f"unknown config key '{re.escape(shown)}'")
+
+
+@pytest.mark.parametrize(
+    ("key", "bound"),
+    [
+        ("num-server-rounds", MAX_ROUNDS),
+        ("train.shared-steps", MAX_STEPS),
+        ("train.sigma-steps", MAX_STEPS),
+        ("train.warmup-steps", MAX_STEPS),
+        ("train.grad-accum", MAX_STEPS),
+        ("train.batch-size", MAX_BATCH),
+        ("train.micro-batch-size", MAX_BATCH),
+        ("eval.batch-size", MAX_BATCH),
+        ("train.max-seq-length", MAX_TOKENS),
+        ("eval.max-new-tokens", MAX_TOKENS),
+    ],
+)
+def test_counts_past_any_real_run_are_refused_by_name(key, bound):
+    """A typo's extra digits would be a round that never ends or a batch that never fits."""
+    assert parse_run_config({**DEFAULTS, key: bound}).to_flat()[key] == bound
+    for value in (bound + 1, 2**63 - 1):  # sigma-steps, a float, shows 1000001.0
+        _refused({key: value}, rf"^{re.escape(key)} = [0-9.e+]+: must be <= {bound}$")
