@@ -74,6 +74,9 @@ NPY_STYPE = "numpy.ndarray"  # Flower's SType.NUMPY
 MAX_CLIENT_ID = 2**31 - 1
 MAX_COUNT = 2**53  # largest integer a float metric holds exactly
 MAX_TASK_NAME = 64
+# An honest reply carries a few dozen metrics (about 20 per task at a generation round); a cap
+# far above that bounds what one reply can write into every round's record and report.
+MAX_METRICS = 1024
 _TASK = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _METRIC = re.compile(r"[A-Za-z0-9][A-Za-z0-9@_.-]{0,63}")
 # The header np.save writes for a numeric array; no object ('O') or structured dtype.
@@ -148,6 +151,15 @@ def _rule(name: str) -> tuple[float, float] | None:
     return None
 
 
+def metric_task(name: str) -> str | None:
+    """The task a per-task metric names (``eval-loss.generation`` -> ``generation``); None
+    for a run-level metric or a name the contract does not know."""
+    for prefix in _PREFIXES:
+        if name.startswith(prefix):
+            return _task_of(name, prefix)
+    return None
+
+
 def _task_of(name: str, prefix: str) -> str | None:
     task = name.removeprefix(prefix)
     if prefix == EVAL_METRIC:  # "eval.<task>.<metric>"
@@ -177,6 +189,10 @@ def parse_metrics(message: Message) -> dict[str, int | float]:
     records = message.content.metric_records
     if "metrics" not in records:
         raise ReplyError("reply lacks 'metrics'")
+    if len(records["metrics"]) > MAX_METRICS:
+        raise ReplyError(
+            f"reply carries {len(records['metrics'])} metrics; at most {MAX_METRICS} are accepted"
+        )
     metrics = {}
     for name, value in records["metrics"].items():
         if not isinstance(name, str):

@@ -158,7 +158,7 @@ def _secure(grid, train_messages, server_round, cfg):
 
 def _limits(cfg: RunConfig) -> WeightLimits:
     share, train = cfg.strategy.max_client_share, cfg.train
-    return WeightLimits(train.max_train_examples, share, train.eval_examples)
+    return WeightLimits(train.max_train_examples, share, train.eval_examples, cfg.data.tasks)
 
 
 def _train(trainer, grid, cfg, server_round, arrays):

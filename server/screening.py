@@ -17,7 +17,7 @@ no strategy can aggregate a bad update, or trust a bad number, by forgetting to 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
@@ -40,12 +40,27 @@ class Rejection:
 
 @dataclass(frozen=True)
 class WeightLimits:
-    """``train.max-train-examples`` (0 = none), ``strategy.max-client-share`` and
-    ``train.eval-examples`` (0 = none), which bounds an evaluate reply's count per task."""
+    """``train.max-train-examples`` (0 = none), ``strategy.max-client-share``,
+    ``train.eval-examples`` (0 = none), which bounds an evaluate reply's count per task, and
+    ``data.tasks``, the only tasks a reply's per-task metrics may name."""
 
     max_task_examples: int = 0
     max_share: float = 1.0
     max_eval_examples: int = 0
+    tasks: tuple[str, ...] = TASK_NAMES
+
+
+def _task_reason(metrics: Mapping[str, object], tasks: tuple[str, ...]) -> str | None:
+    """Why a reply's per-task metrics name a task the run does not have. Invented tasks would
+    add lines to every report and, on evaluation, raise the example count the reply may claim
+    (its bound is per task)."""
+    for name in sorted(metrics):
+        task = contract.metric_task(name)
+        if task is not None and task not in tasks:
+            return (
+                f"metric '{name}' names task {task!r}, not one of data.tasks ({', '.join(tasks)})"
+            )
+    return None
 
 
 def _check_layout(sent: Message, parsed: TrainReply) -> str | None:
@@ -65,9 +80,13 @@ def _parse_train(sent: Message | None, reply: Message, limits: WeightLimits) -> 
     if sent is None:
         raise ReplyError("reply to a message this round did not send")
     parsed = contract.parse_train(reply)
-    reason = count_reason(
-        parsed.num_examples, parsed.task_examples, limits.max_task_examples, len(TASK_NAMES)
-    ) or _check_layout(sent, parsed)
+    reason = (
+        _task_reason(parsed.metrics, limits.tasks)
+        or count_reason(
+            parsed.num_examples, parsed.task_examples, limits.max_task_examples, len(limits.tasks)
+        )
+        or _check_layout(sent, parsed)
+    )
     if reason is not None:
         raise ReplyError(reason)
     return parsed
@@ -145,6 +164,9 @@ def _parse_evaluate(
     if sent is None and not reply.has_error():
         raise ReplyError("reply to a message this round did not send")
     parsed = contract.parse_evaluate(reply)
+    reason = _task_reason(parsed.metrics, limits.tasks)
+    if reason is not None:
+        raise ReplyError(reason)
     most = limits.max_eval_examples * max(len(parsed.eval_losses), 1)
     if limits.max_eval_examples > 0 and parsed.num_examples > most:
         raise ReplyError(

@@ -98,6 +98,14 @@ def _header_disagrees(message):
 
 
 # Train replies: name -> reply maker. Names say what is wrong.
+def _invented(message: Message) -> dict:
+    """The honest reply's per-task counts moved to a task the run does not have (they still
+    sum to num-examples, so only the task's name is wrong)."""
+    honest = train_metrics(message.metadata.dst_node_id)
+    counts = {k: v for k, v in honest.items() if k.startswith(names.TASK_EXAMPLES)}
+    return {**dict.fromkeys(counts), names.TASK_EXAMPLES + "x": sum(counts.values())}
+
+
 TRAIN: dict = {
     "metrics without client-id": lambda m: reply_with(m, metrics={names.CLIENT_ID: None}),
     "num-examples = inf": lambda m: reply_with(m, metrics={names.NUM_EXAMPLES: math.inf}),
@@ -128,6 +136,13 @@ TRAIN: dict = {
     ),
     "train loss negative": lambda m: reply_with(m, metrics={names.TRAIN_LOSS: -1.0}),
     "unknown metric is a list": lambda m: reply_with(m, metrics={"whatever": [math.nan]}),
+    "train loss of a task the run does not have": lambda m: reply_with(
+        m, metrics={names.TRAIN_LOSS_TASK + "invented": 0.5}
+    ),
+    "examples of a task the run does not have": lambda m: reply_with(m, metrics=_invented(m)),
+    f"{names.MAX_METRICS + 1} metrics": lambda m: reply_with(
+        m, metrics={f"unknown-{i}": 1.0 for i in range(names.MAX_METRICS + 1)}
+    ),
     "no metrics record": lambda m: reply_with(m, drop=("metrics",)),
     "no arrays record": lambda m: reply_with(m, drop=("arrays",)),
     "metrics in a ConfigRecord": lambda m: Message(
@@ -203,4 +218,17 @@ EVAL: dict = {
     "eval loss is a list": lambda m: eval_reply(m, {names.EVAL_LOSS_TASK + "generation": [1.0]}),
     "eval loss negative": lambda m: eval_reply(m, {names.EVAL_LOSS_TASK + "generation": -3.0}),
     "eval losses on 0 examples": lambda m: eval_reply(m, {names.NUM_EXAMPLES: 0}),
+    "eval loss of a task the run does not have": lambda m: eval_reply(
+        m, {names.EVAL_LOSS_TASK + "invented": 1.0}
+    ),
+    # the bound on an evaluate count is per task: 100 invented tasks would raise it 100-fold
+    "eval count inflated by invented tasks": lambda m: eval_reply(
+        m, {names.NUM_EXAMPLES: 1600, **{f"{names.EVAL_LOSS_TASK}t{i}": 1.0 for i in range(100)}}
+    ),
+    "generation metric of a task the run does not have": lambda m: eval_reply(
+        m, {names.EVAL_METRIC + "invented.pass@1": 50.0}
+    ),
+    f"{names.MAX_METRICS + 1} eval metrics": lambda m: eval_reply(
+        m, {f"unknown-{i}": 1.0 for i in range(names.MAX_METRICS + 1)}
+    ),
 }

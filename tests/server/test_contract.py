@@ -138,3 +138,30 @@ def test_parsing_anything_returns_a_valid_reply_or_raises_reply_error(metrics, a
         )
         for value in getattr(reply, "arrays", {}).values():
             assert value.dtype.kind in "fiucb"
+
+
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [
+        (names.TASK_EXAMPLES + "generation", "generation"),
+        (names.TRAIN_LOSS_TASK + "translation", "translation"),
+        (names.EVAL_LOSS_TASK + "summarization", "summarization"),
+        (names.EVAL_METRIC + "generation.pass@1", "generation"),
+        (names.EVAL_SECONDS + "translation", "translation"),
+        (names.EVAL_LOSS_TASK + "invented", "invented"),
+        (names.NUM_EXAMPLES, None),
+        (names.EVAL_LOSS, None),
+        (names.EVAL_METRIC + "generation", None),  # no metric after the task
+        ("unknown", None),
+    ],
+)
+def test_metric_task_names_the_task_of_a_per_task_metric(name, task):
+    assert names.metric_task(name) == task
+
+
+def test_a_reply_with_more_metrics_than_the_cap_is_refused():
+    honest = {names.CLIENT_ID: 0, names.NUM_EXAMPLES: 4}
+    extra = {f"unknown-{i}": 0.0 for i in range(names.MAX_METRICS - len(honest))}
+    assert parse_evaluate(_message({**honest, **extra})).num_examples == 4
+    with pytest.raises(ReplyError, match=f"carries {names.MAX_METRICS + 1} metrics; at most"):
+        parse_evaluate(_message({**honest, **extra, "one-more": 0.0}))

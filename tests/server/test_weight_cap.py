@@ -168,3 +168,17 @@ def test_clients_of_weight_zero_hold_no_share():
     # is), and among several the cap applies to the positive ones only.
     assert capped_weights([0, 2, 0], 0.5).tolist() == [0, 2, 0]
     assert capped_weights([0, 30, 0, 10, 10], 0.5).tolist() == [0, 20, 0, 10, 10]
+
+
+@pytest.mark.usefixtures("server_task_identity")
+def test_replies_naming_a_task_outside_data_tasks_are_rejected(tmp_path):
+    # Node 2 reports translation, which this run does not train: its counts, losses and
+    # generation metrics would add a task to every report, and on evaluation raise the count
+    # it may claim (the bound is train.eval-examples per task).
+    tasks = ",".join(t for t in TASKS.values() if t != TASKS[2])
+    result = federate(tmp_path, AnsweringGrid(), **{"data.tasks": tasks})
+    (line,) = rundir.read_metrics(result.run_dir)
+    assert [r["node_id"] for r in line["rejected"]] == [2, 2]  # its train and evaluate replies
+    reason = f"names task {TASKS[2]!r}, not one of data.tasks (generation, summarization)"
+    assert all(reason in r["reason"] for r in line["rejected"])
+    assert TASKS[2] not in line["eval_loss_by_task"] and TASKS[2] not in line["train_loss_by_task"]

@@ -67,7 +67,9 @@ def test_bad_reply_is_dropped_and_the_rest_aggregates(strategy_name, spoil, reas
         for message in sent:
             node = message.metadata.dst_node_id
             state = spoil(updates[node]) if node == bad_node else updates[node]
-            out.append(reply(message, state, metrics(node, n=node, **{"num-examples.x": node})))
+            out.append(
+                reply(message, state, metrics(node, n=node, **{"num-examples.generation": node}))
+            )
         return sent, out
 
     with_bad = strategy(strategy_name)
