@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from client.personal_store import load_personal, save_personal
 
@@ -50,3 +51,52 @@ def test_rerun_round_reads_the_state_from_before_it(tmp_path):
     assert server_round == 2 and state["w"].item() == 2.5
     assert load_personal(path, before_round=2)[0]["w"].item() == 1.0
     assert load_personal(path, before_round=1) is None
+
+
+def _damaged(path, kind: str) -> None:
+    """Overwrite ``path`` with a file this module cannot have written."""
+    good = path.read_bytes()
+    if kind == "garbage":
+        path.write_bytes(b"\x00garbage" * 9)
+    elif kind == "truncated":
+        path.write_bytes(good[:-3])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "nan":
+        save_file({"w": torch.full((2, 2), float("nan"))}, path, metadata={"server-round": "2"})
+    elif kind == "integer tensor":
+        save_file({"w": torch.ones(2, 2, dtype=torch.int64)}, path, metadata={"server-round": "2"})
+    elif kind == "no round":
+        save_file({"w": torch.ones(2, 2)}, path)
+    else:  # a round that is not a round number
+        save_file({"w": torch.ones(2, 2)}, path, metadata={"server-round": kind})
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["garbage", "truncated", "empty", "nan", "integer tensor", "no round",
+     "1e999", '"2"', "true", "-1", "[2]", "{"],
+)  # fmt: skip
+def test_a_damaged_state_is_set_aside_and_the_earlier_one_read(tmp_path, kind, caplog):
+    path = tmp_path / "personal.safetensors"
+    save_personal(path, {"w": torch.ones(2, 2)}, server_round=1)
+    save_personal(path, {"w": torch.full((2, 2), 2.0)}, server_round=2)
+    _damaged(path, kind)
+    damaged = path.read_bytes()
+    state, server_round = load_personal(path)  # falls back to round 1's state
+    assert server_round == 1 and torch.equal(state["w"], torch.ones(2, 2))
+    assert (tmp_path / "personal.safetensors.corrupt").read_bytes() == damaged  # kept as it was
+    assert "is damaged" in caplog.text and "personal.safetensors.corrupt" in caplog.text
+    # The next round saves over the gap, keeping round 1 as the state before it.
+    save_personal(path, {"w": torch.full((2, 2), 3.0)}, server_round=2)
+    assert load_personal(path)[1] == 2 and load_personal(path, before_round=2)[1] == 1
+
+
+def test_damaged_states_never_overwrite_each_other(tmp_path):
+    path = tmp_path / "personal.safetensors"
+    for number in range(3):
+        path.write_bytes(b"damaged %d" % number)
+        assert load_personal(path) is None
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"personal.safetensors.corrupt{s}" for s in ("", ".1", ".2")]
+    assert (tmp_path / "personal.safetensors.corrupt.2").read_bytes() == b"damaged 2"
