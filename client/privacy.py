@@ -55,6 +55,42 @@ def gaussian_sigma(privacy: PrivacySettings) -> float:
     return sensitivity * math.sqrt(2.0 * math.log(1.25 / privacy.dp_delta)) / privacy.dp_epsilon
 
 
+class LedgerError(ValueError):
+    """The privacy ledger cannot be read as one; the message names the file and why."""
+
+
+def read_ledger(path: Path) -> dict[str, list[float]]:
+    """The ledger at ``path`` (``{"<round>": [ε, δ]}``), empty if there is none.
+
+    A damaged ledger is a :class:`LedgerError`, never read as empty: that would restart the
+    count and understate the spend. The client then fails closed (the round's noisy update is
+    not sent) until the file is restored or removed knowingly; the file is left as it is.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        ledger = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise LedgerError(_damaged(path, f"unreadable: {error}")) from None
+    if not isinstance(ledger, dict):
+        raise LedgerError(_damaged(path, "not a JSON object"))
+    for key, spend in ledger.items():
+        numbers = isinstance(spend, list) and len(spend) == 2
+        numbers = numbers and all(
+            type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in spend
+        )
+        if not (key.isdecimal() and numbers):
+            raise LedgerError(_damaged(path, f"entry {key[:40]!r} is not round: [ε, δ]"))
+    return ledger
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (
+        f"privacy ledger {path} is damaged ({why}); no update is sent while this client's "
+        "privacy spend is unknown: restore the file, or remove it to count from zero"
+    )
+
+
 def record_spend(
     state_dir: Path, server_round: int, privacy: PrivacySettings
 ) -> tuple[float, float]:
@@ -63,7 +99,7 @@ def record_spend(
     Keyed by round, so a round that is re-run (a resumed server) is not counted twice.
     """
     path = state_dir / LEDGER_FILE
-    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    ledger = read_ledger(path)
     ledger[str(server_round)] = [privacy.dp_epsilon, privacy.dp_delta]
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from client.privacy import LEDGER_FILE, gaussian_sigma, local_dp_mod, privatise, record_spend
+from client.privacy import (
+    LEDGER_FILE,
+    LedgerError,
+    gaussian_sigma,
+    local_dp_mod,
+    privatise,
+    record_spend,
+)
 from colora.wire import to_numpy, to_record
 from runconfig.schema import PrivacySettings, parse_run_config
 from tests.conftest import pyproject_defaults
@@ -51,6 +58,31 @@ def test_ledger_composes_rounds_and_counts_a_rerun_round_once(tmp_path):
     assert record_spend(tmp_path, 2, privacy) == pytest.approx((0.5, 2e-6))
     assert record_spend(tmp_path, 2, privacy) == pytest.approx((0.5, 2e-6))  # resumed round
     assert (tmp_path / LEDGER_FILE).is_file()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe",  # not UTF-8
+        b"[" * 100_000,  # nested past the parser's stack
+        b"[]",
+        b'{"1": [0.25]}',
+        b'{"1": [0.25, NaN]}',
+        b'{"1": [-0.25, 1e-6]}',
+        b'{"1": [true, 1e-6]}',
+        b'{"1": ["0.25", 1e-6]}',
+        b'{"one": [0.25, 1e-6]}',
+    ],
+)
+def test_a_damaged_ledger_fails_closed_and_is_left_as_it_is(tmp_path, content):
+    # Read as empty, it would restart the count and understate the privacy spent.
+    privacy = PrivacySettings(dp_mode="local", dp_clip_norm=1.0, dp_epsilon=0.25, dp_delta=1e-6)
+    ledger = tmp_path / LEDGER_FILE
+    ledger.write_bytes(content)
+    with pytest.raises(LedgerError, match=r"privacy ledger .* is damaged .*no update is sent"):
+        record_spend(tmp_path, 2, privacy)
+    assert ledger.read_bytes() == content
 
 
 def _round(tmp_path, **privacy):
