@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from colora.contract import TRAIN_LOSS, weighted_mean
 from server.round_record import eval_metrics_by_task, read_records, strategy_log
+
+log = logging.getLogger(__name__)
 
 TB_DIR = "tensorboard"
 _WRITTEN = "written.json"
@@ -62,18 +65,34 @@ def _digest(record: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _read_written(path: Path) -> dict[str, str]:
+    """The round -> digest map; a damaged one reads as empty (logged): the cost is rounds
+    written twice to TensorBoard, where a raise would stop the run after every round."""
+    if not path.exists():
+        return {}
+    try:
+        written = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = str(error)[:200]
+    else:
+        if isinstance(written, dict) and all(isinstance(v, str) for v in written.values()):
+            return written
+        reason = f"not a map of round digests: a JSON {type(written).__name__}"
+    log.warning("%s is damaged (%s); rewriting every round's scalars", path, reason)
+    return {}
+
+
 @contextmanager
 def _locked(log_dir: Path) -> Iterator[dict[str, str]]:
     """The ``written.json`` map, under an exclusive lock; saved on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = log_dir / _WRITTEN
-        written = json.loads(path.read_text()) if path.exists() else {}
+        written = _read_written(log_dir / _WRITTEN)
         yield written
         tmp = log_dir / f".{_WRITTEN}.tmp"
         tmp.write_text(json.dumps(written, sort_keys=True))
-        tmp.replace(path)
+        tmp.replace(log_dir / _WRITTEN)
 
 
 def _write(log_dir: Path, records: Sequence[Mapping[str, Any]]) -> int:

@@ -103,6 +103,24 @@ def test_report_backfills_tensorboard_once(fake_experiment):
     assert [e.value for e in events.Scalars("eval/pass@1/generation")] == pytest.approx([0.5] * 2)
 
 
+@pytest.mark.parametrize("damage", [b"{torn", b"\xff", b"[1, 2]", b'{"1": 3}', b"[" * 100_000])
+def test_a_damaged_tensorboard_map_rewrites_the_rounds_instead_of_raising(
+    fake_experiment, damage, caplog
+):
+    # The server writes TensorBoard after every round: a raise here would stop the run.
+    from server.tensorboard import sync_run, write_round
+
+    run_dir = fake_experiment / "runs" / "fedavg-seed0"
+    assert sync_run(run_dir) == 2
+    (run_dir / "tensorboard" / "written.json").write_bytes(damage)
+    assert sync_run(run_dir) == 2  # both rounds again
+    assert "written.json is damaged" in caplog.text
+    assert sync_run(run_dir) == 0  # and the map is whole again
+    (run_dir / "tensorboard" / "written.json").write_bytes(damage)
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert write_round(run_dir, record)
+
+
 @pytest.mark.slow
 def test_html_report_renders_in_headless_chromium(fake_experiment, tmp_path):
     require_tool(CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install -y chromium")
