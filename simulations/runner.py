@@ -152,8 +152,13 @@ def conflicts(exp: Experiment, output_root: Path | None = None) -> list[str]:
         spec = run.run_dir / SPEC_FILE
         if not spec.exists():
             continue
-        old = json.loads(spec.read_text())
-        before = _what_ran(old["overrides"], old["num_supernodes"])
+        try:
+            old = json.loads(spec.read_text(encoding="utf-8"))
+            before = _what_ran(dict(old["overrides"]), int(old["num_supernodes"]))
+        except (OSError, ValueError, RecursionError, KeyError, TypeError) as error:
+            # What that run is cannot be told: refuse rather than resume or overwrite it.
+            found.append(f"{run.run_dir.name} ({SPEC_FILE} unreadable: {error!r:.80})")
+            continue
         now = _what_ran(dict(run.overrides), exp.settings.num_clients)
         keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if keys:

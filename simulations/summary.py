@@ -11,6 +11,7 @@ previous round line (round 1 includes start-up: Ray, model and data loading).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,14 +22,26 @@ from simulations.results import SUMMARY_FILE
 
 _GIB = 1024**3
 
+log = logging.getLogger(__name__)
+
 
 def _previous(run_dir: Path, resumed_after: int) -> tuple[list[dict], list[dict]]:
+    """The rounds up to the checkpoint and the attempts of the summary being resumed. One
+    that cannot be read is moved aside (``.damaged``) and the run's timing starts afresh:
+    it is bookkeeping, and must not stop a run from resuming."""
     path = run_dir / SUMMARY_FILE
     if not resumed_after or not path.exists():
         return [], []
-    old = json.loads(path.read_text())
-    rounds = [r for r in old.get("rounds", []) if r["round"] <= resumed_after]
-    return rounds, list(old.get("attempts", []))
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        rounds = [dict(r) for r in old.get("rounds", []) if int(r["round"]) <= resumed_after]
+        attempts = [dict(a) for a in old.get("attempts", [])]
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as error:
+        aside = path.with_name(f"{SUMMARY_FILE}.damaged")
+        path.replace(aside)
+        log.warning("%s unreadable (%r); moved to %s, timing starts afresh", path, error, aside)
+        return [], []
+    return rounds, attempts
 
 
 def start(

@@ -214,6 +214,22 @@ def test_runs_made_with_other_settings_are_refused_new_seeds_are_not(tmp_path):
         prepare_directory(fewer_clients, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b"{torn", b"\xff", b"[]", b"{}", b'{"overrides": 3, "num_supernodes": 3}',
+     b'{"overrides": {}, "num_supernodes": "three"}', b"[" * 100_000],
+)  # fmt: skip
+def test_a_run_whose_spec_is_damaged_is_refused_not_resumed(tmp_path, damage):
+    # What that run was cannot be told, so it must be neither resumed nor overwritten.
+    exp = parse_experiment(VALID)
+    run = exp.runs(tmp_path)[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "run_spec.json").write_bytes(damage)
+    with pytest.raises(FileExistsError, match=r"fedavg-seed0 \(run_spec.json unreadable: "):
+        prepare_directory(exp, tmp_path)
+    assert (run.run_dir / "run_spec.json").read_bytes() == damage
+
+
 def test_round_tail_reports_new_lines_and_rereads_after_truncation(tmp_path):
     seen: list[int] = []
     path = tmp_path / "metrics.jsonl"
@@ -262,3 +278,17 @@ def test_summary_of_a_resumed_run_adds_an_attempt(tmp_path):
     ]  # fmt: skip
     assert second["wall_seconds"] == 40.0
     assert (second["peak_rss_bytes"], second["peak_pss_bytes"]) == (300, 60)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"{torn", b"\xff", b"[]", b'{"rounds": 3}', b'{"rounds": [{"round": "x"}]}',
+     b'{"attempts": [1]}', b"[" * 100_000],
+)  # fmt: skip
+def test_a_damaged_summary_is_set_aside_and_the_resumed_run_times_afresh(tmp_path, damage):
+    (tmp_path / "run_summary.json").write_bytes(damage)
+    payload = {"label": "a", "seed": 0, "num_supernodes": 3, "cpus_per_client": 1.0,
+               "gpus_per_client": 0.0, "ray_init_args": {}}  # fmt: skip
+    record = summary.start(tmp_path, payload, 1, {})  # resumed after round 1
+    assert record["rounds"] == [] and len(record["attempts"]) == 1
+    assert (tmp_path / "run_summary.json.damaged").read_bytes() == damage
