@@ -15,6 +15,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,8 +46,8 @@ def resolve_model(
         return ModelChoice("base", ModelSettings(base_model or "bundled", quantization or "nf4"))
     path = Path(spec).expanduser()
     if (path / "adapter_config.json").is_file():
-        config = json.loads((path / "adapter_config.json").read_text())
-        recorded = config.get("base_model_name_or_path") or ""
+        config = _json_object(path / "adapter_config.json")
+        recorded = _text(config, "base_model_name_or_path")
         source = base_model or (recorded if Path(recorded).is_dir() else "bundled")
         return ModelChoice(str(path), ModelSettings(source, quantization or "nf4"), path)
     if (path / "config.json").is_file():
@@ -63,11 +64,30 @@ def _run_model(
     adapter = run_dir / ("shared_adapter" if shared else f"clients/client-{client}/adapter")
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no exported adapter at {adapter}")
-    config = json.loads((run_dir / "config.json").read_text())
-    base = ModelSettings(base_model or config.get("model.source", "bundled"),
-                         quantization or config.get("model.quantization", "nf4"),
-                         config.get("model.cache-dir", ""))  # fmt: skip
+    config = _json_object(run_dir / "config.json")
+    base = ModelSettings(base_model or _text(config, "model.source") or "bundled",
+                         quantization or _text(config, "model.quantization") or "nf4",
+                         _text(config, "model.cache-dir"))  # fmt: skip
     return ModelChoice(f"{run_dir}:{adapter.relative_to(run_dir)}", base, adapter)
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; anything else is a ValueError naming the file."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    except (ValueError, RecursionError) as error:  # not UTF-8, an int past 4,300 digits, [[[[…
+        raise ValueError(f"{path}: not readable JSON ({type(error).__name__})") from None
+    if not isinstance(found, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(found).__name__}")
+    return found
+
+
+def _text(config: dict[str, Any], key: str) -> str:
+    """``config[key]`` when it is a string, else "" (the caller's default applies)."""
+    value = config.get(key)
+    return value if isinstance(value, str) else ""
 
 
 def load_benchmark(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,34 @@ def test_run_directories_need_a_client_or_the_shared_adapter(tmp_path, adapter_d
     with pytest.raises(FileNotFoundError, match="no exported adapter"):
         resolve_model(str(run), shared=True)
     assert resolve_model("base").base == ModelSettings()
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"{torn", "not JSON"),
+        (b"\xff\xfe", "not readable JSON"),
+        (b"[" * 100_000, "not readable JSON"),
+        (b"1" * 5000, "not readable JSON"),
+        (b'["model.source"]', "expected a JSON object, got list"),
+    ],
+)
+@pytest.mark.parametrize("name", ["config.json", "adapter_config.json"])
+def test_a_damaged_run_or_adapter_config_is_one_named_error(
+    tmp_path, adapter_dir, name, content, why
+):
+    (tmp_path / "clients" / "client-0").mkdir(parents=True)
+    (tmp_path / "clients" / "client-0" / "adapter").symlink_to(adapter_dir)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(tmp_path / name))}: {why}"):
+        resolve_model(str(tmp_path), client=0)
+
+
+def test_config_values_of_the_wrong_type_fall_back_to_the_defaults(tmp_path, adapter_dir):
+    (tmp_path / "clients" / "client-0").mkdir(parents=True)
+    (tmp_path / "clients" / "client-0" / "adapter").symlink_to(adapter_dir)
+    (tmp_path / "config.json").write_text(json.dumps({"model.source": 5, "model.cache-dir": []}))
+    assert resolve_model(str(tmp_path), client=0).base == ModelSettings()
 
 
 def _cli(tmp_path: Path, *args: str) -> dict:
