@@ -159,8 +159,8 @@ def read_test_metrics(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / TEST_FILE
     try:
         found = json.loads(path.read_text()) if path.exists() else None
-    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
-        log.warning("%s: unreadable (%s); the run counts as not scored", path, error)
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError: ValueError
+        log.warning("%s: unreadable (%r); the run counts as not scored", path, error)
         return None
     if found is not None and not _well_formed(found):
         log.warning("%s: not {reported: {round: {task: {metric: number}}}}; ignored", path)

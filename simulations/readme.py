@@ -383,6 +383,8 @@ def write_readme_block(summary_path: Path, readme: Path | None = None) -> str:
         check_summary(summary)
     except ValueError as exc:  # JSON and UTF-8 errors are ValueErrors too
         raise ValueError(f"{summary_path}: {exc}") from exc
+    except RecursionError:  # [[[[… past the parser's stack
+        raise ValueError(f"{summary_path}: nested too deeply") from None
     path = meta_path(summary_path)
     meta = read_meta(path)  # its errors name the file already
     try:

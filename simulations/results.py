@@ -108,8 +108,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
     not an object, which the report shows as missing data ("n/a") rather than stopping on."""
     try:
         data = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
-        log.warning("%s: unreadable (%s); treated as missing", path, error)
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError: ValueError
+        log.warning("%s: unreadable (%r); treated as missing", path, error)
         return {}
     if not isinstance(data, dict):
         log.warning("%s: not a JSON object; treated as missing", path)

@@ -322,9 +322,11 @@ def read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_text())
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # not UTF-8, an int past 4,300 digits, [[[[…
+        raise ValueError(f"{path}: not readable JSON ({type(exc).__name__})") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return meta

@@ -188,6 +188,9 @@ BAD_RUN_FILES = {
         (d / "metrics.jsonl").mkdir(),
     ),
     "config.json a list": lambda d: (d / "config.json").write_text("[1]"),
+    "config.json nested past the parser's stack": lambda d: (d / "config.json").write_text(
+        "[" * 100_000
+    ),
     "config.json not UTF-8": lambda d: (d / "config.json").write_bytes(b"\xff"),
     "run_summary.json a list": lambda d: (d / "run_summary.json").write_text("[1]"),
     "a status that is not text": lambda d: (d / "run_summary.json").write_text('{"status": 5}'),

@@ -445,6 +445,7 @@ def _committed(tmp_path: Path) -> Path:
     [
         (lambda s, m: "[]", "summary"),
         (lambda s, m: "{", "collab.json"),
+        (lambda s, m: "[" * 100_000, "collab.json: nested too deeply"),
         (lambda s, m: json.dumps({**s, "experiment": "x -->"}), "experiment"),
         (lambda s, m: json.dumps({**s, "tasks": []}), "tasks"),
         (lambda s, m: json.dumps({**s, "seeds": 5}), "seeds"),
@@ -492,6 +493,17 @@ def test_a_malformed_meta_file_is_refused_naming_it_and_the_readme_is_untouched(
     assert readme.read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("content", [b"\xff", b"[" * 100_000, b"1" * 5000])
+def test_an_unreadable_meta_file_is_refused_naming_it(tmp_path, content):
+    from simulations.readme import write_readme_block
+    from simulations.scoreboard import meta_path
+
+    path = _committed(tmp_path)
+    meta_path(path).write_bytes(content)
+    with pytest.raises(ValueError, match=r"collab\.meta\.json: not readable JSON"):
+        write_readme_block(path)
+
+
 def test_readme_records_with_a_part_missing_still_give_a_block(tmp_path):
     from simulations.readme import write_readme_block
     from simulations.scoreboard import meta_path
@@ -526,6 +538,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, capsys):
         '{"reported": {"best": {"translation": {"test-loss": "1"}}}}',
         '{"reported": {"best": {"translation": {"test-loss": 1' + "0" * 400 + "}}}}",
         b"\xff",
+        "[" * 100_000,
     ],
 )
 def test_malformed_test_metrics_count_as_not_scored(tmp_path, content):
