@@ -129,7 +129,7 @@ def read_records(path: Path, *, warn_torn_tail: bool = False) -> list[dict[str, 
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[… past the stack
             record = None
         problem = record_problem(record)
         if problem is None:

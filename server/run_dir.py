@@ -107,8 +107,8 @@ class CheckpointError(ValueError):
 def _meta(path: Path, max_round: int | None) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: unreadable or truncated JSON ({error})") from None
+    except (OSError, ValueError, RecursionError) as error:  # [[[[… overflows the parser
+        raise CheckpointError(f"{path}: unreadable or truncated JSON ({error!r:.200})") from None
     if not isinstance(meta, dict) or not is_round(meta.get("round")):
         raise CheckpointError(f"{path}: 'round' must be an integer >= 0")
     if max_round is not None and meta["round"] > max_round:

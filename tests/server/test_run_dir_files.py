@@ -81,6 +81,7 @@ CORRUPTIONS = {
     "round as a string": (_meta('{"round": "2", "strategy": "fedavg"}'), "'round' must be"),
     "round as a bool": (_meta('{"round": true, "strategy": "fedavg"}'), "'round' must be"),
     "a truncated meta.json": (_meta('{"round": 2, "stra'), "unreadable or truncated JSON"),
+    "meta.json nested past the parser's stack": (_meta("[" * 100_000), "unreadable or trunc"),
     "meta.json not an object": (_meta("[2]"), "'round' must be"),
     "meta.json of another strategy": (_meta('{"round": 2, "strategy": "coba"}'), "strategy 'coba'"),
     "meta.json missing": (lambda c: (c / "meta.json").unlink(), "unreadable"),
@@ -134,6 +135,15 @@ def test_a_malformed_round_line_is_skipped_on_resume_and_the_rest_kept(tmp_path,
     line by line, as the report's reader does: one bad line costs that line only."""
     for record in ({"round": 1}, MALFORMED_ROUNDS[case], {"round": 3}):
         rundir.append_metrics(tmp_path, record)
+    assert [m["round"] for m in rundir.read_metrics(tmp_path)] == [1, 3]
+    assert any("skipping line 2" in r.getMessage() for r in caplog.records)
+
+
+def test_a_round_line_nested_past_the_parser_is_skipped(tmp_path, caplog):
+    rundir.append_metrics(tmp_path, {"round": 1})
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write("[" * 100_000 + "\n")
+    rundir.append_metrics(tmp_path, {"round": 3})
     assert [m["round"] for m in rundir.read_metrics(tmp_path)] == [1, 3]
     assert any("skipping line 2" in r.getMessage() for r in caplog.records)
 
