@@ -80,7 +80,8 @@ def read_ledger(path: Path) -> dict[str, list[float]]:
             type(x) in (int, float) and math.isfinite(x) and x >= 0 for x in spend
         )
         if not (key.isdecimal() and numbers):
-            raise LedgerError(_damaged(path, f"entry {key[:40]!r} is not round: [ε, δ]"))
+            why = f"entry {key[:40]!r} is not '<round>': [ε, δ] with both finite and >= 0"
+            raise LedgerError(_damaged(path, why))
     return ledger
 
 
