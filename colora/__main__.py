@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import torch
 
+from codetasks.data.jsonl import read_json_object
 from codetasks.examples import TASK_NAMES, Example
 from codetasks.loading import DEFAULT_DATA_ROOT, SPLIT_NAMES, load_task
 from colora.evaluate import EvalReport, EvalSettings, ModelChoice, evaluate_model, load_model
@@ -46,7 +46,7 @@ def resolve_model(
         return ModelChoice("base", ModelSettings(base_model or "bundled", quantization or "nf4"))
     path = Path(spec).expanduser()
     if (path / "adapter_config.json").is_file():
-        config = _json_object(path / "adapter_config.json")
+        config = read_json_object(path / "adapter_config.json")
         recorded = _text(config, "base_model_name_or_path")
         source = base_model or (recorded if Path(recorded).is_dir() else "bundled")
         return ModelChoice(str(path), ModelSettings(source, quantization or "nf4"), path)
@@ -64,24 +64,11 @@ def _run_model(
     adapter = run_dir / ("shared_adapter" if shared else f"clients/client-{client}/adapter")
     if not (adapter / "adapter_config.json").is_file():
         raise FileNotFoundError(f"no exported adapter at {adapter}")
-    config = _json_object(run_dir / "config.json")
+    config = read_json_object(run_dir / "config.json")
     base = ModelSettings(base_model or _text(config, "model.source") or "bundled",
                          quantization or _text(config, "model.quantization") or "nf4",
                          _text(config, "model.cache-dir"))  # fmt: skip
     return ModelChoice(f"{run_dir}:{adapter.relative_to(run_dir)}", base, adapter)
-
-
-def _json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; anything else is a ValueError naming the file."""
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
-    except (ValueError, RecursionError) as error:  # not UTF-8, an int past 4,300 digits, [[[[…
-        raise ValueError(f"{path}: not readable JSON ({type(error).__name__})") from None
-    if not isinstance(found, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(found).__name__}")
-    return found
 
 
 def _text(config: dict[str, Any], key: str) -> str:

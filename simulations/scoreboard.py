@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from codetasks.data.jsonl import read_json_object
 from server.round_record import is_round
 from simulations.heldout import REPORTED, TEST_LOSS, read_test_metrics, round_loss
 from simulations.results import RunResult, json_float, mean_std
@@ -321,15 +322,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from exc
-    except (ValueError, RecursionError) as exc:  # not UTF-8, an int past 4,300 digits, [[[[…
-        raise ValueError(f"{path}: not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return meta
+    return read_json_object(path)  # its DataError (a ValueError) names the file
 
 
 def meta_path(summary_path: Path) -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 from codetasks.data.records import DataError, decode_line, examples_from_numbered, read_data_file
 from codetasks.examples import Example
 
-__all__ = ["DataError", "load_jsonl", "read_jsonl"]
+__all__ = ["DataError", "load_jsonl", "read_json_object", "read_jsonl"]
 
 
 def parse_json_line(line: str, path: Path, number: int) -> Any:
@@ -35,6 +35,21 @@ def parse_json_line(line: str, path: Path, number: int) -> Any:
     except RecursionError:
         reason = "nested too deeply"
     raise DataError(f"{path}:{number}: malformed JSON: {reason}")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object that is the whole of ``path`` (a run's config, an adapter's config, a
+    results file). Not UTF-8, not JSON (``[[[[…`` and 4,300-digit integers included) or
+    another JSON value is a :class:`DataError` naming the file; OSError passes through."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise DataError(f"{path}: not readable JSON ({type(error).__name__})") from None
+    if not isinstance(found, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(found).__name__}")
+    return found
 
 
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codetasks.data.jsonl import DataError, load_jsonl
+from codetasks.data.jsonl import DataError, load_jsonl, read_json_object
 from codetasks.examples import TASK_NAMES
 
 
@@ -276,3 +277,22 @@ def test_uids_are_strings_and_never_repeat(tmp_path: Path, rows: list, message: 
     """The partition and the held-out split tell examples apart by uid."""
     with pytest.raises(DataError, match=message.replace("[", r"\[")):
         load_jsonl("generation", _write(tmp_path / "train.jsonl", rows))
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"{torn", r"not JSON \(Expecting property name enclosed in double quotes at line 1\)"),
+        (b"\xff", r"not readable JSON \(UnicodeDecodeError\)"),
+        (b"[" * 100_000, r"not readable JSON \(RecursionError\)"),
+        (b"1" * 5000, r"not readable JSON \(ValueError\)"),
+        (b"[1]", "expected a JSON object, got list"),
+    ],
+)
+def test_a_json_object_file_that_is_not_one_is_a_data_error_naming_it(tmp_path, content, why):
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: {why}$"):
+        read_json_object(path)
+    path.write_text('{"a": [1]}')
+    assert read_json_object(path) == {"a": [1]}
