@@ -39,6 +39,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 
 from client.data import client_identity
+from codetasks.data.jsonl import read_json_object
 from colora.contract import SECAGG_KEYS, SECAGG_MAX_WEIGHT
 from colora.keys import lora_rank, truncate_rank
 from runconfig import parse_run_config
@@ -69,11 +70,9 @@ def read_ledger(path: Path) -> dict[str, list[float]]:
     if not path.is_file():
         return {}
     try:
-        ledger = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        ledger = read_json_object(path)
+    except (OSError, ValueError) as error:  # DataError is a ValueError
         raise LedgerError(_damaged(path, f"unreadable: {error}")) from None
-    if not isinstance(ledger, dict):
-        raise LedgerError(_damaged(path, "not a JSON object"))
     for key, spend in ledger.items():
         numbers = isinstance(spend, list) and len(spend) == 2
         numbers = numbers and all(

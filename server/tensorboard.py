@@ -27,6 +27,7 @@ from typing import Any
 # module ("TensorBoard logging requires TensorBoard version 1.15 or above") and killed a run.
 from torch.utils.tensorboard import SummaryWriter
 
+from codetasks.data.jsonl import read_json_object
 from colora.contract import TRAIN_LOSS, weighted_mean
 from server.round_record import eval_metrics_by_task, read_records, strategy_log
 
@@ -71,13 +72,13 @@ def _read_written(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
-        written = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        written = read_json_object(path)
+    except (OSError, ValueError) as error:  # DataError is a ValueError
         reason = str(error)[:200]
     else:
-        if isinstance(written, dict) and all(isinstance(v, str) for v in written.values()):
+        if all(isinstance(v, str) for v in written.values()):
             return written
-        reason = f"not a map of round digests: a JSON {type(written).__name__}"
+        reason = "not a map of round digests"
     log.warning("%s is damaged (%s); rewriting every round's scalars", path, reason)
     return {}
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from client.data import client_examples, client_identity
+from codetasks.data.jsonl import read_json_object
 from codetasks.examples import Example
 from codetasks.loading import load_task
 from colora.contract import CLIENT_ID, EVAL_LOSS_TASK
@@ -158,9 +159,9 @@ def read_test_metrics(run_dir: Path) -> dict[str, Any] | None:
     replacing the file, rather than a report stopping on it."""
     path = Path(run_dir) / TEST_FILE
     try:
-        found = json.loads(path.read_text()) if path.exists() else None
-    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError: ValueError
-        log.warning("%s: unreadable (%r); the run counts as not scored", path, error)
+        found = read_json_object(path) if path.exists() else None
+    except (OSError, ValueError) as error:  # DataError is a ValueError and names the file
+        log.warning("%s; the run counts as not scored", error)
         return None
     if found is not None and not _well_formed(found):
         log.warning("%s: not {reported: {round: {task: {metric: number}}}}; ignored", path)

@@ -10,7 +10,6 @@ averaged over clients weighted by examples as the server does for losses.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codetasks.data.jsonl import read_json_object
 from colora.contract import EVAL_LOSS, TRAIN_LOSS
 from server.round_record import eval_metrics_by_task, read_records
 
@@ -103,18 +103,16 @@ def finite_float(value: Any) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
+def read_json_or_empty(path: Path) -> dict[str, Any]:
     """A JSON object file of a run directory; {} if it is absent, unreadable, not JSON or
     not an object, which the report shows as missing data ("n/a") rather than stopping on."""
+    if not path.exists():
+        return {}
     try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError: ValueError
-        log.warning("%s: unreadable (%r); treated as missing", path, error)
+        return read_json_object(path)
+    except (OSError, ValueError) as error:  # DataError is a ValueError and names the file
+        log.warning("%s; treated as missing", error)
         return {}
-    if not isinstance(data, dict):
-        log.warning("%s: not a JSON object; treated as missing", path)
-        return {}
-    return data
 
 
 def _configured_rounds(value: Any) -> bool:
@@ -126,14 +124,14 @@ def load_run(run_dir: Path) -> RunResult | None:
     match = _RUN_NAME.match(run_dir.name)
     if match is None:
         return None
-    rounds = read_json_object(run_dir / "config.json").get("num-server-rounds")
+    rounds = read_json_or_empty(run_dir / "config.json").get("num-server-rounds")
     return RunResult(
         label=match["label"],
         seed=int(match["seed"]),
         run_dir=run_dir,
         records=read_records(run_dir / "metrics.jsonl"),
         num_rounds=rounds if _configured_rounds(rounds) else None,
-        summary=read_json_object(run_dir / SUMMARY_FILE),
+        summary=read_json_or_empty(run_dir / SUMMARY_FILE),
     )
 
 

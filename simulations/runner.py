@@ -34,6 +34,7 @@ from typing import Any
 import psutil
 from tqdm import tqdm
 
+from codetasks.data.jsonl import read_json_object
 from runconfig.fields import ConfigError
 from server import run_dir as rundir
 from server.round_record import read_records
@@ -153,9 +154,9 @@ def conflicts(exp: Experiment, output_root: Path | None = None) -> list[str]:
         if not spec.exists():
             continue
         try:
-            old = json.loads(spec.read_text(encoding="utf-8"))
+            old = read_json_object(spec)
             before = _what_ran(dict(old["overrides"]), int(old["num_supernodes"]))
-        except (OSError, ValueError, RecursionError, KeyError, TypeError) as error:
+        except (OSError, ValueError, KeyError, TypeError) as error:  # DataError: ValueError
             # What that run is cannot be told: refuse rather than resume or overwrite it.
             found.append(f"{run.run_dir.name} ({SPEC_FILE} unreadable: {error!r:.80})")
             continue

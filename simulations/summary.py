@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from codetasks.data.jsonl import read_json_object
 from simulations.monitor import MemorySampler, Peak
 from simulations.results import SUMMARY_FILE
 
@@ -33,10 +34,10 @@ def _previous(run_dir: Path, resumed_after: int) -> tuple[list[dict], list[dict]
     if not resumed_after or not path.exists():
         return [], []
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_json_object(path)
         rounds = [dict(r) for r in old.get("rounds", []) if int(r["round"]) <= resumed_after]
         attempts = [dict(a) for a in old.get("attempts", [])]
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:  # DataError is a ValueError
         aside = path.with_name(f"{SUMMARY_FILE}.damaged")
         path.replace(aside)
         log.warning("%s unreadable (%r); moved to %s, timing starts afresh", path, error, aside)
